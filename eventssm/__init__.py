@@ -1,0 +1,32 @@
+"""eventssm: Mamba selective state space models for event-driven, irregularly sampled sequences.
+
+The core (this package's top level) imports only torch: Lightning tasks live in
+``eventssm.tasks``/``eventssm.cli`` and event data in ``eventssm.datasets``.
+"""
+
+from eventssm.discretization import (
+    SCHEMES,
+    Asymmetric,
+    Discretization,
+    Scaled,
+    Standard,
+    as_discretization,
+)
+from eventssm.reference import selective_scan_ref, selective_state_update_ref
+from eventssm.scan import selective_scan
+from eventssm.time import timesteps_from_timestamps
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SCHEMES",
+    "Asymmetric",
+    "Discretization",
+    "Scaled",
+    "Standard",
+    "as_discretization",
+    "selective_scan",
+    "selective_scan_ref",
+    "selective_state_update_ref",
+    "timesteps_from_timestamps",
+]

@@ -1,0 +1,197 @@
+"""Discretizations = scheme x time coupling (DESIGN §3).
+
+A discretization turns the continuous parameters of one channel (``A`` and ``B``) and the step
+sizes of one step into the discrete transition ``h[l] = Ā ⊙ h[l-1] + B̄ · u[l]``. It has two
+independent parts:
+
+* the **time coupling** (a class) decides the step sizes ``(dtA, dtB)`` from Mamba's learned
+  step ``Δ`` and the data's integration timestep ``τ``:
+
+  ============  ===============  =====
+  coupling      dtA              dtB
+  ============  ===============  =====
+  Standard      Δ                Δ
+  Asymmetric    τ · r[d]         Δ        (r = softplus(ρ), a learned per-channel rate)
+  Scaled        Δ · τ            Δ
+  ============  ===============  =====
+
+  Asymmetric and Scaled fall back to Standard when no ``τ`` is given (as lrnnx does).
+
+* the **scheme** (a string held by the coupling) decides ``(Ā, B̄)`` from ``(dtA, dtB, A, B)``:
+  ``mamba`` (Ā = exp(dtA·A), B̄ = dtB·B), ``zoh`` (B̄ = expm1(dtB·A)/A · B), ``bilinear``
+  (Ā = (1 + dtA·A/2)/(1 − dtA·A/2), B̄ = dtB/(1 − dtB·A/2) · B) and ``dirac`` (B̄ = B).
+
+Discretizations are stateless configuration objects (not ``nn.Module``): the learned rate ρ
+lives in the module that owns the channels (``Mamba.rate_log``), so one instance can be shared
+by every layer and swapped from a LightningCLI config by ``class_path``. The same formulas are
+used by the reference scan, the CPU path, ``Mamba.step`` and (as constexpr switches) the Triton
+kernels; ``SCHEME_IDS``/``COUPLING_IDS`` are the integer codes the kernels take.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Final
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "SCHEMES",
+    "SCHEME_IDS",
+    "COUPLING_IDS",
+    "Discretization",
+    "Standard",
+    "Asymmetric",
+    "Scaled",
+    "as_discretization",
+    "discretize_A",
+    "discretize_B",
+]
+
+SCHEMES: Final = ("mamba", "zoh", "bilinear", "dirac")
+SCHEME_IDS: Final = {name: i for i, name in enumerate(SCHEMES)}
+COUPLING_IDS: Final = {"standard": 0, "asymmetric": 1, "scaled": 2}
+
+# Below this |dtB·A| the ZOH input coefficient expm1(x)/x · dtB is replaced by its Taylor series
+# dtB·(1 + x/2 + x²/6): expm1(x)/x loses digits to cancellation only in float arithmetic of x
+# itself, but dividing by A (which may be tiny) must be avoided as well.
+_ZOH_SERIES_BELOW: Final = 1e-4
+
+
+def discretize_A(scheme: str, dtA: Tensor, A: Tensor) -> Tensor:
+    """Ā for step sizes ``dtA (..., D, 1)`` and ``A (D, N)`` -> ``(..., D, N)``."""
+    x = dtA * A
+    if scheme == "bilinear":
+        return (1 + 0.5 * x) / (1 - 0.5 * x)
+    return torch.exp(x)  # mamba, zoh, dirac
+
+
+def discretize_B(scheme: str, dtB: Tensor, A: Tensor) -> Tensor:
+    """The factor ``k`` with ``B̄ = k · B``: ``dtB (..., D, 1)``, ``A (D, N)`` -> broadcastable.
+
+    ``mamba`` returns ``dtB`` itself (shape ``(..., D, 1)``) and ``dirac`` a scalar one, so that
+    callers only broadcast; ``zoh`` and ``bilinear`` return ``(..., D, N)``.
+    """
+    if scheme == "mamba":
+        return dtB
+    if scheme == "dirac":
+        return torch.ones_like(dtB)
+    x = dtB * A
+    if scheme == "bilinear":
+        return dtB / (1 - 0.5 * x)
+    if scheme == "zoh":
+        # (exp(x) - 1)/A = dtB · expm1(x)/x; the quotient form is exact for |x| large and the
+        # series keeps x -> 0 (dtB -> 0 or A -> 0) finite and accurate.
+        small = x.abs() < _ZOH_SERIES_BELOW
+        safe_x = torch.where(small, torch.ones_like(x), x)
+        ratio = torch.where(small, 1 + x * (0.5 + x / 6), torch.expm1(safe_x) / safe_x)
+        return dtB * ratio
+    raise ValueError(f"unknown scheme {scheme!r}; expected one of {SCHEMES}")
+
+
+class Discretization(abc.ABC):
+    """Abstract base: a time coupling with a scheme. Subclasses are final.
+
+    Args:
+        scheme: ``"mamba"`` (default), ``"zoh"``, ``"bilinear"`` or ``"dirac"``.
+    """
+
+    #: name of the coupling, a key of ``COUPLING_IDS``
+    coupling: str = ""
+    #: whether the coupling needs the per-channel rate r (a learned parameter of the module)
+    uses_rate: bool = False
+
+    def __init__(self, scheme: str = "mamba") -> None:
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+        self.scheme = scheme
+
+    @abc.abstractmethod
+    def step_sizes(self, delta: Tensor, tau: Tensor | None, rate: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(dtA, dtB)`` from ``delta (..., D)``, ``tau (...)`` or None, ``rate (D,)`` or None."""
+
+    def coefficients(
+        self, delta: Tensor, tau: Tensor | None, rate: Tensor | None, A: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``(Ā (..., D, N), k)`` where ``B̄ = k · B`` (``k`` broadcastable to ``(..., D, N)``)."""
+        dtA, dtB = self.step_sizes(delta, tau, rate)
+        return discretize_A(self.scheme, dtA[..., None], A), discretize_B(self.scheme, dtB[..., None], A)
+
+    def event_mode(self, tau: Tensor | None) -> bool:
+        """Whether ``tau`` enters the step sizes (False for Standard or when ``tau`` is None)."""
+        return tau is not None and self.coupling != "standard"
+
+    @property
+    def scheme_id(self) -> int:
+        return SCHEME_IDS[self.scheme]
+
+    @property
+    def coupling_id(self) -> int:
+        return COUPLING_IDS[self.coupling]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(scheme={self.scheme!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.scheme == other.scheme  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.scheme))
+
+
+class Standard(Discretization):
+    """Mamba's coupling: ``dtA = dtB = Δ``; timesteps are ignored."""
+
+    coupling = "standard"
+
+    def step_sizes(self, delta, tau, rate):
+        return delta, delta
+
+
+class Asymmetric(Discretization):
+    """lrnnx/STREAM coupling: ``dtA = τ · r[d]`` (decay driven by elapsed time), ``dtB = Δ``.
+
+    Falls back to Standard when no ``τ`` is given.
+    """
+
+    coupling = "asymmetric"
+    uses_rate = True
+
+    def step_sizes(self, delta, tau, rate):
+        if tau is None:
+            return delta, delta
+        if rate is None:
+            raise ValueError("rate is required by the Asymmetric coupling when timesteps are given")
+        return tau[..., None] * rate, delta
+
+
+class Scaled(Discretization):
+    """Event-SSM/S5 coupling: ``dtA = Δ · τ`` (learned step × observed gap), ``dtB = Δ``.
+
+    Falls back to Standard when no ``τ`` is given.
+    """
+
+    coupling = "scaled"
+
+    def step_sizes(self, delta, tau, rate):
+        if tau is None:
+            return delta, delta
+        return delta * tau[..., None], delta
+
+
+def as_discretization(value: Discretization | str) -> Discretization:
+    """Accept a Discretization or an lrnnx scheme string.
+
+    As in lrnnx, a string selects the scheme with the asymmetric coupling, which is the standard
+    Mamba rule whenever no timesteps are passed.
+    """
+    if isinstance(value, Discretization):
+        return value
+    if isinstance(value, str):
+        if value not in SCHEMES:
+            raise ValueError(f"discretization must be a Discretization or one of {SCHEMES}, got {value!r}")
+        return Asymmetric(scheme=value)
+    raise ValueError(
+        f"discretization must be a Discretization instance or a scheme string, got {type(value).__name__}"
+    )

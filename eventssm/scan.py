@@ -1,0 +1,217 @@
+"""``selective_scan``: the one public op. Validates its inputs, then dispatches to a backend.
+
+Backends:
+
+* ``"triton"``: fused Triton kernels (forward + backward) from :mod:`eventssm.kernels`; CUDA tensors.
+* ``"torch"``: the chunked pure-PyTorch path of :mod:`eventssm.chunked` (fast on the CPU).
+* ``"reference"``: the per-step loop of :mod:`eventssm.reference` (the oracle; slow).
+* ``"auto"`` (default): Triton for CUDA tensors when Triton is importable, ``"torch"`` otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import torch
+from torch import Tensor
+
+from eventssm.discretization import Discretization, as_discretization
+from eventssm.time import check_timesteps
+
+__all__ = ["selective_scan", "triton_available", "BACKENDS"]
+
+BACKENDS = ("auto", "triton", "torch", "reference")
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@functools.cache
+def triton_available() -> tuple[bool, str]:
+    """(available, reason): whether the Triton backend can be imported here."""
+    try:
+        import eventssm.kernels as k  # noqa: F401
+
+        if not hasattr(k, "selective_scan_triton"):
+            return False, "eventssm.kernels has no selective_scan_triton"
+        return True, ""
+    except ImportError as e:  # triton missing or broken
+        return False, f"{type(e).__name__}: {e}"
+
+
+def _shape(name: str, t: Tensor, expected: tuple, got_note: str = "") -> None:
+    if tuple(t.shape) != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(t.shape)}{got_note}")
+
+
+def _validate(u, delta, A, B, C, D, z, delta_bias, integration_timesteps, rate, disc, initial_state,
+              cu_seqlens):
+    tensors = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias,
+                   integration_timesteps=integration_timesteps, rate=rate,
+                   initial_state=initial_state)
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in _FLOATS:
+            raise ValueError(f"{name} must be a floating tensor (float16/bfloat16/float32/float64), got {t.dtype}")
+        if t.device != u.device:
+            raise ValueError(f"{name} is on {t.device} but u is on {u.device}: move all inputs to one device")
+    if u.dim() != 3:
+        raise ValueError(f"u must have shape (batch, L, D), got {tuple(u.shape)}")
+    b, L, Dm = u.shape
+    _shape("delta", delta, (b, L, Dm))
+    if z is not None:
+        _shape("z", z, (b, L, Dm))
+    if A.dim() != 2 or A.shape[0] != Dm:
+        raise ValueError(f"A must have shape (D, N) = ({Dm}, N), got {tuple(A.shape)}")
+    N = A.shape[1]
+    if B.dim() == 3:
+        _shape("B", B, (b, L, N))
+        _shape("C", C, (b, L, N))
+    elif B.dim() == 4:
+        G = B.shape[2]
+        _shape("B", B, (b, L, G, N))
+        _shape("C", C, (b, L, G, N))
+        if G == 0 or Dm % G != 0:
+            raise ValueError(f"B/C have {G} groups, which must divide D = {Dm}")
+    else:
+        raise ValueError(f"B must have shape (batch, L, N) or (batch, L, G, N), got {tuple(B.shape)}")
+    if C.dim() != B.dim():
+        raise ValueError(f"C must have the same layout as B {tuple(B.shape)}, got {tuple(C.shape)}")
+    for name in ("D", "delta_bias", "rate"):
+        if tensors[name] is not None:
+            _shape(name, tensors[name], (Dm,))
+    if integration_timesteps is not None:
+        _shape("integration_timesteps", integration_timesteps, (b, L))
+        check_timesteps(integration_timesteps, "integration_timesteps")
+    if disc.uses_rate and integration_timesteps is not None and rate is None:
+        raise ValueError(
+            f"rate (D,) is required by {disc!r} when integration_timesteps are given "
+            "(the positive per-channel rate r, e.g. softplus of a learned parameter)"
+        )
+    if rate is not None and bool((rate <= 0).any() | ~torch.isfinite(rate).all()):
+        raise ValueError("rate must be positive and finite (pass the activated rate, e.g. softplus(ρ))")
+    n_seq = b
+    if cu_seqlens is not None:
+        if not isinstance(cu_seqlens, Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+            raise ValueError("cu_seqlens must be a 1-D integer tensor (n_seq + 1,) of cumulative lengths")
+        if cu_seqlens.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"cu_seqlens must be int32 or int64, got {cu_seqlens.dtype}")
+        if b != 1:
+            raise ValueError(
+                f"cu_seqlens requires batch == 1 (sequences packed along L), got batch {b}; "
+                "flatten the batch with u.reshape(1, -1, D) and pass the cumulative lengths"
+            )
+        cs = cu_seqlens.tolist()
+        if cs[0] != 0 or cs[-1] != L or any(a > c for a, c in zip(cs[:-1], cs[1:])):
+            raise ValueError(f"cu_seqlens must start at 0, be non-decreasing and end at L = {L}, got {cs}")
+        n_seq = len(cs) - 1
+    if initial_state is not None:
+        _shape("initial_state", initial_state, (n_seq, Dm, N),
+               " (one state per packed sequence)" if cu_seqlens is not None else "")
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    integration_timesteps: Tensor | None = None,
+    rate: Tensor | None = None,
+    discretization: Discretization | str = "mamba",
+    initial_state: Tensor | None = None,
+    return_last_state: bool = False,
+    cu_seqlens: Tensor | None = None,
+    backend: str = "auto",
+):
+    r"""Selective scan with per-step time deltas (DESIGN §2-3).
+
+    .. math::
+        Δ = \mathrm{softplus}(δ + b),\ (dt_A, dt_B) = \mathrm{coupling}(Δ, τ),\
+        h_l = \bar A_l ⊙ h_{l-1} + \bar B_l u_l,\ y_l = C_l h_l + D ⊙ u_l\ (⊙\,\mathrm{silu}(z_l))
+
+    Args:
+        u: ``(batch, L, D)`` input.
+        delta: ``(batch, L, D)`` raw step δ.
+        A: ``(D, N)`` real (negative) state matrix diagonal.
+        B, C: ``(batch, L, N)``, or ``(batch, L, G, N)`` with channel groups (``D % G == 0``).
+        D: ``(D,)`` skip connection.
+        z: ``(batch, L, D)`` gate; the output is multiplied by ``silu(z)``.
+        delta_bias: ``(D,)`` added to δ before the softplus.
+        delta_softplus: apply softplus to ``δ + delta_bias``.
+        integration_timesteps: ``(batch, L)`` gaps τ ≥ 0 (finite).
+        rate: ``(D,)`` positive per-channel rate r (already activated), for the asymmetric coupling.
+        discretization: a :class:`~eventssm.Discretization` or a scheme string (lrnnx style:
+            asymmetric coupling with that scheme).
+        initial_state: ``(batch, D, N)`` (``(n_seq, D, N)`` with ``cu_seqlens``), default zeros.
+        return_last_state: also return ``h[L-1]`` (differentiable).
+        cu_seqlens: ``(n_seq + 1,)`` int32/int64 cumulative lengths of sequences packed along L
+            (requires ``batch == 1``); each sequence starts from its own initial state.
+        backend: ``"auto" | "triton" | "torch" | "reference"``.
+
+    Returns:
+        ``y (batch, L, D)`` in ``u``'s dtype; with ``return_last_state`` also the last state
+        ``(batch, D, N)`` (``(n_seq, D, N)`` when packed) in float32 (float64 for float64 input).
+
+    Raises:
+        ValueError: an argument with a wrong shape, dtype or device, NaN/Inf/negative timesteps,
+        a missing rate, ``cu_seqlens`` with batch > 1, an unknown backend, or ``backend="triton"``
+        where Triton is unavailable or the tensors are not on CUDA.
+    """
+    disc = as_discretization(discretization)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    _validate(u, delta, A, B, C, D, z, delta_bias, integration_timesteps, rate, disc, initial_state,
+              cu_seqlens)
+    kwargs = dict(D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+                  integration_timesteps=integration_timesteps, rate=rate, discretization=disc,
+                  initial_state=initial_state, return_last_state=return_last_state,
+                  cu_seqlens=cu_seqlens)
+    if backend == "auto":
+        backend = "triton" if (u.is_cuda and triton_available()[0]) else "torch"
+        if u.is_cuda and backend == "torch":
+            _warn_no_triton()
+    if backend == "triton":
+        ok, why = triton_available()
+        if not ok:
+            raise ValueError(
+                f'backend="triton" but the Triton kernels cannot be used here ({why}); '
+                'install the extra with `pip install "eventssm[triton]"` or pass backend="torch"'
+            )
+        if not u.is_cuda and not _interpreting():
+            raise ValueError(
+                f'backend="triton" needs CUDA tensors, got u on {u.device} '
+                "(set TRITON_INTERPRET=1 to run the kernels on the CPU for testing)"
+            )
+        from eventssm.kernels import selective_scan_triton
+
+        return selective_scan_triton(u, delta, A, B, C, **kwargs)
+    if backend == "torch":
+        from eventssm.chunked import selective_scan_chunked
+
+        return selective_scan_chunked(u, delta, A, B, C, **kwargs)
+    from eventssm.reference import selective_scan_ref
+
+    return selective_scan_ref(u, delta, A, B, C, **kwargs)
+
+
+def _interpreting() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.cache
+def _warn_no_triton() -> None:
+    warnings.warn(
+        "selective_scan: CUDA tensors but the Triton kernels are unavailable "
+        f"({triton_available()[1]}); using the slower PyTorch path. "
+        'Install them with `pip install "eventssm[triton]"`.',
+        stacklevel=3,
+    )
