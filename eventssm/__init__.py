@@ -12,8 +12,18 @@ from eventssm.discretization import (
     Standard,
     as_discretization,
 )
+from eventssm.mamba import InferenceCache, Mamba
+from eventssm.models import (
+    EventEncoder,
+    MambaBackbone,
+    MambaLM,
+    ResidualBlock,
+    convert_mamba_state_dict,
+    pool,
+)
 from eventssm.reference import selective_scan_ref, selective_state_update_ref
 from eventssm.scan import selective_scan
+from eventssm.ssm import SelectiveSSM
 from eventssm.time import timesteps_from_timestamps
 
 __version__ = "0.1.0"
@@ -25,6 +35,15 @@ __all__ = [
     "Scaled",
     "Standard",
     "as_discretization",
+    "EventEncoder",
+    "InferenceCache",
+    "Mamba",
+    "MambaBackbone",
+    "MambaLM",
+    "ResidualBlock",
+    "SelectiveSSM",
+    "convert_mamba_state_dict",
+    "pool",
     "selective_scan",
     "selective_scan_ref",
     "selective_state_update_ref",

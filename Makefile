@@ -1,0 +1,34 @@
+# Two entry points (README): `make run` trains the quickstart model, `make test` runs the tests.
+# Both create .venv on first use: torch is pinned to the CPU build first so that the extras
+# resolve against it instead of pulling a CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+
+.PHONY: setup run test test-fast lint bench-cpu
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(PY) experiments/demo.py
+
+# Everything CI runs: unit tests, slow tests, the Triton kernels under the CPU interpreter.
+test: setup
+	$(PY) -m pytest -n 2 --dist loadgroup -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not interpret"
+
+lint: setup
+	$(VENV)/bin/ruff check eventssm kernels datasets tests experiments
+
+bench-cpu: setup
+	$(PY) experiments/bench/cpu_scan.py

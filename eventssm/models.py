@@ -1,0 +1,375 @@
+"""Models built from Mamba blocks: ResidualBlock, MambaLM, EventEncoder, pooling and heads.
+
+Legend: batch ``B``, steps ``L``, model width ``d_model``, vocabulary ``V``, value channels ``C``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from eventssm.discretization import Discretization
+from eventssm.mamba import InferenceCache, Mamba
+from eventssm.ssm import SelectiveSSM
+from eventssm.time import length_mask, timesteps_from_timestamps
+
+__all__ = [
+    "SelectiveSSM",
+    "ResidualBlock",
+    "MambaBackbone",
+    "MambaLM",
+    "EventEncoder",
+    "pool",
+    "POOLINGS",
+    "convert_mamba_state_dict",
+]
+
+POOLINGS = ("last", "mean", "time")
+
+
+class ResidualBlock(nn.Module):
+    """``x + Mamba(RMSNorm(x))`` (pre-norm, as in mamba-ssm's ``Block`` and transformers'
+    ``MambaBlock``); submodules ``norm`` and ``mixer`` keep their checkpoint names."""
+
+    def __init__(self, d_model: int, norm_eps: float = 1e-5, **mamba_kwargs) -> None:
+        super().__init__()
+        self.norm = nn.RMSNorm(d_model, eps=norm_eps)
+        self.mixer = Mamba(d_model, **mamba_kwargs)
+
+    def forward(self, x: Tensor, integration_timesteps=None, lengths=None, inference_cache=None,
+                *, timestamps=None) -> Tensor:
+        """``x (B, L, d_model)`` -> same."""
+        h = self.mixer(self.norm(x), integration_timesteps, lengths, inference_cache, timestamps=timestamps)
+        return x + h
+
+    def step(self, x: Tensor, cache: InferenceCache, integration_timesteps=None) -> Tensor:
+        """``x (B, 1, d_model)`` -> same, updating ``cache``."""
+        return x + self.mixer.step(self.norm(x), cache, integration_timesteps)[0]
+
+
+class MambaBackbone(nn.Module):
+    """Stack of residual Mamba blocks with a final RMSNorm: ``(B, L, d_model) -> same``.
+
+    Gaps are computed once from ``timestamps`` (float64) and shared by all layers.
+    """
+
+    def __init__(self, d_model: int, n_layers: int = 4, d_state: int = 16, d_conv: int = 4,
+                 expand: int = 2, discretization: Discretization | str = "mamba",
+                 time_scale: float = 1.0, norm_eps: float = 1e-5, **mamba_kwargs) -> None:
+        super().__init__()
+        if not isinstance(n_layers, int) or n_layers < 1:
+            raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
+        self.d_model, self.time_scale = d_model, time_scale
+        self.layers = nn.ModuleList(
+            ResidualBlock(d_model, norm_eps=norm_eps, d_state=d_state, d_conv=d_conv, expand=expand,
+                          discretization=discretization, time_scale=time_scale, layer_idx=i, **mamba_kwargs)
+            for i in range(n_layers)
+        )
+        self.norm_f = nn.RMSNorm(d_model, eps=norm_eps)
+
+    def forward(self, x: Tensor, integration_timesteps=None, lengths=None, inference_cache=None,
+                *, timestamps=None) -> Tensor:
+        if timestamps is not None:
+            if integration_timesteps is not None:
+                raise ValueError("pass either integration_timesteps or timestamps, not both")
+            if inference_cache is not None:
+                # Chunked/prefill processing needs each block's last time: let blocks form gaps.
+                for layer, c in zip(self.layers, inference_cache):
+                    x = layer(x, None, lengths, c, timestamps=timestamps)
+                return self.norm_f(x)
+            ts = torch.as_tensor(timestamps, device=x.device)
+            integration_timesteps = timesteps_from_timestamps(
+                ts, time_scale=self.time_scale, lengths=lengths, name="timestamps").float()
+        caches = inference_cache if inference_cache is not None else [None] * len(self.layers)
+        for layer, c in zip(self.layers, caches):
+            x = layer(x, integration_timesteps, lengths, c)
+        return self.norm_f(x)
+
+    def allocate_inference_cache(self, batch_size: int, max_seqlen: int | None = None, dtype=None):
+        return [layer.mixer.allocate_inference_cache(batch_size, max_seqlen, dtype) for layer in self.layers]
+
+
+class MambaLM(nn.Module):
+    """Causal language model: embedding -> residual Mamba blocks -> RMSNorm -> tied LM head.
+
+    Parameter names follow mamba-ssm's ``MambaLMHeadModel`` (``backbone.embedding``,
+    ``backbone.layers.{i}.{norm,mixer}``, ``backbone.norm_f``, ``lm_head``); transformers'
+    ``MambaForCausalLM`` checkpoints load through :func:`convert_mamba_state_dict` /
+    :meth:`from_state_dict`.
+
+    Args:
+        vocab_size: V (e.g. 256 for bytes).
+        d_model, d_state, d_conv, expand, n_layers: sizes.
+        discretization: shared by all blocks (a Discretization or an lrnnx string).
+        tie_embeddings: share the LM head with the embedding matrix.
+        **mamba_kwargs: forwarded to every :class:`Mamba` (``dt_rank``, ``conv_bias``, ``bias``...).
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, d_state: int = 16, d_conv: int = 4,
+                 expand: int = 2, n_layers: int = 4, discretization: Discretization | str = "mamba",
+                 tie_embeddings: bool = True, norm_eps: float = 1e-5, **mamba_kwargs) -> None:
+        super().__init__()
+        if not isinstance(vocab_size, int) or vocab_size < 1:
+            raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
+        self.vocab_size = vocab_size
+        self.backbone = MambaBackbone(d_model, n_layers, d_state, d_conv, expand, discretization,
+                                      norm_eps=norm_eps, **mamba_kwargs)
+        self.backbone.embedding = nn.Embedding(vocab_size, d_model)
+        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+        if tie_embeddings:
+            self.lm_head.weight = self.backbone.embedding.weight
+        self._init_weights(n_layers)
+
+    def _init_weights(self, n_layers: int) -> None:
+        # GPT-2 style: embeddings N(0, 0.02); residual output projections scaled by 1/sqrt(n_layers)
+        nn.init.normal_(self.backbone.embedding.weight, std=0.02)
+        for layer in self.backbone.layers:
+            nn.init.kaiming_uniform_(layer.mixer.out_proj.weight, a=math.sqrt(5))
+            with torch.no_grad():
+                layer.mixer.out_proj.weight /= math.sqrt(n_layers)
+
+    def forward(self, input_ids: Tensor, integration_timesteps=None, inference_cache=None,
+                *, timestamps=None, lengths=None) -> Tensor:
+        """``input_ids (B, L)`` (or ``(L,)``) long -> logits ``(B, L, V)`` (or ``(L, V)``)."""
+        unbatched = input_ids.dim() == 1
+        if unbatched:
+            input_ids = input_ids[None]
+        if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32, torch.int64):
+            raise ValueError(f"input_ids must be an integer tensor (B, L), got {input_ids.dtype} {tuple(input_ids.shape)}")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.vocab_size):
+            raise ValueError(f"input_ids must lie in [0, {self.vocab_size}), got range "
+                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
+        h = self.backbone(self.backbone.embedding(input_ids), integration_timesteps, lengths,
+                          inference_cache, timestamps=timestamps)
+        logits = self.lm_head(h)
+        return logits[0] if unbatched else logits
+
+    def allocate_inference_cache(self, batch_size: int, max_seqlen: int | None = None, dtype=None):
+        return self.backbone.allocate_inference_cache(batch_size, max_seqlen, dtype)
+
+    def step(self, token: Tensor, cache, integration_timesteps=None) -> Tensor:
+        """``token (B,)`` -> logits ``(B, V)``, advancing every block's cache by one step."""
+        x = self.backbone.embedding(token)[:, None]  # (B, 1, d_model)
+        for layer, c in zip(self.backbone.layers, cache):
+            x = layer.step(x, c, integration_timesteps)
+        return self.lm_head(self.backbone.norm_f(x))[:, 0]
+
+    @torch.no_grad()
+    def generate(self, input_ids: Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Prefill ``input_ids (B, L)`` through ``forward`` with a cache, then sample
+        ``max_new_tokens`` one ``step`` at a time. ``temperature=0`` is greedy decoding.
+        Returns ``(B, L + max_new_tokens)``."""
+        unbatched = input_ids.dim() == 1
+        ids = input_ids[None] if unbatched else input_ids
+        if ids.shape[1] < 1:
+            raise ValueError("input_ids must hold at least one token to condition on")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be a positive int or None, got {top_k}")
+        cache = self.allocate_inference_cache(ids.shape[0], ids.shape[1] + max_new_tokens)
+        logits = self(ids, inference_cache=cache)[:, -1]
+        out = [ids]
+        for i in range(max_new_tokens):
+            if temperature == 0:
+                nxt = logits.argmax(-1)
+            else:
+                logits = logits.float() / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(F.softmax(logits, -1), 1, generator=generator)[:, 0]
+            out.append(nxt[:, None])
+            if i + 1 < max_new_tokens:
+                logits = self.step(nxt, cache)
+        res = torch.cat(out, dim=1)
+        return res[0] if unbatched else res
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict[str, Tensor], **kwargs) -> MambaLM:
+        """Build a model from a transformers ``MambaForCausalLM`` or mamba-ssm
+        ``MambaLMHeadModel`` state dict; sizes are read off the tensors' shapes. ``kwargs``
+        override or add constructor arguments (e.g. ``discretization``, ``norm_eps``)."""
+        sd = convert_mamba_state_dict(state_dict)
+        emb = sd["backbone.embedding.weight"]
+        vocab, d_model = emb.shape
+        n_layers = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"backbone\.layers\.(\d+)\.", k)))
+        p = "backbone.layers.0.mixer."
+        d_inner, d_state = sd[p + "A_log"].shape
+        cfg = dict(
+            vocab_size=vocab, d_model=d_model, n_layers=n_layers, d_state=d_state,
+            d_conv=sd[p + "conv1d.weight"].shape[-1], expand=d_inner // d_model,
+            dt_rank=sd[p + "dt_proj.weight"].shape[1], conv_bias=(p + "conv1d.bias") in sd,
+            bias=(p + "in_proj.bias") in sd,
+            tie_embeddings="lm_head.weight" not in sd or torch.equal(sd["lm_head.weight"], emb),
+        )
+        if d_inner != cfg["expand"] * d_model:
+            raise ValueError(f"d_inner {d_inner} is not a multiple of d_model {d_model}")
+        cfg.update(kwargs)
+        model = cls(**cfg)
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.endswith(".rho") and k != "lm_head.weight"]
+        if missing or unexpected:
+            raise ValueError(f"state dict does not match: missing {missing}, unexpected {unexpected}")
+        return model
+
+
+def convert_mamba_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Map transformers' ``MambaForCausalLM`` names onto ours (mamba-ssm's, which need no change).
+
+    transformers: ``backbone.embeddings.weight``; mamba-ssm and eventssm: ``backbone.embedding.weight``.
+    """
+    out = {}
+    for k, v in state_dict.items():
+        k = re.sub(r"^backbone\.embeddings\.", "backbone.embedding.", k)
+        out[k] = v
+    return out
+
+
+def pool(h: Tensor, how: str, mask: Tensor | None = None, tau: Tensor | None = None) -> Tensor:
+    """Pool per-step features ``h (B, L, d)`` over real steps -> ``(B, d)``.
+
+    * ``last``: the feature at the last real step (what a causal model has seen of everything);
+    * ``mean``: the mean over real steps;
+    * ``time``: a time-weighted mean, each event weighted by the half-gaps on either side of it
+      ``(τ[l] + τ[l+1]) / 2`` (the span of time it stands for); uniform when all gaps are 0.
+    """
+    Bsz, L, _ = h.shape
+    if mask is None:
+        mask = torch.ones(Bsz, L, dtype=torch.bool, device=h.device)
+    m = mask.to(h.dtype)
+    if how == "last":
+        idx = (mask.long().sum(1) - 1).clamp(min=0)
+        return h[torch.arange(Bsz, device=h.device), idx]
+    if how == "mean":
+        return (h * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
+    if how == "time":
+        if tau is None:
+            return pool(h, "mean", mask)
+        t = tau.to(h.dtype) * m
+        nxt = torch.cat([t[:, 1:], torch.zeros_like(t[:, :1])], dim=1)
+        w = 0.5 * (t + nxt) * m
+        total = w.sum(1, keepdim=True)
+        w = torch.where(total > 0, w / total.clamp(min=1e-30), m / m.sum(1, keepdim=True).clamp(min=1))
+        return (h * w[..., None]).sum(1)
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {how!r}")
+
+
+class EventEncoder(nn.Module):
+    """Encoder for event sequences: values and/or marks -> Mamba blocks -> pooled features.
+
+    Each event's input is ``Linear([values, observed?, log1p(τ)?]) + Embedding(mark)``; the gaps
+    τ drive the discretization (event mode) and, with ``time_features``, are also an input so
+    that a Standard (time-blind) discretization still sees time.
+
+    Args:
+        d_model: feature width.
+        n_layers: residual Mamba blocks.
+        d_input: value channels C (0: marks only).
+        num_marks: number of event types (0: no marks).
+        d_state, d_conv, expand: Mamba sizes.
+        discretization: a Discretization or an lrnnx string.
+        pooling: ``"last" | "mean" | "time"`` (see :func:`pool`).
+        time_scale: factor applied to gaps formed from ``timestamps``.
+        dropout: on the input embedding.
+        use_observed: values come with an ``observed (B, L, C)`` mask, appended to the input.
+        time_features: append ``log1p(τ)`` to every event's input.
+    """
+
+    def __init__(self, d_model: int = 64, n_layers: int = 2, d_input: int = 0, num_marks: int = 0,
+                 d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 discretization: Discretization | str = "mamba", pooling: str = "last",
+                 time_scale: float = 1.0, dropout: float = 0.0, use_observed: bool = False,
+                 time_features: bool = True, **mamba_kwargs) -> None:
+        super().__init__()
+        if d_input < 0 or num_marks < 0 or (d_input == 0 and num_marks == 0):
+            raise ValueError(f"need d_input > 0 and/or num_marks > 0, got d_input={d_input}, num_marks={num_marks}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.d_model, self.d_input, self.num_marks = d_model, d_input, num_marks
+        self.pooling, self.use_observed, self.time_features = pooling, use_observed, time_features
+        self.time_scale = time_scale
+        n_in = d_input * (2 if use_observed else 1) + (1 if time_features else 0)
+        self.input_proj = nn.Linear(n_in, d_model) if n_in > 0 else None
+        self.mark_embedding = nn.Embedding(num_marks, d_model) if num_marks > 0 else None
+        self.dropout = nn.Dropout(dropout)
+        self.backbone = MambaBackbone(d_model, n_layers, d_state, d_conv, expand, discretization,
+                                      time_scale=time_scale, **mamba_kwargs)
+
+    def _inputs(self, values, marks, observed, timestamps, integration_timesteps, lengths):
+        ref = values if values is not None else marks
+        if ref is None:
+            raise ValueError("pass values (B, L, C) and/or marks (B, L)")
+        unbatched = ref.dim() == (2 if values is not None else 1)
+        if unbatched:
+            values = None if values is None else values[None]
+            marks = None if marks is None else marks[None]
+            observed = None if observed is None else observed[None]
+            timestamps = None if timestamps is None else torch.as_tensor(timestamps)[None]
+            integration_timesteps = None if integration_timesteps is None else integration_timesteps[None]
+            lengths = None if lengths is None else torch.as_tensor(lengths).reshape(1)
+        Bsz, L = (values if values is not None else marks).shape[:2]
+        device = (values if values is not None else marks).device
+        if self.d_input and values is None:
+            raise ValueError(f"values (B, L, {self.d_input}) are required (d_input={self.d_input})")
+        if values is not None and (values.dim() != 3 or values.shape[-1] != self.d_input):
+            raise ValueError(f"values must have shape (B, L, {self.d_input}), got {tuple(values.shape)}")
+        if self.num_marks and marks is None:
+            raise ValueError(f"marks (B, L) are required (num_marks={self.num_marks})")
+        if marks is not None:
+            if marks.shape != (Bsz, L):
+                raise ValueError(f"marks must have shape ({Bsz}, {L}), got {tuple(marks.shape)}")
+            if marks.numel() and (int(marks.min()) < 0 or int(marks.max()) >= max(self.num_marks, 1)):
+                raise ValueError(f"marks must lie in [0, {self.num_marks}), got range [{int(marks.min())}, {int(marks.max())}]")
+        mask = None if lengths is None else length_mask(torch.as_tensor(lengths, device=device), L)
+        if timestamps is not None:
+            if integration_timesteps is not None:
+                raise ValueError("pass either integration_timesteps or timestamps, not both")
+            tau = timesteps_from_timestamps(torch.as_tensor(timestamps, device=device),
+                                            time_scale=self.time_scale, lengths=lengths)
+        else:
+            tau = integration_timesteps
+        if tau is not None:
+            if tau.shape != (Bsz, L):
+                raise ValueError(f"integration_timesteps must have shape ({Bsz}, {L}), got {tuple(tau.shape)}")
+            if mask is not None:
+                tau = tau.masked_fill(~mask, 0)
+            tau = tau.float()
+        feats = []
+        if values is not None:
+            feats.append(values.float())
+            if self.use_observed:
+                if observed is None:
+                    raise ValueError("observed (B, L, C) is required (use_observed=True)")
+                feats.append(observed.float())
+        if self.time_features:
+            feats.append(torch.log1p(tau if tau is not None else torch.zeros(Bsz, L, device=device))[..., None])
+        x = self.input_proj(torch.cat(feats, -1)) if feats else 0
+        if self.mark_embedding is not None:
+            x = x + self.mark_embedding(marks)
+        return self.dropout(x), tau, lengths, mask, unbatched
+
+    def encode(self, values=None, marks=None, *, timestamps=None, integration_timesteps=None,
+               lengths=None, observed=None) -> Tensor:
+        """Per-event features ``(B, L, d_model)``; padding steps are 0."""
+        x, tau, lengths, mask, unbatched = self._inputs(values, marks, observed, timestamps,
+                                                        integration_timesteps, lengths)
+        h = self.backbone(x, tau, lengths)
+        if mask is not None:
+            h = h * mask[..., None]
+        return h[0] if unbatched else h
+
+    def forward(self, values=None, marks=None, *, timestamps=None, integration_timesteps=None,
+                lengths=None, observed=None) -> Tensor:
+        """Pooled features ``(B, d_model)`` (``(d_model,)`` for unbatched input)."""
+        x, tau, lengths, mask, unbatched = self._inputs(values, marks, observed, timestamps,
+                                                        integration_timesteps, lengths)
+        h = self.backbone(x, tau, lengths)
+        out = pool(h, self.pooling, mask, tau)
+        return out[0] if unbatched else out

@@ -1,0 +1,42 @@
+"""Shared test helpers: random scan inputs and error metrics."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from eventssm import SCHEMES, Asymmetric, Scaled, Standard
+
+COUPLINGS = (Standard, Asymmetric, Scaled)
+ALL_DISCRETIZATIONS = [c(scheme=s) for c, s in itertools.product(COUPLINGS, SCHEMES)]
+DISC_IDS = [f"{type(d).__name__}-{d.scheme}" for d in ALL_DISCRETIZATIONS]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b| (max-norm relative error, with a floor so zeros compare)."""
+    a, b = a.double(), b.double()
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12)) if b.numel() else 0.0
+
+
+def scan_inputs(b=2, L=9, D=6, N=4, G=None, dtype=torch.float64, tau_max=5.0, z=True,
+                h0=True, softplus=True, requires_grad=False, generator=None):
+    """Fresh random inputs for selective_scan with steps and gaps large enough to matter."""
+    g = generator
+    r = lambda *s: torch.randn(*s, dtype=dtype, generator=g)
+    Bshape = (b, L, N) if G is None else (b, L, G, N)
+    kw = dict(
+        u=r(b, L, D), delta=r(b, L, D) * 0.5 + (0.5 if softplus else 1.5),
+        A=-(torch.rand(D, N, dtype=dtype, generator=g) * 2 + 0.1), B=r(*Bshape), C=r(*Bshape),
+        D=r(D), z=r(b, L, D) if z else None, delta_bias=r(D) * 0.3,
+        integration_timesteps=torch.rand(b, L, dtype=dtype, generator=g) * tau_max,
+        rate=torch.rand(D, dtype=dtype, generator=g) + 0.2,
+        initial_state=r(b, D, N) if h0 else None,
+    )
+    if not softplus:
+        kw["delta"] = kw["delta"].abs()
+    if requires_grad:
+        for k, v in kw.items():
+            if v is not None:
+                v.requires_grad_(True)
+    return kw
