@@ -1,0 +1,30 @@
+"""Event data for eventssm: long pandas tables, splits, collation and LightningDataModules.
+
+Installed as ``eventssm.datasets`` (the folder is ``datasets/`` in the repository). This package
+imports pandas and Lightning; the ``eventssm`` core does not.
+"""
+
+from .collate import EventCollator, collate_events, pack_batch
+from .datamodule import EventDataModule, EventDataset
+from .normalize import Standardizer
+from .point_process import (
+    PointProcessDataModule,
+    make_point_processes,
+    simulate_hawkes,
+    simulate_poisson,
+)
+from .sampling import GlobalBatchSampler, ShardSampler
+from .splits import split_from_labels, split_indices
+from .synthetic import SyntheticDataModule, make_sinusoids, make_spirals
+from .table import EventTable, read_table
+from .text import ByteDataModule, ByteWindows, read_bytes, window_offsets
+from .uea import UEADataModule, available_uea, drop_time_indices, load_uea
+
+__all__ = [
+    "ByteDataModule", "ByteWindows", "EventCollator", "EventDataModule", "EventDataset",
+    "EventTable", "GlobalBatchSampler", "PointProcessDataModule", "ShardSampler", "Standardizer",
+    "SyntheticDataModule", "UEADataModule", "available_uea", "collate_events",
+    "drop_time_indices", "load_uea", "make_point_processes", "make_sinusoids", "make_spirals",
+    "pack_batch", "read_bytes", "read_table", "simulate_hawkes", "simulate_poisson",
+    "split_from_labels", "split_indices", "window_offsets",
+]

@@ -1,0 +1,164 @@
+"""Collate event sequences into the padded batch dict of DESIGN §5, and pack it (cu_seqlens).
+
+Batch keys (``B`` sequences, ``L`` = longest, ``C`` channels):
+
+============================  =================  ===========================================
+key                           shape              meaning
+============================  =================  ===========================================
+``values``                    (B, L, C) float32  observations, 0 at padding and where missing
+``observed``                  (B, L, C) bool     which channels were measured (optional)
+``marks``                     (B, L) long        event type ids, 0 at padding (optional)
+``timestamps``                (B, L) float64     time since the first event; padding repeats
+                                                 the last time
+``integration_timesteps``     (B, L) float64     backward gaps, 0 at step 0 and at padding
+``mask``                      (B, L) bool        real events
+``lengths``                   (B,) long          real events per sequence
+``target``                    task-specific      class id (B,), values (B, k), next marks
+                                                 (B, L) with -100 at no-target steps, or
+                                                 future values (B, Q, C)
+``index``                     (B,) long          position of each sequence in its dataset
+============================  =================  ===========================================
+
+Forecasting batches also hold ``query_times`` (B, Q) float64 (time since the first event,
+after the history), ``query_mask`` (B, Q) bool and ``target_mask`` (B, Q, C) bool; next-event
+batches hold ``target_gap`` (B, L) float32 (time to the next event, 0 where there is none).
+
+Times stay float64 (gaps are differenced in float64 by :func:`eventssm.time
+.timesteps_from_timestamps`); the model casts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from eventssm.time import timesteps_from_timestamps
+
+__all__ = ["collate_events", "pack_batch", "EventCollator"]
+
+
+def _pad(arrays: Sequence[np.ndarray], L: int, fill, dtype) -> torch.Tensor:
+    first = np.asarray(arrays[0])
+    out = np.full((len(arrays), L, *first.shape[1:]), fill, dtype=dtype)
+    for i, a in enumerate(arrays):
+        out[i, : len(a)] = a
+    return torch.from_numpy(out)
+
+
+def collate_events(samples: Sequence[dict], *, use_observed: bool | None = None) -> dict:
+    """Pad a list of per-sequence sample dicts into one batch dict (see the module docstring).
+
+    Args:
+        samples: dicts with ``timestamps`` ``(L_i,)`` and ``values`` ``(L_i, C)`` (NaN =
+            missing) and/or ``marks`` ``(L_i,)``; optional ``target``, ``query_times``,
+            ``target_gap`` and ``index``.
+        use_observed: add the ``observed`` mask (``None``: only when some value is NaN).
+    """
+    if len(samples) == 0:
+        raise ValueError("collate_events got an empty list of samples")
+    lengths = torch.tensor([len(s["timestamps"]) for s in samples], dtype=torch.long)
+    if int(lengths.min()) == 0:
+        raise ValueError("collate_events got an empty sequence (length 0)")
+    L = int(lengths.max())
+    B = len(samples)
+    batch: dict = {}
+    # Padding repeats the last time, so that gaps at padding are 0 whatever the model does.
+    ts = np.zeros((B, L), dtype=np.float64)
+    for i, s in enumerate(samples):
+        t = np.asarray(s["timestamps"], dtype=np.float64)
+        ts[i, : len(t)] = t
+        ts[i, len(t):] = t[-1]
+    timestamps = torch.from_numpy(ts)
+    batch["timestamps"] = timestamps
+    batch["integration_timesteps"] = timesteps_from_timestamps(timestamps, lengths=lengths)
+    mask = torch.arange(L)[None, :] < lengths[:, None]
+    batch["mask"] = mask
+    batch["lengths"] = lengths
+    if samples[0].get("values") is not None:
+        v = _pad([s["values"] for s in samples], L, np.nan, np.float32)
+        observed = ~torch.isnan(v)
+        observed &= mask[..., None]
+        batch["values"] = torch.where(observed, v, torch.zeros((), dtype=v.dtype))
+        if use_observed is None:
+            use_observed = bool((~observed & mask[..., None]).any())
+        if use_observed:
+            batch["observed"] = observed
+    if samples[0].get("marks") is not None:
+        batch["marks"] = _pad([s["marks"] for s in samples], L, 0, np.int64)
+    if "index" in samples[0]:
+        batch["index"] = torch.tensor([int(s["index"]) for s in samples], dtype=torch.long)
+    if "query_times" in samples[0]:
+        Q = max(len(s["query_times"]) for s in samples)
+        qt = np.zeros((B, Q), dtype=np.float64)
+        for i, s in enumerate(samples):
+            q = np.asarray(s["query_times"], dtype=np.float64)
+            qt[i, : len(q)] = q
+            qt[i, len(q):] = q[-1] if len(q) else ts[i, lengths[i] - 1]
+        batch["query_times"] = torch.from_numpy(qt)
+        batch["query_mask"] = torch.arange(Q)[None, :] < torch.tensor(
+            [len(s["query_times"]) for s in samples])[:, None]
+        tgt = _pad([s["target"] for s in samples], Q, np.nan, np.float32)
+        tmask = ~torch.isnan(tgt) & batch["query_mask"][..., None]
+        batch["target"] = torch.where(tmask, tgt, torch.zeros((), dtype=tgt.dtype))
+        batch["target_mask"] = tmask
+    elif "target_gap" in samples[0]:
+        batch["target"] = _pad([s["target"] for s in samples], L, -100, np.int64)
+        batch["target_gap"] = _pad([s["target_gap"] for s in samples], L, 0.0, np.float32)
+    elif "target" in samples[0]:
+        t0 = np.asarray(samples[0]["target"])
+        if t0.dtype.kind in "iu":
+            batch["target"] = torch.tensor([int(s["target"]) for s in samples], dtype=torch.long)
+        else:
+            batch["target"] = torch.from_numpy(
+                np.stack([np.atleast_1d(np.asarray(s["target"], dtype=np.float32))
+                          for s in samples]))
+    return batch
+
+
+class EventCollator:
+    """Picklable collate callable (``DataLoader(collate_fn=EventCollator(...))``) for workers.
+
+    Args:
+        use_observed: passed to :func:`collate_events`.
+        pack: return the packed ``cu_seqlens`` form of :func:`pack_batch` instead.
+    """
+
+    def __init__(self, use_observed: bool | None = None, pack: bool = False):
+        self.use_observed = use_observed
+        self.pack = pack
+
+    def __call__(self, samples: Sequence[dict]) -> dict:
+        batch = collate_events(samples, use_observed=self.use_observed)
+        return pack_batch(batch) if self.pack else batch
+
+
+_PER_STEP = ("values", "observed", "marks", "timestamps", "integration_timesteps", "mask")
+
+
+def pack_batch(batch: dict) -> dict:
+    """Padded batch -> packed variable-length form (``batch == 1`` plus ``cu_seqlens``).
+
+    Real events of all sequences are concatenated along time: per-step tensors become
+    ``(1, T, ...)`` with ``T = lengths.sum()``, and ``cu_seqlens`` ``(B + 1,)`` int32 holds the
+    cumulative lengths (sequence ``i`` is ``[cu_seqlens[i], cu_seqlens[i+1])``). Each sequence's
+    first gap stays 0, so no state leaks from one sequence into the next through the time
+    coupling; the scan restarts the state at every boundary. Per-sequence keys (``lengths``,
+    ``target`` of classification/regression, ``index``) are kept as they are; per-step targets
+    (next-event batches) are packed like the inputs.
+    """
+    if "cu_seqlens" in batch:
+        raise ValueError("pack_batch: the batch is already packed")
+    mask = batch["mask"]
+    lengths = batch["lengths"]
+    out = {}
+    for k, v in batch.items():
+        if k in _PER_STEP or (k in ("target", "target_gap") and "target_gap" in batch):
+            out[k] = v[mask][None]
+        else:
+            out[k] = v
+    cu = torch.zeros(lengths.numel() + 1, dtype=torch.int32)
+    cu[1:] = torch.cumsum(lengths, 0).to(torch.int32)
+    out["cu_seqlens"] = cu
+    return out
