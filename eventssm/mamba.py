@@ -95,8 +95,14 @@ class Mamba(SelectiveSSM):
         self.out_proj = nn.Linear(d_inner, d_model, bias=bias, **fk)
 
     # ------------------------------------------------------------------ helpers
-    def _gaps(self, L, Bsz, device, integration_timesteps, timestamps, lengths, cache):
-        """Integration timesteps ``(B, L)`` (float32) or None, and the last absolute time."""
+    @staticmethod
+    def _tau_dtype(dtype: torch.dtype) -> torch.dtype:
+        # Gaps are formed in float64 and handed to the scan in float32 (its arithmetic), or
+        # float64 for a float64 model so that tests against the oracle stay exact.
+        return torch.float64 if dtype == torch.float64 else torch.float32
+
+    def _gaps(self, L, Bsz, device, dtype, integration_timesteps, timestamps, lengths, cache):
+        """Integration timesteps ``(B, L)`` or None, and the last absolute time ``(B,)``."""
         if integration_timesteps is not None and timestamps is not None:
             raise ValueError("pass either integration_timesteps or timestamps, not both")
         last_time = None
@@ -112,7 +118,7 @@ class Mamba(SelectiveSSM):
             last_time = ts.gather(1, idx[:, None].long())[:, 0].to(torch.float64)
             if lengths is not None and prev is not None:
                 last_time = torch.where(lengths > 0, last_time, prev)
-            return tau.float(), last_time
+            return tau.to(self._tau_dtype(dtype)), last_time
         if integration_timesteps is None:
             return None, None
         tau = torch.as_tensor(integration_timesteps, device=device)
@@ -125,7 +131,7 @@ class Mamba(SelectiveSSM):
                         "integration_timesteps")
         if lengths is not None:
             tau = tau.masked_fill(~length_mask(lengths, L), 0.0)
-        return tau.float(), None
+        return tau.to(self._tau_dtype(dtype)), None
 
     def _conv(self, x: Tensor, conv_state: Tensor | None) -> Tensor:
         """Causal depthwise conv of ``x (B, D, L)``, continuing from ``conv_state (B, D, K)``."""
@@ -174,7 +180,7 @@ class Mamba(SelectiveSSM):
             if lengths.shape != (Bsz,):
                 raise ValueError(f"lengths must have shape ({Bsz},), got {tuple(lengths.shape)}")
             mask = length_mask(lengths, L)
-        tau, last_time = self._gaps(L, Bsz, hidden_states.device, integration_timesteps,
+        tau, last_time = self._gaps(L, Bsz, hidden_states.device, hidden_states.dtype, integration_timesteps,
                                     timestamps, lengths, inference_cache)
 
         xz = self.in_proj(hidden_states)  # (B, L, 2D)
@@ -201,7 +207,9 @@ class Mamba(SelectiveSSM):
     @torch.no_grad()
     def _update_cache(self, cache, x_t, h_last, lengths, last_time, L):
         K = self.d_conv
-        prev = cache.conv_state.to(x_t.dtype) if cache.seqlen_offset > 0 else torch.zeros_like(cache.conv_state, dtype=x_t.dtype)
+        prev = cache.conv_state.to(x_t.dtype)
+        if cache.seqlen_offset == 0:
+            prev = torch.zeros_like(prev)
         hist = torch.cat([prev, x_t], dim=-1)  # (B, D, K + L)
         # The K most recent real inputs of each sequence end at its length (right padding).
         end = K + (lengths if lengths is not None else torch.full((x_t.shape[0],), L, device=x_t.device))
@@ -251,9 +259,9 @@ class Mamba(SelectiveSSM):
             if integration_timesteps is not None:
                 raise ValueError("pass either integration_timesteps or timestamps, not both")
             t = torch.as_tensor(timestamps, device=x.device).reshape(Bsz)
-            prev = cache.last_time if cache.last_time is not None and cache.seqlen_offset > 0 else t
-            tau = timesteps_from_timestamps(torch.stack([prev.to(torch.float64) if t.dtype.is_floating_point else prev, t], 1),
-                                            time_scale=self.time_scale, name="timestamps")[:, 1]
+            prev = cache.last_time if cache.seqlen_offset > 0 else None  # first step: τ = 0
+            tau = timesteps_from_timestamps(t[:, None], time_scale=self.time_scale, last_time=prev,
+                                            name="timestamps")[:, 0]
             cache.last_time = t.to(torch.float64)
         elif integration_timesteps is not None:
             tau = torch.as_tensor(integration_timesteps, device=x.device).reshape(Bsz)
@@ -272,7 +280,8 @@ class Mamba(SelectiveSSM):
             xc = xc + self.conv1d.bias
         u = F.silu(xc).to(x.dtype)
         delta, Bm, Cm = self.project(u)
-        y = self._state_update(cache.ssm_state, u, delta, Bm, Cm, z, None if tau is None else tau.float())
+        y = self._state_update(cache.ssm_state, u, delta, Bm, Cm, z,
+                               None if tau is None else tau.to(self._tau_dtype(x.dtype)))
         cache.seqlen_offset += 1
         return self.out_proj(y)[:, None, :], cache
 

@@ -84,7 +84,7 @@ class MambaBackbone(nn.Module):
                 return self.norm_f(x)
             ts = torch.as_tensor(timestamps, device=x.device)
             integration_timesteps = timesteps_from_timestamps(
-                ts, time_scale=self.time_scale, lengths=lengths, name="timestamps").float()
+                ts, time_scale=self.time_scale, lengths=lengths, name="timestamps")
         caches = inference_cache if inference_cache is not None else [None] * len(self.layers)
         for layer, c in zip(self.layers, caches):
             x = layer(x, integration_timesteps, lengths, c)
@@ -140,7 +140,8 @@ class MambaLM(nn.Module):
         if unbatched:
             input_ids = input_ids[None]
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32, torch.int64):
-            raise ValueError(f"input_ids must be an integer tensor (B, L), got {input_ids.dtype} {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"input_ids must be an integer tensor (B, L), got {input_ids.dtype} {tuple(input_ids.shape)}")
         if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.vocab_size):
             raise ValueError(f"input_ids must lie in [0, {self.vocab_size}), got range "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}]")
@@ -326,7 +327,8 @@ class EventEncoder(nn.Module):
             if marks.shape != (Bsz, L):
                 raise ValueError(f"marks must have shape ({Bsz}, {L}), got {tuple(marks.shape)}")
             if marks.numel() and (int(marks.min()) < 0 or int(marks.max()) >= max(self.num_marks, 1)):
-                raise ValueError(f"marks must lie in [0, {self.num_marks}), got range [{int(marks.min())}, {int(marks.max())}]")
+                raise ValueError(f"marks must lie in [0, {self.num_marks}), "
+                                 f"got range [{int(marks.min())}, {int(marks.max())}]")
         mask = None if lengths is None else length_mask(torch.as_tensor(lengths, device=device), L)
         if timestamps is not None:
             if integration_timesteps is not None:
@@ -340,16 +342,20 @@ class EventEncoder(nn.Module):
                 raise ValueError(f"integration_timesteps must have shape ({Bsz}, {L}), got {tuple(tau.shape)}")
             if mask is not None:
                 tau = tau.masked_fill(~mask, 0)
-            tau = tau.float()
         feats = []
+        wdt = self.backbone.norm_f.weight.dtype
         if values is not None:
-            feats.append(values.float())
+            feats.append(values.to(wdt))
             if self.use_observed:
                 if observed is None:
                     raise ValueError("observed (B, L, C) is required (use_observed=True)")
-                feats.append(observed.float())
+                if observed.shape != values.shape:
+                    raise ValueError(f"observed must have the shape of values {tuple(values.shape)}, "
+                                     f"got {tuple(observed.shape)}")
+                feats.append(observed.to(wdt))
         if self.time_features:
-            feats.append(torch.log1p(tau if tau is not None else torch.zeros(Bsz, L, device=device))[..., None])
+            gaps = tau if tau is not None else torch.zeros(Bsz, L, device=device)
+            feats.append(torch.log1p(gaps.to(wdt))[..., None])
         x = self.input_proj(torch.cat(feats, -1)) if feats else 0
         if self.mark_embedding is not None:
             x = x + self.mark_embedding(marks)

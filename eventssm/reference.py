@@ -108,7 +108,7 @@ def selective_scan_ref(
         bounds = [int(x) for x in cu_seqlens.tolist()]
         ys, hs = [], []
         for i, (bos, eos) in enumerate(zip(bounds[:-1], bounds[1:])):
-            sl = lambda t: None if t is None else t[:, bos:eos]
+            sl = lambda t, bos=bos, eos=eos: None if t is None else t[:, bos:eos]
             h0 = u_.new_zeros(1, Dm, N) if initial_state is None else initial_state[i : i + 1].to(cdt)
             y_i, h_i = _scan_one(
                 sl(u_), sl(delta_), A_, sl(B_), sl(C_), D_, sl(z_), sl(tau), rate_, disc, h0, grouped

@@ -99,7 +99,8 @@ class SelectiveSSM(nn.Module):
         if self.discretization.uses_rate:
             # r = softplus(ρ) starts like Δ (log-uniform in [dt_min, dt_max]) so that τ ~ 1 in the
             # configured time unit decays the state as much as one ordinary Mamba step.
-            self.rho = nn.Parameter(_inverse_softplus(self._log_uniform(d_inner, dt_min, dt_max, dt_init_floor, fk)).float())
+            r0 = self._log_uniform(d_inner, dt_min, dt_max, dt_init_floor, fk)
+            self.rho = nn.Parameter(_inverse_softplus(r0))
             self.rho._no_weight_decay = True  # type: ignore[attr-defined]
         else:
             self.register_parameter("rho", None)

@@ -15,7 +15,7 @@ DISC_IDS = [f"{type(d).__name__}-{d.scheme}" for d in ALL_DISCRETIZATIONS]
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max |b| (max-norm relative error, with a floor so zeros compare)."""
-    a, b = a.double(), b.double()
+    a, b = a.detach().double(), b.detach().double()
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12)) if b.numel() else 0.0
 
 
@@ -36,7 +36,7 @@ def scan_inputs(b=2, L=9, D=6, N=4, G=None, dtype=torch.float64, tau_max=5.0, z=
     if not softplus:
         kw["delta"] = kw["delta"].abs()
     if requires_grad:
-        for k, v in kw.items():
+        for v in kw.values():
             if v is not None:
                 v.requires_grad_(True)
     return kw

@@ -6,9 +6,10 @@ import torch
 
 
 def test_public_names_and_subpackages():
-    import eventssm
     import eventssm.datasets  # noqa: F401
     import eventssm.kernels  # noqa: F401
+
+    import eventssm
 
     for name in ("selective_scan", "Mamba", "MambaLM", "EventEncoder", "Standard", "Asymmetric",
                  "Scaled", "Discretization", "SelectiveSSM", "ResidualBlock"):

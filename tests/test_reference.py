@@ -85,7 +85,8 @@ def test_reference_fp32_compute_for_half_inputs():
     half = {k: (v.half() if v is not None and k in ("u", "delta", "B", "C", "z") else v) for k, v in kw.items()}
     y = selective_scan_ref(**half, delta_softplus=True)
     assert y.dtype == torch.float16
-    y32 = selective_scan_ref(**{k: (v.float() if v is not None else None) for k, v in half.items()}, delta_softplus=True)
+    as32 = {k: (v.float() if v is not None else None) for k, v in half.items()}
+    y32 = selective_scan_ref(**as32, delta_softplus=True)
     print("fp16-in vs fp32 of the same values:", rel_err(y, y32))
     assert rel_err(y, y32) < 2e-3
 
