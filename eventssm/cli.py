@@ -1,0 +1,87 @@
+"""The ``eventssm`` command line: LightningCLI over the tasks and DataModules.
+
+::
+
+    eventssm fit --config experiments/configs/quickstart.yaml
+    eventssm fit --config experiments/configs/quickstart.yaml \\
+        --model.backbone.discretization Scaled --trainer.max_epochs 5
+    eventssm test --config experiments/configs/quickstart.yaml --ckpt_path runs/.../last.ckpt
+    eventssm fit --config experiments/configs/quickstart.yaml --print_config
+
+Any :class:`eventssm.tasks.EventTask` is a model (``class_path: eventssm.EventClassifier``,
+``eventssm.EventRegressor``, ``eventssm.ByteLM``) and any LightningDataModule is a data module.
+Sizes the model takes from the data (value channels, event types, classes, targets, whether an
+``observed`` mask comes with the values, per-event targets) are linked, so configs never repeat
+them. By default runs log to CSV under ``runs/`` and keep the last and the best checkpoint.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from eventssm.tasks import EventTask
+
+__all__ = ["EventCLI", "main"]
+
+# (data attribute, model init argument): applied after the DataModule is instantiated; a model
+# class without that argument (ByteLM has no num_classes) simply does not receive it.
+LINKS = (
+    ("num_classes", "num_classes"),
+    ("d_input", "d_input"),
+    ("num_marks", "num_marks"),
+    ("use_observed", "use_observed"),
+    ("per_event", "per_event"),
+    ("d_target", "d_target"),
+    ("vocab_size", "vocab_size"),
+)
+
+
+class EventCLI(LightningCLI):
+    """LightningCLI with eventssm's links and defaults (CSV logger, checkpoints, LR monitor)."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        for src, dst in LINKS:
+            parser.link_arguments(f"data.{src}", f"model.init_args.{dst}", apply_on="instantiate")
+        parser.set_defaults({
+            "trainer.logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": "runs", "name": "eventssm"},
+            },
+        })
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.save_last": True,
+            "checkpoint.save_top_k": 1,
+            "checkpoint.monitor": "val/loss",
+            "checkpoint.mode": "min",
+            "checkpoint.filename": "best-{epoch}",
+            "checkpoint.auto_insert_metric_name": False,
+        })
+
+    def instantiate_trainer(self, **kwargs):
+        # The LR monitor is added here rather than through trainer.callbacks, so that a config
+        # with its own callbacks list does not lose it.
+        trainer = super().instantiate_trainer(**kwargs)
+        if trainer.loggers and not any(isinstance(c, LearningRateMonitor)
+                                       for c in trainer.callbacks):
+            trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
+        return trainer
+
+
+def main(args: list[str] | None = None, run: bool = True) -> EventCLI:
+    """Entry point of the ``eventssm`` console script; ``args`` as on the command line."""
+    return EventCLI(
+        EventTask,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,442 @@
+"""Lightning tasks on event sequences: classification, regression/forecasting, byte-level LM.
+
+Every task takes its backbone as a small dataclass (:class:`EncoderConfig`, :class:`LMConfig`)
+whose ``discretization`` field is typed with the :class:`~eventssm.Discretization` base class, so
+a LightningCLI config swaps it by ``class_path``::
+
+    model:
+      class_path: eventssm.EventClassifier
+      init_args:
+        backbone:
+          discretization: {class_path: eventssm.Asymmetric, init_args: {scheme: zoh}}
+
+or on the command line ``--model.backbone.discretization Scaled``. Values the model takes from
+the data (``d_input``, ``num_marks``, ``num_classes``, ``use_observed``, ...) are separate
+arguments, linked from the DataModule by :mod:`eventssm.cli`.
+
+Batches are the dicts of DESIGN §5 (see :mod:`eventssm.datasets.collate`); tasks always pass
+``timestamps`` and ``lengths`` to the encoder, which forms the gaps in float64.
+
+This module imports Lightning and torchmetrics; the ``eventssm`` core does not import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchmetrics
+from torch import Tensor
+
+from eventssm.discretization import Discretization
+from eventssm.models import EventEncoder, MambaLM
+
+__all__ = [
+    "EncoderConfig",
+    "LMConfig",
+    "EventTask",
+    "EventClassifier",
+    "EventRegressor",
+    "ByteLM",
+    "splice_queries",
+]
+
+
+@dataclass
+class EncoderConfig:
+    """Architecture of the :class:`~eventssm.EventEncoder` behind a task."""
+
+    d_model: int = 64  # feature width of every block
+    n_layers: int = 2  # residual Mamba blocks
+    d_state: int = 16  # N, state size per channel
+    d_conv: int = 4  # causal depthwise conv width
+    expand: int = 2  # d_inner = expand * d_model
+    # A Discretization (swap by class_path) or an lrnnx scheme string ("mamba" = Asymmetric
+    # coupling with the mamba scheme whenever timestamps are given, as in lrnnx).
+    discretization: Discretization | str = "mamba"
+    pooling: Literal["last", "mean", "time"] = "last"  # sequence-level tasks only
+    time_scale: float = 1.0  # multiplies the gaps formed from the batch's timestamps
+    dropout: float = 0.0  # on the input embedding
+    time_features: bool = True  # also feed log1p(gap) as an input feature
+
+
+@dataclass
+class LMConfig:
+    """Architecture of the :class:`~eventssm.MambaLM` behind :class:`ByteLM`."""
+
+    d_model: int = 128
+    n_layers: int = 4
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    discretization: Discretization | str = "mamba"
+
+
+def _no_packed(batch: dict) -> None:
+    if "cu_seqlens" in batch:
+        raise ValueError(
+            "this task takes padded batches; got a packed one (cu_seqlens). Set data.pack=false"
+        )
+
+
+class EventTask(L.LightningModule):
+    """Shared optimisation for the tasks: AdamW with a linear warmup and cosine decay.
+
+    Args:
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay (not applied to biases, norms, ``A_log``, ``D``, the
+            rate ``rho`` and embeddings).
+        warmup_steps: linear warmup steps.
+        scheduler: ``"cosine"`` (decay to ``min_lr_ratio * lr`` over the run) or ``"constant"``.
+        min_lr_ratio: final learning rate as a fraction of ``lr``.
+    """
+
+    def __init__(self, lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 0,
+                 scheduler: Literal["cosine", "constant"] = "cosine", min_lr_ratio: float = 0.1):
+        super().__init__()
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.scheduler = scheduler
+        self.min_lr_ratio = min_lr_ratio
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            skip = (p.dim() < 2 or getattr(p, "_no_weight_decay", False)
+                    or name.endswith(("A_log", ".D", "rho")) or "embedding" in name)
+            (no_decay if skip else decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}], lr=self.lr)
+        if self.scheduler == "constant" and self.warmup_steps == 0:
+            return opt
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warm, floor = self.warmup_steps, self.min_lr_ratio
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            if self.scheduler == "constant":
+                return 1.0
+            frac = min((step - warm) / max(total - warm, 1), 1.0)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _encoder(backbone: EncoderConfig, d_input: int, num_marks: int, use_observed: bool):
+    cfg = dataclasses.asdict(backbone) if dataclasses.is_dataclass(backbone) else dict(backbone)
+    cfg["discretization"] = backbone.discretization  # asdict would deep-copy; keep the object
+    return EventEncoder(d_input=d_input, num_marks=num_marks, use_observed=use_observed, **cfg)
+
+
+def _encoder_kwargs(batch: dict) -> dict:
+    return dict(values=batch.get("values"), marks=batch.get("marks"),
+                timestamps=batch["timestamps"], lengths=batch["lengths"],
+                observed=batch.get("observed"))
+
+
+class EventClassifier(EventTask):
+    """Classify event sequences (one label each), or every event (``per_event``: e.g. the next
+    event's mark in a point process, targets ``-100`` where there is none).
+
+    Args:
+        num_classes: number of classes (linked from ``data.num_classes``).
+        d_input: value channels (``data.d_input``; 0 for marks only).
+        num_marks: event types (``data.num_marks``; 0 without marks).
+        use_observed: batches carry an ``observed`` mask (``data.use_observed``).
+        per_event: one prediction per event from the per-event features (``data.per_event``).
+        backbone: the encoder architecture and discretization.
+        label_smoothing: of the cross-entropy.
+        **optim: :class:`EventTask` options (lr, weight_decay, warmup_steps, scheduler, ...).
+    """
+
+    def __init__(self, num_classes: int = 2, d_input: int = 0, num_marks: int = 0,
+                 use_observed: bool = False, per_event: bool = False,
+                 backbone: EncoderConfig | None = None, label_smoothing: float = 0.0,
+                 lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 0,
+                 scheduler: Literal["cosine", "constant"] = "cosine", min_lr_ratio: float = 0.1):
+        super().__init__(lr, weight_decay, warmup_steps, scheduler, min_lr_ratio)
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        backbone = backbone if backbone is not None else EncoderConfig()
+        self.save_hyperparameters()
+        self.per_event = per_event
+        self.num_classes = num_classes
+        self.encoder = _encoder(backbone, d_input, num_marks, use_observed)
+        self.head = nn.Linear(backbone.d_model, num_classes)
+        self.label_smoothing = label_smoothing
+        kw = dict(task="multiclass", num_classes=num_classes, ignore_index=-100)
+        self.train_acc = torchmetrics.Accuracy(**kw)
+        self.val_acc = torchmetrics.Accuracy(**kw)
+        self.test_acc = torchmetrics.Accuracy(**kw)
+
+    def forward(self, batch: dict) -> Tensor:
+        """Logits ``(B, K)``, or ``(B, L, K)`` with ``per_event``."""
+        _no_packed(batch)
+        if self.per_event:
+            return self.head(self.encoder.encode(**_encoder_kwargs(batch)))
+        return self.head(self.encoder(**_encoder_kwargs(batch)))
+
+    def _step(self, batch: dict, stage: str, acc: torchmetrics.Metric) -> Tensor:
+        logits = self(batch)
+        y = batch["target"]
+        loss = F.cross_entropy(logits.reshape(-1, self.num_classes).float(), y.reshape(-1),
+                               ignore_index=-100, label_smoothing=self.label_smoothing)
+        acc(logits.reshape(-1, self.num_classes), y.reshape(-1))
+        n = int((y != -100).sum())
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n, sync_dist=stage != "train")
+        self.log(f"{stage}/acc", acc, prog_bar=stage != "train", on_epoch=True,
+                 on_step=False, batch_size=n)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train", self.train_acc)
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val", self.val_acc)
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test", self.test_acc)
+
+    def predict_step(self, batch, batch_idx) -> dict:
+        probs = self(batch).float().softmax(-1)
+        return {"index": batch.get("index"), "probs": probs, "pred": probs.argmax(-1)}
+
+
+def splice_queries(batch: dict) -> tuple[dict, Tensor]:
+    """Append each sequence's query times after its history as unobserved events.
+
+    The history ``(B, L)`` and queries ``(B, Q)`` (``query_times``, ``query_mask``) become one
+    right-padded sequence of ``L + Q`` steps: sequence ``b`` has its ``n_b`` events, then its
+    ``q_b`` queries (values 0, ``observed`` False, mark 0), then padding. A causal encoder reads
+    the query steps' features as forecasts: the state has evolved over the gap from the last
+    observation to each query time, and no target value enters the input.
+
+    Returns the spliced encoder inputs and the ``(B, Q)`` positions of the queries.
+    """
+    lengths, ts = batch["lengths"], batch["timestamps"]
+    qt, qm = batch["query_times"], batch["query_mask"]
+    Bsz, L = ts.shape
+    Q = qt.shape[1]
+    dev = ts.device
+    q_count = qm.long().sum(1)
+    new_len = lengths + q_count
+    pos = lengths[:, None] + torch.arange(Q, device=dev)[None]  # (B, Q)
+    real_q = qm
+    last_q = torch.where(q_count > 0, q_count - 1, torch.zeros_like(q_count))
+    Lp = L + Q
+    hist = torch.arange(Lp, device=dev)[None] < lengths[:, None]  # (B, Lp)
+    t = torch.zeros(Bsz, Lp, dtype=ts.dtype, device=dev)
+    t[:, :L] = ts
+    t = t.masked_fill(~hist, 0)
+    t.scatter_(1, pos, torch.where(real_q, qt.to(ts.dtype), torch.zeros((), dtype=ts.dtype,
+                                                                          device=dev)))
+    # Padding repeats the last real time (gaps 0 there).
+    last_t = torch.where(q_count > 0, qt.gather(1, last_q[:, None])[:, 0].to(ts.dtype),
+                         ts.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0])
+    pad = torch.arange(Lp, device=dev)[None] >= new_len[:, None]
+    t = torch.where(pad, last_t[:, None], t)
+    out = {"timestamps": t, "lengths": new_len}
+    if batch.get("values") is not None:
+        v = torch.zeros(Bsz, Lp, batch["values"].shape[-1], dtype=batch["values"].dtype,
+                        device=dev)
+        v[:, :L] = batch["values"]
+        v = v * hist[..., None]
+        out["values"] = v
+        obs = batch.get("observed")
+        if obs is None:
+            obs = torch.ones_like(batch["values"], dtype=torch.bool)
+        o = torch.zeros(Bsz, Lp, obs.shape[-1], dtype=torch.bool, device=dev)
+        o[:, :L] = obs
+        out["observed"] = o & hist[..., None]
+    if batch.get("marks") is not None:
+        m = torch.zeros(Bsz, Lp, dtype=batch["marks"].dtype, device=dev)
+        m[:, :L] = batch["marks"]
+        out["marks"] = m * hist
+    return out, pos.clamp(max=Lp - 1)
+
+
+class EventRegressor(EventTask):
+    """Regress a value per sequence, or forecast values at query times after the history.
+
+    The mode follows the batch: with ``query_times`` (a forecasting DataModule) the model
+    forecasts the ``(B, Q, d_target)`` values at those times (see :func:`splice_queries`);
+    otherwise it predicts ``(B, d_target)`` from the pooled sequence features.
+
+    Args:
+        d_target: outputs per sequence or per query (``data.d_target``).
+        d_input, num_marks, use_observed: from the data (see :class:`EventClassifier`);
+            forecasting needs ``use_observed`` (queries are the unobserved steps).
+        backbone: the encoder architecture and discretization.
+        loss: ``"mse"`` or ``"l1"``.
+        **optim: :class:`EventTask` options.
+    """
+
+    def __init__(self, d_target: int = 1, d_input: int = 0, num_marks: int = 0,
+                 use_observed: bool = False, backbone: EncoderConfig | None = None,
+                 loss: Literal["mse", "l1"] = "mse", lr: float = 1e-3,
+                 weight_decay: float = 0.01, warmup_steps: int = 0,
+                 scheduler: Literal["cosine", "constant"] = "cosine", min_lr_ratio: float = 0.1):
+        super().__init__(lr, weight_decay, warmup_steps, scheduler, min_lr_ratio)
+        if d_target < 1:
+            raise ValueError(f"d_target must be >= 1, got {d_target}")
+        if loss not in ("mse", "l1"):
+            raise ValueError(f"loss must be 'mse' or 'l1', got {loss!r}")
+        backbone = backbone if backbone is not None else EncoderConfig()
+        self.save_hyperparameters()
+        self.use_observed = use_observed
+        self.loss_name = loss
+        self.encoder = _encoder(backbone, d_input, num_marks, use_observed)
+        self.head = nn.Linear(backbone.d_model, d_target)
+        for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_mse", torchmetrics.MeanSquaredError())
+            setattr(self, f"{stage}_mae", torchmetrics.MeanAbsoluteError())
+
+    def forward(self, batch: dict) -> Tensor:
+        """``(B, d_target)`` per sequence, or ``(B, Q, d_target)`` at the query times."""
+        _no_packed(batch)
+        if "query_times" in batch:
+            if not self.use_observed:
+                raise ValueError(
+                    "forecasting needs use_observed=True (query steps are the unobserved ones); "
+                    "link it from data.use_observed or set model.use_observed=true"
+                )
+            inputs, pos = splice_queries(batch)
+            h = self.encoder.encode(**_encoder_kwargs(inputs))  # (B, L + Q, d_model)
+            h = h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1]))  # (B, Q, d_model)
+            return self.head(h)
+        return self.head(self.encoder(**_encoder_kwargs(batch)))
+
+    def _step(self, batch: dict, stage: str) -> Tensor:
+        pred = self(batch).float()
+        y = batch["target"].float()
+        if "query_times" in batch:
+            m = batch["target_mask"]
+            pred, y = pred[m], y[m]
+        if pred.shape != y.shape:
+            raise ValueError(f"prediction shape {tuple(pred.shape)} != target {tuple(y.shape)}; "
+                             f"check d_target (data.d_target)")
+        loss = F.mse_loss(pred, y) if self.loss_name == "mse" else F.l1_loss(pred, y)
+        n = y.numel()
+        mse, mae = getattr(self, f"{stage}_mse"), getattr(self, f"{stage}_mae")
+        mse(pred, y)
+        mae(pred, y)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n, sync_dist=stage != "train")
+        self.log(f"{stage}/mse", mse, on_epoch=True, on_step=False, batch_size=n)
+        self.log(f"{stage}/mae", mae, on_epoch=True, on_step=False, batch_size=n,
+                 prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx) -> dict:
+        return {"index": batch.get("index"), "pred": self(batch)}
+
+
+class ByteLM(EventTask):
+    """Byte-level causal language model (vocabulary 256) with sampling.
+
+    Batches: ``{"input_ids": (B, L), "target": (B, L)}`` (see
+    :class:`eventssm.datasets.ByteDataModule`). Logs the loss and bits per byte.
+
+    Args:
+        backbone: the :class:`~eventssm.MambaLM` sizes and discretization.
+        vocab_size: 256 for bytes.
+        sample_every_n_epochs: log a short sample to the console every n validation epochs
+            (0: never).
+        **optim: :class:`EventTask` options.
+    """
+
+    def __init__(self, backbone: LMConfig | None = None, vocab_size: int = 256,
+                 sample_every_n_epochs: int = 0, lr: float = 2e-3, weight_decay: float = 0.1,
+                 warmup_steps: int = 50, scheduler: Literal["cosine", "constant"] = "cosine",
+                 min_lr_ratio: float = 0.1):
+        super().__init__(lr, weight_decay, warmup_steps, scheduler, min_lr_ratio)
+        backbone = backbone if backbone is not None else LMConfig()
+        self.save_hyperparameters()
+        cfg = dataclasses.asdict(backbone)
+        cfg["discretization"] = backbone.discretization
+        self.lm = MambaLM(vocab_size, **cfg)
+        self.vocab_size = vocab_size
+        self.sample_every_n_epochs = sample_every_n_epochs
+        self.val_ppl = torchmetrics.text.Perplexity()
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        return self.lm(input_ids)
+
+    def _loss(self, batch: dict) -> tuple[Tensor, Tensor]:
+        logits = self(batch["input_ids"])
+        loss = F.cross_entropy(logits.reshape(-1, self.vocab_size).float(),
+                               batch["target"].reshape(-1))
+        return loss, logits
+
+    def training_step(self, batch, batch_idx):
+        loss, _ = self._loss(batch)
+        n = batch["target"].numel()
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/bpb", loss / math.log(2), batch_size=n)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss, logits = self._loss(batch)
+        n = batch["target"].numel()
+        self.val_ppl(logits.float(), batch["target"])
+        self.log("val/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val/bpb", loss / math.log(2), batch_size=n, sync_dist=True)
+        self.log("val/ppl", self.val_ppl, on_epoch=True, on_step=False, batch_size=n)
+
+    def test_step(self, batch, batch_idx):
+        loss, _ = self._loss(batch)
+        n = batch["target"].numel()
+        self.log("test/loss", loss, batch_size=n, sync_dist=True)
+        self.log("test/bpb", loss / math.log(2), batch_size=n, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        k = self.sample_every_n_epochs
+        if k and self.trainer.is_global_zero and (self.current_epoch + 1) % k == 0:
+            text = self.sample("def ", max_new_tokens=120, temperature=0.8, top_k=40)
+            print(f"\n[sample, epoch {self.current_epoch}] {text!r}")
+
+    @torch.no_grad()
+    def sample(self, prompt: str | bytes = "\n", max_new_tokens: int = 200,
+               temperature: float = 1.0, top_k: int | None = None, seed: int | None = None) -> str:
+        """Continue ``prompt`` byte by byte; returns prompt + continuation as text (bytes that
+        are not valid UTF-8 are replaced)."""
+        data = prompt.encode() if isinstance(prompt, str) else bytes(prompt)
+        if not data:
+            raise ValueError("prompt must hold at least one byte")
+        ids = torch.tensor(list(data), dtype=torch.long, device=self.device)[None]
+        gen = None
+        if seed is not None:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(seed)
+        was_training = self.training
+        self.eval()
+        try:
+            out = self.lm.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k,
+                                   generator=gen)
+        finally:
+            self.train(was_training)
+        return bytes(out[0].tolist()).decode("utf-8", errors="replace")
+
+    def predict_step(self, batch, batch_idx) -> Any:
+        """Greedy next-byte predictions ``(B, L)`` for the batch's inputs."""
+        return self(batch["input_ids"]).argmax(-1)
