@@ -1,0 +1,21 @@
+"""Triton kernels of eventssm (installed as ``eventssm.kernels``).
+
+* :func:`selective_scan_triton`: fused forward/backward selective scan for every scheme ×
+  coupling (DESIGN §2-3), a ``torch.library`` custom op with autograd.
+* :func:`selective_state_update_triton`: one decode step, the state updated in place.
+
+Importing this package raises ``ImportError`` when Triton is not installed (or is unusable),
+which :func:`eventssm.scan.triton_available` reports; nothing else in eventssm imports it at
+import time.
+"""
+
+try:
+    import triton  # noqa: F401
+    import triton.language  # noqa: F401
+except Exception as e:  # a broken install must not crash `import eventssm`
+    raise ImportError(f"eventssm.kernels needs Triton (pip install 'eventssm[triton]'): {e}") from e
+
+from .selective_scan import selective_scan_triton
+from .selective_state_update import selective_state_update_triton
+
+__all__ = ["selective_scan_triton", "selective_state_update_triton"]

@@ -1,0 +1,182 @@
+"""``selective_scan_triton``: the Triton scan as a differentiable op.
+
+The forward and backward kernels are registered as ``torch.library`` custom ops
+(``eventssm::selective_scan_fwd`` / ``eventssm::selective_scan_bwd``) with fake (meta)
+implementations and an autograd formula, so ``torch.compile`` treats the scan as one opaque
+node instead of breaking the graph around a Python ``autograd.Function``.
+
+The forward saves the state entering every chunk of ``K`` steps only when a gradient will be
+needed; the backward recomputes the chunk from it (see :mod:`.selective_scan_bwd`).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from torch import Tensor
+
+from eventssm.discretization import Discretization, as_discretization
+
+from .selective_scan_bwd import selective_scan_bwd
+from .selective_scan_fwd import selective_scan_fwd
+
+__all__ = ["selective_scan_triton", "chunk_size"]
+
+
+def chunk_size(N: int) -> int:
+    """Steps per recomputed chunk: the backward keeps a chunk's states in registers."""
+    return 16 if N <= 16 else 8
+
+
+def _empty(like: Tensor) -> Tensor:
+    return like.new_empty(0)
+
+
+@torch.library.custom_op("eventssm::selective_scan_fwd", mutates_args=())
+def _fwd_op(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+    z: Tensor | None, delta_bias: Tensor | None, tau: Tensor | None, rate: Tensor | None,
+    h0: Tensor | None, cu_seqlens: Tensor | None, softplus: bool, scheme: int, coupling: int,
+    save_ckpt: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    K = chunk_size(A.shape[1])
+    y, last, ckpt, offsets = selective_scan_fwd(
+        u, delta, A, B, C, D, z, delta_bias, softplus, tau, rate, h0, cu_seqlens,
+        scheme, coupling, store_last=True, save_ckpt=save_ckpt, K=K)
+    if not save_ckpt:
+        ckpt, offsets = _empty(last), _empty(last).int()
+    return y, last, ckpt, offsets
+
+
+@_fwd_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, tau, rate, h0, cu_seqlens, softplus, scheme,
+      coupling, save_ckpt):
+    b, L, Dm = u.shape
+    N = A.shape[1]
+    n_seq = b if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    last = u.new_empty(n_seq, Dm, N, dtype=torch.float32)
+    if not save_ckpt:
+        return torch.empty_like(u), last, last.new_empty(0), last.new_empty(0, dtype=torch.int32)
+    K = chunk_size(N)
+    if cu_seqlens is None:
+        n_ck = b * triton.cdiv(L, K)
+    else:
+        n_ck = torch.library.get_ctx().new_dynamic_size()
+    ckpt = u.new_empty(n_ck, Dm, N, dtype=torch.float32)
+    return torch.empty_like(u), last, ckpt, last.new_empty(n_seq + 1, dtype=torch.int32)
+
+
+@torch.library.custom_op("eventssm::selective_scan_bwd", mutates_args=())
+def _bwd_op(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+    z: Tensor | None, delta_bias: Tensor | None, tau: Tensor | None, rate: Tensor | None,
+    ckpt: Tensor, offsets: Tensor, cu_seqlens: Tensor | None, dy: Tensor,
+    dlast: Tensor | None, softplus: bool, scheme: int, coupling: int, store_dh0: bool,
+    tau_grad: bool,
+) -> list[Tensor]:
+    g = selective_scan_bwd(
+        u, delta, A, B, C, D, z, delta_bias, softplus, tau, rate, ckpt, offsets, cu_seqlens,
+        dy.contiguous(), None if dlast is None else dlast.contiguous(), scheme, coupling,
+        K=chunk_size(A.shape[1]), store_dh0=store_dh0, tau_grad=tau_grad)
+    return [_empty(u) if g[k] is None else g[k] for k in _GRAD_NAMES]
+
+
+_GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "tau", "rate", "h0")
+
+
+@_bwd_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, tau, rate, ckpt, offsets, cu_seqlens, dy, dlast,
+      softplus, scheme, coupling, store_dh0, tau_grad):
+    f32 = lambda t: torch.empty(t.shape, dtype=torch.float32, device=t.device)
+    n_seq = offsets.shape[0] - 1
+    e = u.new_empty(0)
+    return [
+        torch.empty_like(u), torch.empty_like(delta), f32(A), f32(B), f32(C),
+        e if D is None else f32(D), e if z is None else torch.empty_like(z),
+        e if delta_bias is None else f32(delta_bias), f32(tau) if tau_grad else e,
+        f32(rate) if coupling == 1 else e,
+        u.new_empty(n_seq, A.shape[0], A.shape[1], dtype=torch.float32) if store_dh0 else e,
+    ]
+
+
+def _setup_context(ctx, inputs, output):
+    (u, delta, A, B, C, D, z, delta_bias, tau, rate, h0, cu_seqlens, softplus, scheme,
+     coupling, save_ckpt) = inputs
+    _, _, ckpt, offsets = output
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, tau, rate, h0, cu_seqlens, ckpt,
+                          offsets)
+    ctx.flags = (softplus, scheme, coupling, save_ckpt)
+
+
+def _backward(ctx, dy, dlast, _dckpt, _doffsets):
+    (u, delta, A, B, C, D, z, delta_bias, tau, rate, h0, cu_seqlens, ckpt,
+     offsets) = ctx.saved_tensors
+    softplus, scheme, coupling, save_ckpt = ctx.flags
+    if not save_ckpt:
+        raise RuntimeError("selective_scan_triton: backward through a forward run without "
+                           "gradients (no chunk states were saved)")
+    needs = ctx.needs_input_grad
+    if dy is None:
+        dy = torch.zeros_like(u)
+    grads = _bwd_op(u, delta, A, B, C, D, z, delta_bias, tau, rate, ckpt, offsets, cu_seqlens,
+                    dy, dlast, softplus, scheme, coupling,
+                    store_dh0=h0 is not None and needs[10],
+                    tau_grad=tau is not None and coupling != 0 and needs[8])
+    g = dict(zip(_GRAD_NAMES, grads))
+
+    def cast(name, like):
+        if like is None or g[name].numel() == 0 and like.numel() != 0:
+            return None
+        return g[name].to(like.dtype)
+
+    return (cast("u", u), cast("delta", delta), cast("A", A), cast("B", B), cast("C", C),
+            cast("D", D), cast("z", z), cast("delta_bias", delta_bias), cast("tau", tau),
+            cast("rate", rate), cast("h0", h0), None, None, None, None, None)
+
+
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def selective_scan_triton(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+    z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
+    integration_timesteps: Tensor | None = None, rate: Tensor | None = None,
+    discretization: Discretization | str = "mamba", initial_state: Tensor | None = None,
+    return_last_state: bool = False, cu_seqlens: Tensor | None = None,
+):
+    """Selective scan with the Triton kernels; same contract as :func:`eventssm.selective_scan`
+    (which validates the inputs and calls this for ``backend="triton"``).
+
+    Shapes: ``u, delta, z: (batch, L, D)``; ``B, C: (batch, L, N)`` or ``(batch, L, G, N)``;
+    ``A: (D, N)``; ``D, delta_bias, rate: (D,)``; ``integration_timesteps: (batch, L)``;
+    ``initial_state: (batch, D, N)`` (``(n_seq, D, N)`` with ``cu_seqlens (n_seq + 1,)`` and
+    ``batch == 1``). Inputs may be fp16/bf16/fp32 (arithmetic in fp32); float64 ``u, delta, A,
+    B, C`` go to the reference (the kernels compute in fp32; a float64 τ is read as fp32).
+
+    Returns ``y (batch, L, D)`` in ``u``'s dtype, and with ``return_last_state`` also the last
+    state ``(batch or n_seq, D, N)`` in fp32. Gradients flow to every tensor input, to the last
+    state's cotangent and, when ``integration_timesteps`` requires grad, to τ.
+    """
+    disc = as_discretization(discretization)
+    # τ may be float64 (timestamps often are); it is read as fp32 like every other input.
+    if any(t is not None and t.dtype == torch.float64 for t in (u, delta, A, B, C)):
+        from eventssm.reference import selective_scan_ref
+
+        return selective_scan_ref(
+            u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+            integration_timesteps=integration_timesteps, rate=rate, discretization=disc,
+            initial_state=initial_state, return_last_state=return_last_state,
+            cu_seqlens=cu_seqlens)
+    tau = integration_timesteps if disc.event_mode(integration_timesteps) else None
+    coupling = disc.coupling_id if tau is not None else 0
+    c = lambda t: None if t is None else t.contiguous()
+    Bk, Ck = (B[:, :, None], C[:, :, None]) if B.dim() == 3 else (B, C)
+    rate_k = rate if coupling == 1 else None
+    cu = None if cu_seqlens is None else cu_seqlens.to(device=u.device, dtype=torch.int32)
+    save_ckpt = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad
+        for t in (u, delta, A, B, C, D, z, delta_bias, tau, rate_k, initial_state))
+    y, last, _, _ = _fwd_op(
+        c(u), c(delta), c(A), c(Bk), c(Ck), c(D), c(z), c(delta_bias), c(tau), c(rate_k),
+        c(initial_state), c(cu), bool(delta_softplus), disc.scheme_id, coupling, save_ckpt)
+    return (y, last) if return_last_state else y

@@ -1,0 +1,142 @@
+"""Shared pieces of the selective-scan kernels: discretization math in registers, launch helpers.
+
+The formulas mirror :mod:`eventssm.discretization` exactly (DESIGN §3); every kernel includes
+them through these ``@triton.jit`` helpers, so the scan, its backward and the decode step can
+never disagree on a scheme. Scheme and coupling are ``tl.constexpr`` integer codes
+(``SCHEME_IDS``/``COUPLING_IDS``): each combination compiles to straight-line code.
+
+Tensors in the helpers are register tiles ``[N, BD]`` (state ``n`` by channel ``d``); per-channel
+values (``dtA``, ``dtB``) are ``[1, BD]`` rows so they broadcast over the state.
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+# Scheme codes (eventssm.discretization.SCHEME_IDS) and coupling codes (COUPLING_IDS).
+MAMBA, ZOH, BILINEAR, DIRAC = 0, 1, 2, 3
+STANDARD, ASYMMETRIC, SCALED = 0, 1, 2
+
+LOG2E = 1.4426950408889634
+
+
+def is_interpreting() -> bool:
+    """Whether Triton runs kernels with its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def autotune_configs(configs: list[triton.Config]) -> list[triton.Config]:
+    """All configs on a GPU; only the first under the interpreter (each would run serially)."""
+    return configs[:1] if is_interpreting() else configs
+
+
+@triton.jit
+def softplus(x):
+    """log(1 + e^x), finite and accurate for every x (PyTorch's threshold of 20 included)."""
+    w = tl.exp(-tl.abs(x))
+    t = 1.0 + w
+    # log1p(w) without cancellation: log(t) * w / (t - 1), and w itself when t rounds to 1.
+    log1p_w = tl.where(t == 1.0, w, tl.log(t) * (w / (t - 1.0)))
+    return tl.where(x > 20.0, x, tl.maximum(x, 0.0) + log1p_w)
+
+
+@triton.jit
+def sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def expm1_ratio(x):
+    """(e^x - 1) / x, accurate near 0 (the ZOH input coefficient over dtB).
+
+    The reference switches to a series below |x| = 1e-4 (only the division needs guarding in
+    float64); in float32 ``e^x - 1`` itself cancels for small |x|, so the series (through x^7,
+    relative error < 2e-7) covers |x| < 0.5 here: the two agree to float32 rounding.
+    """
+    series = 1.0 + x * (0.5 + x * (1.0 / 6 + x * (1.0 / 24 + x * (1.0 / 120 + x * (
+        1.0 / 720 + x * (1.0 / 5040 + x * (1.0 / 40320)))))))
+    small = tl.abs(x) < 0.5
+    safe_x = tl.where(small, 1.0, x)
+    return tl.where(small, series, (tl.exp(safe_x) - 1.0) / safe_x)
+
+
+@triton.jit
+def zoh_dA_ratio(x):
+    """((x - 1) e^x + 1) / x^2: d/dA of the ZOH coefficient is dtB^2 times this (x = dtB·A)."""
+    series = 0.5 + x * (1.0 / 3 + x * (1.0 / 8 + x * (1.0 / 30 + x * (1.0 / 144 + x * (
+        1.0 / 840 + x * (1.0 / 5760))))))
+    small = tl.abs(x) < 0.5
+    safe_x = tl.where(small, 1.0, x)
+    return tl.where(small, series, ((safe_x - 1.0) * tl.exp(safe_x) + 1.0) / (safe_x * safe_x))
+
+
+@triton.jit
+def step_sizes(delta, tau, rate, COUPLING: tl.constexpr):
+    """(dtA, dtB) from Δ, τ and the rate r; COUPLING is the *effective* coupling (standard when
+    no τ is given)."""
+    if COUPLING == 1:  # asymmetric: decay driven by elapsed time
+        dtA = tau * rate
+    elif COUPLING == 2:  # scaled: learned step times observed gap
+        dtA = delta * tau
+    else:
+        dtA = delta
+    return dtA, delta
+
+
+@triton.jit
+def discretize(dtA, dtB, A, SCHEME: tl.constexpr):
+    """(Ā, k) with B̄ = k · B for ``dtA, dtB [1, BD]`` and ``A [N, BD]``.
+
+    Ā is ``[N, BD]``; k is ``[1, BD]`` for mamba/dirac (no per-state factor) and ``[N, BD]`` for
+    zoh/bilinear.
+    """
+    x = dtA * A
+    if SCHEME == 2:
+        dA = (1.0 + 0.5 * x) / (1.0 - 0.5 * x)
+    else:
+        dA = tl.exp(x)
+    if SCHEME == 0:
+        kB = dtB
+    elif SCHEME == 1:
+        kB = dtB * expm1_ratio(dtB * A)
+    elif SCHEME == 2:
+        kB = dtB / (1.0 - 0.5 * (dtB * A))
+    else:
+        kB = tl.full(dtB.shape, 1.0, tl.float32)
+    return dA, kB
+
+
+@triton.jit
+def discretize_grad(dtA, dtB, A, dA, kB, SCHEME: tl.constexpr):
+    """Partial derivatives (∂Ā/∂dtA, ∂Ā/∂A, ∂k/∂dtB, ∂k/∂A) given Ā and k from ``discretize``.
+
+    Shapes follow ``discretize``; ∂k/∂A is None-like (0.0) for mamba and dirac, ∂k/∂dtB is 0
+    for dirac.
+    """
+    x = dtA * A
+    if SCHEME == 2:
+        w = 1.0 - 0.5 * x
+        dA_dx = 1.0 / (w * w)
+    else:
+        dA_dx = dA
+    dA_ddtA = dA_dx * A
+    dA_dA = dA_dx * dtA
+    if SCHEME == 0:
+        dk_ddtB = tl.full(dtB.shape, 1.0, tl.float32)
+        dk_dA = tl.zeros(dtB.shape, tl.float32)
+    elif SCHEME == 1:
+        y = dtB * A
+        # d/d dtB of dtB·(e^y - 1)/y = (e^y - 1)/A is e^y: no cancellation, no series needed.
+        dk_ddtB = tl.exp(y)
+        dk_dA = dtB * dtB * zoh_dA_ratio(y)
+    elif SCHEME == 2:
+        w = 1.0 - 0.5 * (dtB * A)
+        dk_ddtB = 1.0 / (w * w)
+        dk_dA = 0.5 * dtB * dtB / (w * w)
+    else:
+        dk_ddtB = tl.zeros(dtB.shape, tl.float32)
+        dk_dA = tl.zeros(dtB.shape, tl.float32)
+    return dA_ddtA, dA_dA, dk_ddtB, dk_dA
