@@ -144,13 +144,21 @@ class SelectiveSSM(nn.Module):
         delta, Bm, Cm = self.project(u)
         if mask is not None:
             delta = delta.masked_fill(~mask[..., None], PAD_DELTA)
-        return selective_scan(
+        rate = self.rate
+        out = selective_scan(
             u, delta, self.A(), Bm, Cm, self.D.float(), z=z,
             delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-            integration_timesteps=integration_timesteps, rate=self.rate,
+            integration_timesteps=integration_timesteps, rate=rate,
             discretization=self.discretization, initial_state=initial_state,
             return_last_state=return_last_state, backend=self.backend,
         )
+        if rate is not None and integration_timesteps is None and torch.is_grad_enabled():
+            # Without timesteps the rate does not enter (standard fallback). Give it an exact zero
+            # gradient so that DDP does not stop on an unused parameter.
+            y = out[0] if return_last_state else out
+            y = y + (0.0 * rate.sum()).to(y.dtype)
+            out = (y, out[1]) if return_last_state else y
+        return out
 
     def forward(self, u: Tensor, integration_timesteps: Tensor | None = None, z: Tensor | None = None) -> Tensor:
         """``u (B, L, D)`` -> ``y (B, L, D)``."""

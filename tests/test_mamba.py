@@ -153,3 +153,10 @@ def test_cu_seqlens_packing_equals_each_alone(disc, backend):
         yi, hi = selective_scan(**kw, delta_softplus=True, discretization=disc, return_last_state=True,
                                 backend="reference")
         assert rel_err(y[:, cu[i]:cu[i + 1]], yi) < 1e-10 and rel_err(h[i], hi[0]) < 1e-10
+
+
+def test_rate_gets_zero_gradient_without_timesteps():
+    """A string-built (asymmetric) Mamba trained without timesteps has no unused parameters."""
+    m = Mamba(8, discretization="zoh", use_fast_path=False)
+    m(torch.randn(2, 5, 8)).square().sum().backward()
+    assert m.rho.grad is not None and (m.rho.grad == 0).all()
