@@ -6,8 +6,8 @@ sequence once: every input is read once, ``y`` is written once, and Δ, dtA, dtB
 in registers (no ``(B, L, D)`` step tensors, no ``(B, L, D, N)`` states). Time advances in chunks
 of ``K`` steps unrolled at compile time, so the loads of a whole chunk can be issued before the
 first use (they do not depend on the state). When the backward will run, the state entering
-every chunk is saved (``ckpt``, ``(n_chunks, D, N)`` fp32): the backward recomputes each chunk
-from there.
+every ``CK`` steps is saved (``ckpt``, ``(n_chunks, D, N)`` fp32, a multiple ``4N/CK`` bytes per
+``(b, l, d)`` of extra traffic): the backward recomputes each chunk from there.
 
 Layout: ``u, delta, z, y: (T, D)`` with ``T = batch·L`` (or the packed length), ``B, C: (T, G,
 N)``, ``tau: (T,)``, ``A: (D, N)``, states ``(n_seq, D, N)``.
@@ -19,20 +19,20 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import autotune_configs, discretize, sigmoid, softplus, step_sizes
+from .utils import autotune_configs, discretize, new_empty, sigmoid, softplus, step_sizes
 
 __all__ = ["selective_scan_fwd"]
 
 
 @triton.autotune(
     configs=autotune_configs([
-        triton.Config({"BD": 32}, num_warps=1),
-        triton.Config({"BD": 16}, num_warps=1),
-        triton.Config({"BD": 64}, num_warps=2),
-        triton.Config({"BD": 128}, num_warps=4),
-        triton.Config({"BD": 8}, num_warps=1),
+        triton.Config({"BD": 32, "K": 8}, num_warps=1),
+        triton.Config({"BD": 16, "K": 8}, num_warps=1),
+        triton.Config({"BD": 64, "K": 8}, num_warps=2),
+        triton.Config({"BD": 128, "K": 8}, num_warps=4),
+        triton.Config({"BD": 8, "K": 8}, num_warps=1),
     ]),
-    key=["D", "N", "G", "K", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "SAVE_CKPT", "DTYPE_KEY"],
+    key=["D", "N", "G", "CK", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "SAVE_CKPT", "DTYPE_KEY"],
 )
 @triton.heuristics({
     "SPLIT_GROUPS": lambda a: a["G"] > 1 and (a["D"] // a["G"]) % a["BD"] != 0,
@@ -42,11 +42,11 @@ def selective_scan_fwd_kernel(
     u, delta, delta_bias, A, B, C, Dskip, z, tau, rate, h0,
     y, last, ckpt,
     cu_seqlens, chunk_offsets,
-    L, D: tl.constexpr, N: tl.constexpr, G: tl.constexpr, K: tl.constexpr, BN: tl.constexpr,
+    L, D: tl.constexpr, N: tl.constexpr, G: tl.constexpr, CK: tl.constexpr, BN: tl.constexpr,
     SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_H0: tl.constexpr,
     STORE_LAST: tl.constexpr, SAVE_CKPT: tl.constexpr, IS_VARLEN: tl.constexpr,
-    DTYPE_KEY: tl.constexpr, BD: tl.constexpr, SPLIT_GROUPS: tl.constexpr,
+    DTYPE_KEY: tl.constexpr, BD: tl.constexpr, K: tl.constexpr, SPLIT_GROUPS: tl.constexpr,
 ):
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     if IS_VARLEN:
@@ -56,7 +56,7 @@ def selective_scan_fwd_kernel(
     else:
         bos = i_s.to(tl.int64) * L
         eos = bos + L
-        i_ck = i_s.to(tl.int64) * tl.cdiv(L, K)
+        i_ck = i_s.to(tl.int64) * tl.cdiv(L, CK)
     o_d = i_d * BD + tl.arange(0, BD)
     o_n = tl.arange(0, BN)
     m_d = o_d < D
@@ -86,7 +86,8 @@ def selective_scan_fwd_kernel(
 
     for i_c in range(0, tl.cdiv(eos - bos, K)):
         if SAVE_CKPT:
-            tl.store(ckpt + (i_ck + i_c) * D * N + o_dn, b_h, mask=m_dn)
+            if i_c % (CK // K) == 0:
+                tl.store(ckpt + (i_ck + i_c // (CK // K)) * D * N + o_dn, b_h, mask=m_dn)
         for k in tl.static_range(K):
             t = bos + i_c * K + k
             m_t = t < eos
@@ -131,7 +132,7 @@ def chunk_offsets_of(cu_seqlens: torch.Tensor | None, n_seq: int, L: int, K: int
 
 def selective_scan_fwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, rate, h0,
                        cu_seqlens, scheme: int, coupling: int, store_last: bool,
-                       save_ckpt: bool, K: int):
+                       save_ckpt: bool, CK: int):
     """Launch the forward kernel on contiguous inputs.
 
     ``u, delta, z: (b, L, D)``; ``B, C: (b, L, G, N)``; ``tau: (b, L)`` or None; ``coupling``
@@ -142,12 +143,12 @@ def selective_scan_fwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
     b, L, D = u.shape
     G, N = B.shape[-2:]
     n_seq = b if cu_seqlens is None else cu_seqlens.numel() - 1
-    y = torch.empty_like(u)
-    last = u.new_empty(n_seq, D, N, dtype=torch.float32) if store_last else None
+    y = new_empty(u.shape, like=u)
+    last = new_empty(n_seq, D, N, like=u, dtype=torch.float32) if store_last else None
     offsets = ckpt = None
     if save_ckpt:
-        offsets = chunk_offsets_of(cu_seqlens, n_seq, L, K)
-        ckpt = u.new_empty(int(offsets[-1]), D, N, dtype=torch.float32)
+        offsets = chunk_offsets_of(cu_seqlens, n_seq, L, CK)
+        ckpt = new_empty(int(offsets[-1]), D, N, like=u, dtype=torch.float32)
         offsets = offsets.to(u.device)
 
     def grid(meta):
@@ -157,7 +158,7 @@ def selective_scan_fwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
         u, delta, delta_bias, A, B, C, Dskip, z, tau, rate, h0,
         y, last, ckpt,
         cu_seqlens, offsets,
-        L, D=D, N=N, G=G, K=K, BN=triton.next_power_of_2(N),
+        L, D=D, N=N, G=G, CK=CK, BN=triton.next_power_of_2(N),
         SCHEME=scheme, COUPLING=coupling, SOFTPLUS=softplus_,
         HAS_BIAS=delta_bias is not None, HAS_D=Dskip is not None, HAS_Z=z is not None,
         HAS_H0=h0 is not None, STORE_LAST=store_last, SAVE_CKPT=save_ckpt,

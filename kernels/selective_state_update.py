@@ -12,7 +12,7 @@ import triton.language as tl
 
 from eventssm.discretization import as_discretization
 
-from .utils import discretize, sigmoid, softplus, step_sizes
+from .utils import discretize, new_empty, sigmoid, softplus, step_sizes
 
 __all__ = ["selective_state_update_triton"]
 
@@ -87,7 +87,7 @@ def selective_state_update_triton(
     if coupling == 1 and rate is None:
         raise ValueError(f"rate (D,) is required by {disc!r} when integration_timesteps are given")
     c = lambda t: None if t is None else t.contiguous()
-    y = torch.empty_like(x)
+    y = new_empty(x.shape, like=x)
     BD = min(64, triton.next_power_of_2(Dm))
     selective_state_update_kernel[(triton.cdiv(Dm, BD), b)](
         state, c(x), c(dt), c(dt_bias), c(A), c(B), c(C), c(D), c(z),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 import triton
 import triton.language as tl
 
@@ -21,6 +22,16 @@ MAMBA, ZOH, BILINEAR, DIRAC = 0, 1, 2, 3
 STANDARD, ASYMMETRIC, SCALED = 0, 1, 2
 
 LOG2E = 1.4426950408889634
+
+
+#: Tests set this to fill every output buffer with NaN before launches (unwritten elements show).
+POISON_OUTPUTS = False
+
+
+def new_empty(*shape, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``torch.empty`` for kernel outputs (NaN-filled when ``POISON_OUTPUTS`` is set)."""
+    t = torch.empty(*shape, dtype=dtype or like.dtype, device=like.device)
+    return t.fill_(float("nan")) if POISON_OUTPUTS and t.is_floating_point() else t
 
 
 def is_interpreting() -> bool:

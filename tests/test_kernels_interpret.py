@@ -1,0 +1,230 @@
+"""Triton kernels on the CPU under TRITON_INTERPRET=1 vs the float64 reference (DESIGN §6).
+
+The interpreter is chosen when a kernel is *decorated*, so the variable is set before
+``eventssm.kernels`` is imported; if another test imported the kernels compiled for a GPU in
+this process first, they are reloaded. Shapes are tiny (L <= 128) and the backward's chunks are
+short under the interpreter (16 steps, sub-chunks of 4) so that chunk and sub-chunk boundaries,
+partial chunks and packed sequences are all crossed. bf16 is not tested here (the interpreter
+computes it wrongly); it is in test_kernels_gpu.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+pytest.importorskip("triton")
+
+from eventssm import Asymmetric, Scaled, Standard, selective_scan  # noqa: E402
+from eventssm.reference import selective_scan_ref, selective_state_update_ref  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import ALL_DISCRETIZATIONS, DISC_IDS, rel_err, scan_inputs  # noqa: E402
+
+pytestmark = pytest.mark.interpret
+
+
+def _load_kernels():
+    import eventssm.kernels as K
+
+    if type(K.selective_scan_fwd.selective_scan_fwd_kernel.fn.fn).__name__ != "InterpretedFunction":
+        for name in ("utils", "selective_scan_fwd", "selective_scan_bwd", "selective_state_update",
+                     "selective_scan"):
+            importlib.reload(importlib.import_module(f"eventssm.kernels.{name}"))
+        K = importlib.reload(K)
+    return K
+
+
+K = _load_kernels()
+utils = importlib.import_module("eventssm.kernels.utils")
+
+TOL = {torch.float32: 1e-4, torch.float16: 5e-3}
+GRAD_KEYS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "integration_timesteps", "rate",
+             "initial_state")
+
+
+@pytest.fixture(autouse=True)
+def _poison():
+    utils.POISON_OUTPUTS = True
+    yield
+    utils.POISON_OUTPUTS = False
+
+
+def _pack(kw, b, lengths, D, N):
+    """Reshape batch inputs to one packed row with cu_seqlens splitting it at ``lengths``."""
+    for k in ("u", "delta", "z", "B", "C", "integration_timesteps"):
+        if kw[k] is not None:
+            kw[k] = kw[k].reshape(1, -1, *kw[k].shape[2:])
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    if kw["initial_state"] is not None:
+        kw["initial_state"] = torch.randn(len(lengths), D, N, dtype=torch.float64)
+    return kw, cu
+
+
+def check_scan(disc, *, b=2, L=37, D=6, N=4, G=None, z=True, h0=True, dtype=torch.float32,
+               tau_max=5.0, lengths=None, tau_grad=True, seed=0):
+    """Forward, last state and every gradient of the Triton scan vs the float64 reference."""
+    gen = torch.Generator().manual_seed(seed)
+    kw = scan_inputs(b=b, L=L, D=D, N=N, G=G, z=z, h0=h0, dtype=torch.float64, tau_max=tau_max,
+                     generator=gen)
+    cu = None
+    if lengths is not None:
+        assert sum(lengths) == b * L
+        kw, cu = _pack(kw, b, lengths, D, N)
+    # The reference sees the same (rounded) numbers as the kernel, in float64.
+    kw = {k: None if v is None else v.to(dtype).double() for k, v in kw.items()}
+    leaf = lambda v, dt: None if v is None else v.to(dt).clone().requires_grad_(True)
+    ref_in = {k: leaf(v, torch.float64) for k, v in kw.items()}
+    tri_in = {k: leaf(v, dtype) for k, v in kw.items()}
+    if not tau_grad:
+        ref_in["integration_timesteps"].requires_grad_(False)
+        tri_in["integration_timesteps"].requires_grad_(False)
+    common = dict(delta_softplus=True, discretization=disc, return_last_state=True,
+                  cu_seqlens=cu)
+    y_ref, h_ref = selective_scan_ref(**ref_in, **common)
+    y, h = selective_scan(**tri_in, **common, backend="triton")
+    assert y.dtype == dtype and h.dtype == torch.float32
+    dy = torch.randn(y_ref.shape, dtype=torch.float64, generator=gen)
+    dh = torch.randn(h_ref.shape, dtype=torch.float64, generator=gen)
+    ((y_ref * dy).sum() + (h_ref * dh).sum()).backward()
+    ((y.double() * dy).sum() + (h.double() * dh).sum()).backward()
+
+    errs = {"y": rel_err(y, y_ref), "last_state": rel_err(h, h_ref)}
+    for k in GRAD_KEYS:
+        if kw[k] is None or not ref_in[k].requires_grad:
+            continue
+        g_ref, g = ref_in[k].grad, tri_in[k].grad
+        if g_ref is None and g is None:  # the input does not enter (e.g. τ with Standard)
+            continue
+        # an input that enters without effect (δ under Asymmetric-dirac) has a zero gradient
+        g_ref = torch.zeros_like(ref_in[k]) if g_ref is None else g_ref
+        assert g is not None, f"no gradient for {k}"
+        assert g.dtype == tri_in[k].dtype and g.shape == tri_in[k].shape, k
+        errs[f"d{k}"] = rel_err(g, g_ref)
+    if not tau_grad:
+        assert tri_in["integration_timesteps"].grad is None
+    print(f"{disc!r} {dtype} max errors:", {k: f"{v:.1e}" for k, v in errs.items()})
+    for k, v in errs.items():
+        assert v <= TOL[dtype], f"{k}: relative max error {v:.2e} > {TOL[dtype]:.0e}"
+
+
+@pytest.mark.parametrize("disc", ALL_DISCRETIZATIONS, ids=DISC_IDS)
+def test_scan_every_discretization(disc):
+    check_scan(disc)
+
+
+CASES = {
+    # id: (discretization, kwargs)
+    "B2-T37-D12-N3-G3-split-groups": (Asymmetric("zoh"), dict(D=12, N=3, G=3)),
+    "B1-T70-D16-N4-G2": (Scaled("bilinear"), dict(b=1, L=70, D=16, G=2)),
+    "B2-T40-D5-N5-noz-noh0": (Scaled("bilinear"), dict(L=40, D=5, N=5, z=False, h0=False)),
+    "B3-T9-packed-empty-seq": (Asymmetric("mamba"), dict(b=3, L=9, lengths=[5, 0, 12, 10])),
+    "B2-T64-packed-chunks": (Scaled("zoh"), dict(L=64, lengths=[17, 1, 48, 62])),
+    "B2-T33-fp16": (Standard("zoh"), dict(L=33, dtype=torch.float16)),
+    "B2-T33-fp16-event": (Asymmetric("bilinear"), dict(L=33, dtype=torch.float16)),
+    "B2-T33-tau0": (Asymmetric("zoh"), dict(L=33, tau_max=0.0)),
+    "B2-T33-tau-large": (Scaled("mamba"), dict(L=33, tau_max=1e4)),
+    "B2-T33-tau-large-asym": (Asymmetric("dirac"), dict(L=33, tau_max=1e3)),
+    "B1-T128-no-tau-grad": (Asymmetric("mamba"), dict(b=1, L=128, tau_grad=False)),
+    "B2-T1": (Standard("bilinear"), dict(L=1)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_scan_cases(case):
+    disc, kw = CASES[case]
+    check_scan(disc, **kw)
+
+
+def test_scan_without_grad_saves_nothing_and_matches():
+    gen = torch.Generator().manual_seed(3)
+    kw = scan_inputs(b=2, L=19, D=6, N=4, dtype=torch.float32, generator=gen)
+    ref = selective_scan_ref(**{k: None if v is None else v.double() for k, v in kw.items()},
+                             delta_softplus=True, discretization=Scaled("zoh"))
+    with torch.no_grad():
+        y = selective_scan(**kw, delta_softplus=True, discretization=Scaled("zoh"),
+                           backend="triton")
+    err = rel_err(y, ref)
+    print("no-grad forward max error", err)
+    assert err <= 1e-4
+
+
+def test_scan_last_state_only_gradient():
+    """A loss of the last state alone: the cotangent enters at the end of each sequence."""
+    gen = torch.Generator().manual_seed(4)
+    kw = scan_inputs(b=2, L=23, D=6, N=4, dtype=torch.float64, generator=gen)
+    kw32 = {k: None if v is None else v.float().requires_grad_(True) for k, v in kw.items()}
+    kw64 = {k: None if v is None else v.clone().requires_grad_(True) for k, v in kw.items()}
+    _, h = selective_scan(**kw32, discretization=Asymmetric("zoh"), return_last_state=True,
+                          backend="triton")
+    _, h_ref = selective_scan_ref(**kw64, discretization=Asymmetric("zoh"),
+                                  return_last_state=True)
+    h.sum().backward()
+    h_ref.sum().backward()
+    errs = {k: rel_err(kw32[k].grad, kw64[k].grad) for k in ("u", "delta", "A", "B",
+                                                            "initial_state", "rate")}
+    print("last-state-only gradient errors", errs)
+    assert kw32["C"].grad.abs().max() == 0 and kw32["z"].grad.abs().max() == 0
+    assert max(errs.values()) <= 1e-4
+
+
+def test_opcheck_custom_op():
+    """Schema, fake (meta) kernel and autograd registration of the custom op are consistent."""
+    gen = torch.Generator().manual_seed(5)
+    kw = scan_inputs(b=2, L=11, D=4, N=4, dtype=torch.float32, requires_grad=True, generator=gen)
+    args = (kw["u"], kw["delta"], kw["A"], kw["B"][:, :, None], kw["C"][:, :, None], kw["D"],
+            kw["z"], kw["delta_bias"], kw["integration_timesteps"], kw["rate"],
+            kw["initial_state"], None, True, 1, 1, True)
+    torch.library.opcheck(torch.ops.eventssm.selective_scan_fwd.default, args,
+                          test_utils=("test_schema", "test_faketensor",
+                                      "test_autograd_registration"))
+
+
+@pytest.mark.parametrize("disc", ALL_DISCRETIZATIONS, ids=DISC_IDS)
+@pytest.mark.parametrize("grouped", [False, True], ids=["G1", "G2"])
+def test_state_update(disc, grouped):
+    """The decode kernel vs the reference step; the state is updated in place."""
+    gen = torch.Generator().manual_seed(6)
+    b, D, N = 3, 10, 5
+    r = lambda *s: torch.randn(*s, dtype=torch.float64, generator=gen)
+    Bs = (b, 2, N) if grouped else (b, N)
+    kw = dict(x=r(b, D), dt=r(b, D) * 0.5, A=-(torch.rand(D, N, dtype=torch.float64,
+                                                          generator=gen) + 0.1),
+              B=r(*Bs), C=r(*Bs), D=r(D), z=r(b, D), dt_bias=r(D) * 0.3,
+              integration_timesteps=torch.rand(b, dtype=torch.float64, generator=gen) * 3,
+              rate=torch.rand(D, dtype=torch.float64, generator=gen) + 0.2)
+    state = r(b, D, N)
+    s_ref = state.clone()
+    y_ref = selective_state_update_ref(s_ref, **kw, dt_softplus=True, discretization=disc)
+    s = state.float()
+    y = K.selective_state_update_triton(s, **{k: v.float() for k, v in kw.items()},
+                                        dt_softplus=True, discretization=disc)
+    errs = (rel_err(y, y_ref), rel_err(s, s_ref))
+    print(f"{disc!r} step errors (y, state): {errs[0]:.1e} {errs[1]:.1e}")
+    assert y.dtype == torch.float32 and max(errs) <= 1e-4
+
+
+def test_step_matches_scan():
+    """Decoding step by step gives the scan's outputs and last state (same formulas)."""
+    gen = torch.Generator().manual_seed(7)
+    disc = Asymmetric("bilinear")
+    kw = scan_inputs(b=2, L=6, D=6, N=4, dtype=torch.float32, generator=gen)
+    y, h = selective_scan(**kw, delta_softplus=True, discretization=disc, return_last_state=True,
+                          backend="triton")
+    s = kw["initial_state"].clone()
+    ys = []
+    for l in range(6):
+        ys.append(K.selective_state_update_triton(
+            s, kw["u"][:, l], kw["delta"][:, l], kw["A"], kw["B"][:, l], kw["C"][:, l],
+            D=kw["D"], z=kw["z"][:, l], dt_bias=kw["delta_bias"], dt_softplus=True,
+            integration_timesteps=kw["integration_timesteps"][:, l], rate=kw["rate"],
+            discretization=disc))
+    err = max(rel_err(torch.stack(ys, 1), y), rel_err(s, h))
+    print("step vs scan max error", err)
+    assert err <= 1e-5
