@@ -75,28 +75,13 @@ class _Packing:
                 self.empty.append(i)
 
 
-def _coefficients(scheme: str, dtA: Tensor, dtB: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
-    """Ā ``(T, b, D, N)`` and the input factor k ``(T, b, D, 1 or N)`` of one chunk."""
-    dA = discretize_A(scheme, dtA[..., None], A)
-    kB = discretize_B(scheme, dtB[..., None], A)
-    if kB.dim() < dA.dim() or kB.shape[:-1] != dA.shape[:-1]:  # dirac's scalar one
-        kB = kB.expand(*dA.shape[:-1], kB.shape[-1])
-    return dA, kB
+def _coefficients(scheme: str, dtA: Tensor, dtB: Tensor, At: Tensor) -> tuple[Tensor, Tensor]:
+    """Ā ``(T, b, G, N, Dg)`` and the input factor k ``(T, b, G, 1 or N, Dg)`` of one chunk.
 
-
-def _input_term(kB: Tensor, u: Tensor, Bm: Tensor) -> tuple[Tensor, Tensor]:
-    """``ku = k·u (T, b, D, K)`` and a fresh buffer ``B̄u = ku·B (T, b, D, N)``; Bm ``(T, b, G, N)``."""
-    ku = kB * u[..., None]
-    T, b, Dm, K = ku.shape
-    G, N = Bm.shape[2:]
-    bu = ku.view(T, b, G, Dm // G, K) * Bm[:, :, :, None, :]  # (T, b, G, Dg, N)
-    return ku, bu.view(T, b, Dm, N)
-
-
-def _bmm_view(x: Tensor, G: int) -> Tensor:
-    """``(T, b, D, M)`` -> ``(T·b·G, Dg, M)`` (a view) for per-group batched matmuls."""
-    T, b, Dm, M = x.shape
-    return x.view(T * b * G, Dm // G, M)
+    ``dtA, dtB: (T, b, G, Dg)``, ``At: (G, N, Dg)``; the scheme formulas are elementwise, so the
+    (N, D)-major layout changes nothing in them.
+    """
+    return discretize_A(scheme, dtA[..., None, :], At), discretize_B(scheme, dtB[..., None, :], At)
 
 
 def _recur(H: Tensor, dA: Tensor, h: Tensor, l0: int, h0: Tensor, pack: _Packing | None,
@@ -122,34 +107,38 @@ def _recur(H: Tensor, dA: Tensor, h: Tensor, l0: int, h0: Tensor, pack: _Packing
 
 
 class _ChunkedScan(torch.autograd.Function):
-    """The recurrence and readout ``y[l] = Σ_n C[l, n] h[l, ·, n]``, time-major, in chunks.
+    """The recurrence and the readout ``y[l] = Σ_n C[l, n] h[l, n, ·]``, time-major, in chunks.
 
-    Inputs: ``u, dtA, dtB (L, b, D)``, ``A (D, N)``, ``Bm, Cm (L, b, G, N)``, ``h0 (b or n_seq,
-    D, N)``, all in the compute dtype. Outputs: ``y (L, b, D)`` and the last state.
+    Layout: the state is kept as ``(G, N, Dg)`` (state index before channel) so that the
+    readout is a batched row-vector x matrix product, the one shape the CPU BLAS does fast.
+    Inputs: ``u, dtA, dtB (L, b, G, Dg)``, ``At (G, N, Dg)``, ``Bm, Cm (L, b, G, N)``,
+    ``h0 (b or n_seq, G, N, Dg)``, all contiguous, in the compute dtype.
+    Outputs: ``y (L, b, G, Dg)`` and the last state ``(b or n_seq, G, N, Dg)``.
     """
 
     @staticmethod
-    def forward(ctx, u, dtA, dtB, A, Bm, Cm, h0, scheme: str, chunk: int, pack: _Packing | None):
-        L, b, Dm = u.shape
-        G, N = Bm.shape[2:]
+    def forward(ctx, u, dtA, dtB, At, Bm, Cm, h0, scheme: str, chunk: int, pack: _Packing | None):
+        L, b, G, Dg = u.shape
+        N = At.shape[1]
         n_chunks = math.ceil(L / chunk)
-        y = u.new_empty(L, b, Dm)
-        boundary = u.new_empty(n_chunks, b, Dm, N)  # state entering each chunk
+        y = u.new_empty(L, b, G, Dg)
+        boundary = u.new_empty(n_chunks, b, G, N, Dg)  # state entering each chunk
         h_last = h0.clone() if pack is not None else None  # empty sequences keep h0
-        h = h0 if pack is None else h0.new_zeros(1, Dm, N)
+        h = h0 if pack is None else h0.new_zeros(1, G, N, Dg)
         for c in range(n_chunks):
             l0, l1 = c * chunk, min(L, (c + 1) * chunk)
-            boundary[c] = h
-            dA, kB = _coefficients(scheme, dtA[l0:l1], dtB[l0:l1], A)
-            _, H = _input_term(kB, u[l0:l1], Bm[l0:l1])  # (T, b, D, N), becomes the states
-            _recur(H, dA, h, l0, h0, pack, h_last)
-            h = H[-1]
-            # y = Σ_n H C: (T·b·G, Dg, N) @ (T·b·G, N, 1)
             T = l1 - l0
-            y[l0:l1] = torch.bmm(_bmm_view(H, G), Cm[l0:l1].reshape(T * b * G, N, 1)).view(T, b, Dm)
+            boundary[c] = h
+            dA, kB = _coefficients(scheme, dtA[l0:l1], dtB[l0:l1], At)
+            H = (kB * u[l0:l1, :, :, None, :]) * Bm[l0:l1, :, :, :, None]  # B̄u (T, b, G, N, Dg)
+            _recur(H, dA, h, l0, h0, pack, h_last)  # H now holds the states
+            h = H[-1]
+            # y = C H: (T·b·G, 1, N) @ (T·b·G, N, Dg)
+            torch.bmm(Cm[l0:l1].reshape(T * b * G, 1, N), H.view(T * b * G, N, Dg),
+                      out=y[l0:l1].view(T * b * G, 1, Dg))
         if pack is None:
             h_last = h.clone() if n_chunks else h0.clone()
-        ctx.save_for_backward(u, dtA, dtB, A, Bm, Cm, h0, boundary)
+        ctx.save_for_backward(u, dtA, dtB, At, Bm, Cm, h0, boundary)
         ctx.scheme, ctx.chunk, ctx.pack = scheme, chunk, pack
         ctx.set_materialize_grads(False)
         return y, h_last
@@ -157,18 +146,19 @@ class _ChunkedScan(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, gy, gh_last):
-        u, dtA, dtB, A, Bm, Cm, h0, boundary = ctx.saved_tensors
+        u, dtA, dtB, At, Bm, Cm, h0, boundary = ctx.saved_tensors
         scheme, chunk, pack = ctx.scheme, ctx.chunk, ctx.pack
         need_u, need_dtA, need_dtB, need_A, need_B, need_C, need_h0 = ctx.needs_input_grad[:7]
-        L, b, Dm = u.shape
-        G, N = Bm.shape[2:]
-        Dg = Dm // G
+        L, b, G, Dg = u.shape
+        N = At.shape[1]
         n_chunks = boundary.shape[0]
+        if gy is not None:
+            gy = gy.contiguous()
 
         gu = torch.zeros_like(u) if need_u else None
         gdtA = torch.zeros_like(dtA) if need_dtA else None
         gdtB = torch.zeros_like(dtB) if need_dtB else None
-        gA = torch.zeros_like(A) if need_A else None
+        gA = torch.zeros_like(At) if need_A else None
         gB = torch.zeros_like(Bm) if need_B else None
         gC = torch.zeros_like(Cm) if need_C else None
         gh0 = torch.zeros_like(h0)
@@ -177,8 +167,8 @@ class _ChunkedScan(torch.autograd.Function):
                 gh0[i] += gh_last[i]
         # gradient reaching the state just before the current chunk from everything after it
         carry = gh_last if pack is None else None
-        A_leaf = A.detach().requires_grad_(need_A)
-        coef_inputs = []
+        A_leaf = At.detach().requires_grad_(need_A)
+        coef_wrt = [(need_dtA, gdtA), (need_dtB, gdtB), (need_A, gA)]
 
         for c in reversed(range(n_chunks)):
             l0, l1 = c * chunk, min(L, (c + 1) * chunk)
@@ -189,17 +179,20 @@ class _ChunkedScan(torch.autograd.Function):
             with torch.enable_grad():
                 dA_g, kB_g = _coefficients(scheme, dtA_c, dtB_c, A_leaf)
             dA, kB = dA_g.detach(), kB_g.detach()
-            u_c, B_c = u[l0:l1], Bm[l0:l1]
-            ku, H = _input_term(kB, u_c, B_c)
+            u_c = u[l0:l1, :, :, None, :]  # (T, b, G, 1, Dg)
+            B_c = Bm[l0:l1, :, :, :, None]  # (T, b, G, N, 1)
+            ku = kB * u_c  # (T, b, G, K, Dg), K = 1 (mamba, dirac) or N (zoh, bilinear)
+            H = ku * B_c
             h_in = boundary[c]
             _recur(H, dA, h_in, l0, h0, pack, None)
-            gy_c = None if gy is None else gy[l0:l1]
 
-            # 2. gradient of the states: direct part C·gy (T, b, D, N), then the adjoint recurrence
-            if gy_c is not None:
-                gH = (gy_c.reshape(T, b, G, Dg, 1) * Cm[l0:l1].reshape(T, b, G, 1, N)).view(T, b, Dm, N)
-                if need_C:  # gC[l, g, n] = Σ_dg gy[l, g, dg] H[l, g, dg, n]
-                    gC[l0:l1] = torch.bmm(gy_c.reshape(T * b * G, 1, Dg), _bmm_view(H, G)).view(T, b, G, N)
+            # 2. gradient of the states: direct part C gy, then the adjoint recurrence
+            #    g[l] = C[l] gy[l] + Ā[l+1] ⊙ g[l+1], cut at packed sequence starts
+            if gy is not None:
+                gy_c = gy[l0:l1, :, :, None, :]  # (T, b, G, 1, Dg)
+                gH = Cm[l0:l1, :, :, :, None] * gy_c
+                if need_C:  # gC[l, g, n] = Σ_dg H[l, g, n, dg] gy[l, g, dg]
+                    torch.sum(H * gy_c, dim=-1, out=gC[l0:l1])
             else:
                 gH = torch.zeros_like(H)
             for t in reversed(range(T)):
@@ -213,31 +206,29 @@ class _ChunkedScan(torch.autograd.Function):
                     if i is not None:
                         gH[t] += gh_last[i]
 
-            # 3. gradient of Ā: gH ⊙ (state before the step); restarts read their initial state
+            # 3. gradient of Ā: g ⊙ (state before the step); a restart reads its initial state
             gdA = torch.empty_like(H)
             torch.mul(gH[1:], H[:-1], out=gdA[1:])
-            restarts = [] if pack is None else [(t, pack.starts[l0 + t]) for t in range(T)
-                                                if (l0 + t) in pack.starts]
             torch.mul(gH[0], h_in, out=gdA[0])
+            restarts = [] if pack is None else [
+                (t, pack.starts[l0 + t]) for t in range(T) if (l0 + t) in pack.starts
+            ]
             for t, i in restarts:
                 torch.mul(gH[t], h0[i], out=gdA[t])
                 gh0[i] += (dA[t] * gH[t])[0]
-            if restarts and restarts[0][0] == 0:
-                carry = None
-            else:
-                carry = dA[0] * gH[0]
+            carry = None if restarts and restarts[0][0] == 0 else dA[0] * gH[0]
 
             # 4. gradient of the input term B̄u = (k u) ⊙ B
-            if ku.shape[-1] == 1:  # mamba, dirac: ku (T, b, D, 1)
-                gku = torch.bmm(_bmm_view(gH, G), B_c.reshape(T * b * G, N, 1)).view(T, b, Dm, 1)
-                if need_B:
-                    gB[l0:l1] = torch.bmm(_bmm_view(gH, G).transpose(1, 2), _bmm_view(ku, G)).view(T, b, G, N)
-            else:  # zoh, bilinear: ku (T, b, D, N)
-                gku = (gH.view(T, b, G, Dg, N) * B_c[:, :, :, None, :]).view(T, b, Dm, N)
-                if need_B:
-                    gB[l0:l1] = (gH * ku).view(T, b, G, Dg, N).sum(3)
+            if need_B:  # gB[l, g, n] = Σ_dg g[l, g, n, dg] ku[l, g, ·, dg]
+                torch.sum(gH * ku, dim=-1, out=gB[l0:l1])
+            if ku.shape[-2] == 1:  # (T·b·G, 1, N) @ (T·b·G, N, Dg): Σ_n B g
+                gku = torch.bmm(Bm[l0:l1].reshape(T * b * G, 1, N), gH.view(T * b * G, N, Dg))
+                gku = gku.view(T, b, G, 1, Dg)
+            else:
+                gku = gH * B_c
             if need_u:
-                gu[l0:l1] = (gku * kB).sum(-1)
+                torch.sum(gku * kB, dim=-2, out=gu[l0:l1])
+
             # 5. gradients of Ā and k -> dtA, dtB, A through the chunk-local graph
             outs, grads = [], []
             if dA_g.requires_grad:
@@ -245,19 +236,20 @@ class _ChunkedScan(torch.autograd.Function):
                 grads.append(gdA)
             if kB_g.requires_grad:
                 outs.append(kB_g)
-                grads.append(gku * u_c[..., None])
-            coef_inputs = [x for x, need in ((dtA_c, need_dtA), (dtB_c, need_dtB), (A_leaf, need_A)) if need]
-            if outs and coef_inputs:
-                got = iter(torch.autograd.grad(outs, coef_inputs, grads, allow_unused=True))
-                for target, need in ((gdtA, need_dtA), (gdtB, need_dtB), (gA, need_A)):
-                    if need:
-                        g = next(got)
-                        if g is None:
-                            continue
-                        if target is gA:
-                            gA += g
-                        else:
-                            target[l0:l1] = g
+                grads.append(gku * u_c)
+            wrt = [x for x, (need, _) in zip((dtA_c, dtB_c, A_leaf), coef_wrt) if need]
+            if outs and wrt:
+                got = iter(torch.autograd.grad(outs, wrt, grads, allow_unused=True))
+                for need, target in coef_wrt:
+                    if not need:
+                        continue
+                    g = next(got)
+                    if g is None:
+                        pass
+                    elif target is gA:
+                        gA += g
+                    else:
+                        target[l0:l1] = g
         if pack is None and carry is not None:
             gh0 += carry
         return gu, gdtA, gdtB, gA, gB, gC, (gh0 if need_h0 else None), None, None, None
@@ -312,18 +304,27 @@ def selective_scan_chunked(
     N = A_.shape[1]
     if B_.dim() == 3:  # one group
         B_, C_ = B_[:, :, None, :], C_[:, :, None, :]
+    G = B_.shape[2]
+    Dg = Dm // G
     pack = None if cu_seqlens is None else _Packing(cu_seqlens)
     n_state = b if pack is None else pack.n_seq
-    h0 = u_.new_zeros(n_state, Dm, N) if initial_state is None else initial_state.to(cdt)
     T = chunk_size or default_chunk_size(L, b, Dm, N)
 
-    # time-major layout: the recurrence slices one step of every chunk buffer contiguously
-    tm = lambda t: t.transpose(0, 1).contiguous()
-    y, h_last = _ChunkedScan.apply(tm(u_), tm(dtA), tm(dtB), A_, tm(B_), tm(C_), h0, disc.scheme, T, pack)
-    y = y.transpose(0, 1)
+    # Layout of the op: time-major (one step of a chunk buffer is contiguous) and the state as
+    # (G, N, Dg); the transposes are (b, L, D)-sized and differentiated by autograd.
+    tm = lambda t: t.transpose(0, 1).contiguous()  # (b, L, ...) -> (L, b, ...)
+    to_gnd = lambda h: h.reshape(-1, G, Dg, N).transpose(-1, -2).contiguous()  # (n, D, N) -> (n, G, N, Dg)
+    h0 = u_.new_zeros(n_state, G, N, Dg) if initial_state is None else to_gnd(initial_state.to(cdt))
+    tm_d = lambda t: tm(t).view(L, b, G, Dg)
+    y, h_last = _ChunkedScan.apply(
+        tm_d(u_), tm_d(dtA), tm_d(dtB), to_gnd(A_)[0], tm(B_), tm(C_), h0, disc.scheme, T, pack
+    )
+    y = y.view(L, b, Dm).transpose(0, 1)
     if D_ is not None:
         y = y + u_ * D_
     if z_ is not None:
         y = y * F.silu(z_)
     y = y.to(u.dtype)
-    return (y, h_last) if return_last_state else y
+    if not return_last_state:
+        return y
+    return y, h_last.transpose(-1, -2).reshape(n_state, Dm, N)
