@@ -66,8 +66,6 @@ def _load_step(u, delta, tau, B, t, m_t, m_d, o_d, o_bc, m_n, b_bias, b_rate, b_
     configs=autotune_configs([
         triton.Config({"BD": 8, "K": 4}, num_warps=1),
         triton.Config({"BD": 16, "K": 4}, num_warps=1),
-        triton.Config({"BD": 32, "K": 4}, num_warps=1),
-        triton.Config({"BD": 8, "K": 8}, num_warps=1),
         triton.Config({"BD": 32, "K": 2}, num_warps=1),
     ]),
     key=["D", "N", "G", "CK", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "DTYPE_KEY"],

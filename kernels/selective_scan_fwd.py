@@ -26,11 +26,9 @@ __all__ = ["selective_scan_fwd"]
 
 @triton.autotune(
     configs=autotune_configs([
-        triton.Config({"BD": 32, "K": 8}, num_warps=1),
-        triton.Config({"BD": 16, "K": 8}, num_warps=1),
-        triton.Config({"BD": 64, "K": 8}, num_warps=2),
-        triton.Config({"BD": 128, "K": 8}, num_warps=4),
         triton.Config({"BD": 8, "K": 8}, num_warps=1),
+        triton.Config({"BD": 32, "K": 8}, num_warps=1),
+        triton.Config({"BD": 64, "K": 8}, num_warps=2),
     ]),
     key=["D", "N", "G", "CK", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "SAVE_CKPT", "DTYPE_KEY"],
 )

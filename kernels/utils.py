@@ -40,8 +40,11 @@ def is_interpreting() -> bool:
 
 
 def autotune_configs(configs: list[triton.Config]) -> list[triton.Config]:
-    """All configs on a GPU; only the first under the interpreter (each would run serially)."""
-    return configs[:1] if is_interpreting() else configs
+    """All configs on a GPU; only the first under the interpreter (each would run serially) or
+    with ``EVENTSSM_AUTOTUNE=0`` (tests: one compilation per specialization)."""
+    if is_interpreting() or os.environ.get("EVENTSSM_AUTOTUNE", "1") == "0":
+        return configs[:1]
+    return configs
 
 
 @triton.jit

@@ -1,0 +1,183 @@
+"""Benchmark of the Triton selective scan against the HBM floor (DESIGN §7, issue 3).
+
+For (B, L, D, N) in the issue's shapes, fp32 and bf16, standard and event mode (Asymmetric
+coupling with τ), no z, softplus with bias, D skip: forward ms, forward+backward ms, the HBM
+floor (minimal bytes / measured copy bandwidth) and the fraction of it reached, peak memory
+beyond the inputs, and the PyTorch path (``backend="torch"``) for scale where it fits. Then a
+Mamba block training step (d_model 768, L 2048, batch 8, bf16) in tokens/s, kernels vs the
+PyTorch path.
+
+Minimal bytes: forward reads u, δ (B·L·D each), B, C (B·L·N each), τ (B·L, fp32, event mode)
+and writes y (B·L·D); the backward reads u, δ, dy, B, C, τ and writes du, dδ, dB, dC (and
+dτ is not requested). Parameters (D·N) are negligible. Times are medians of
+``triton.testing.do_bench`` (CUDA events).
+
+Usage: ``python experiments/bench/scan.py [--quick] [--out FILE]`` on a CUDA machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+
+import torch
+import triton
+
+from eventssm import Asymmetric, Standard, selective_scan
+
+SHAPES = [(8, 4096, 1536, 16), (64, 1024, 256, 16), (16, 8192, 512, 64)]
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting bytes read plus written."""
+    x = torch.empty(2**28, dtype=torch.float32, device="cuda")  # 1 GiB
+    y = torch.empty_like(x)
+    ms = triton.testing.do_bench(lambda: y.copy_(x), warmup=50, rep=300, return_mode="median")
+    return 2 * x.numel() * 4 / (ms * 1e-3)
+
+
+def make_inputs(B, L, D, N, dtype, event, grad):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    r = lambda *s: torch.randn(*s, device="cuda", generator=g)
+    kw = dict(u=r(B, L, D).to(dtype), delta=(r(B, L, D) * 0.5 - 2.0).to(dtype),
+              A=-(torch.rand(D, N, device="cuda", generator=g) * 4 + 0.5),
+              B=r(B, L, N).to(dtype), C=r(B, L, N).to(dtype), D=r(D), delta_bias=r(D) * 0.1)
+    if event:
+        kw["integration_timesteps"] = torch.rand(B, L, device="cuda", generator=g) * 2
+        kw["rate"] = torch.rand(D, device="cuda", generator=g) + 0.2
+    if grad:
+        for k in ("u", "delta", "A", "B", "C", "D", "delta_bias", "rate"):
+            if k in kw:
+                kw[k].requires_grad_(True)
+    return kw
+
+
+def floor_bytes(B, L, D, N, dtype, event):
+    es = torch.tensor([], dtype=dtype).element_size()
+    tau = B * L * 4 if event else 0
+    fwd = 3 * B * L * D * es + 2 * B * L * N * es + tau
+    bwd = 5 * B * L * D * es + 4 * B * L * N * es + tau
+    return fwd, fwd + bwd
+
+
+def time_scan(kw, disc, backend, grad, rep=200):
+    def fwd():
+        with torch.no_grad():
+            return selective_scan(**kw, delta_softplus=True, discretization=disc,
+                                  backend=backend)
+
+    y = fwd()
+    dy = torch.randn_like(y)
+    del y
+
+    def fwd_bwd():
+        y = selective_scan(**kw, delta_softplus=True, discretization=disc, backend=backend)
+        y.backward(dy)
+
+    t_f = triton.testing.do_bench(fwd, warmup=25, rep=rep, return_mode="median")
+    t_fb = None
+    peak = None
+    if grad:
+        fwd_bwd()
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fwd_bwd()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+        t_fb = triton.testing.do_bench(fwd_bwd, warmup=25, rep=rep, return_mode="median",
+                                       grad_to_none=[v for v in kw.values() if v.requires_grad])
+    return t_f, t_fb, peak
+
+
+def scan_table(bw, quick):
+    rows = []
+    head = ("| B, L, D, N | dtype | mode | fwd ms | floor ms | fwd % floor | fwd+bwd ms | "
+            "floor ms | fwd+bwd % floor | peak extra MiB | torch path fwd / fwd+bwd ms |")
+    sep = "|" + "---|" * (head.count("|") - 1)
+    print(head)
+    print(sep)
+    rows += [head, sep]
+    for shape in SHAPES[:1] if quick else SHAPES:
+        B, L, D, N = shape
+        for dtype in (torch.float32, torch.bfloat16):
+            for event in (False, True):
+                disc = Asymmetric("mamba") if event else Standard("mamba")
+                kw = make_inputs(B, L, D, N, dtype, event, grad=True)
+                t_f, t_fb, peak = time_scan(kw, disc, "triton", grad=True)
+                fb_f, fb_fb = floor_bytes(B, L, D, N, dtype, event)
+                fl_f, fl_fb = fb_f / bw * 1e3, fb_fb / bw * 1e3
+                torch_col = "-"
+                if not quick and dtype == torch.float32 and not event:
+                    try:
+                        tt_f, tt_fb, _ = time_scan(kw, disc, "torch", grad=True, rep=3)
+                        torch_col = f"{tt_f:.2f} / {tt_fb:.2f}"
+                    except torch.OutOfMemoryError:
+                        torch_col = "OOM"
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                row = (f"| {B}, {L}, {D}, {N} | {str(dtype)[6:]} | "
+                       f"{'event' if event else 'standard'} | {t_f:.3f} | {fl_f:.3f} | "
+                       f"{100 * fl_f / t_f:.0f} % | {t_fb:.3f} | {fl_fb:.3f} | "
+                       f"{100 * fl_fb / t_fb:.0f} % | {peak / 2**20:.0f} | {torch_col} |")
+                print(row, flush=True)
+                rows.append(row)
+                del kw
+                gc.collect()
+                torch.cuda.empty_cache()
+    return rows
+
+
+def mamba_step(fast: bool, steps=10):
+    from eventssm import Mamba
+
+    torch.manual_seed(0)
+    m = Mamba(768, d_state=16, use_fast_path=fast).cuda().to(torch.bfloat16)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    x = torch.randn(8, 2048, 768, device="cuda", dtype=torch.bfloat16)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        m(x).float().square().mean().backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / steps
+    return 8 * 2048 / dt, dt * 1e3
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--no-mamba", action="store_true")
+    args = ap.parse_args()
+    props = torch.cuda.get_device_properties(0)
+    bw = copy_bandwidth()
+    lines = [f"device: {props.name}, torch {torch.__version__}, triton {triton.__version__}",
+             f"copy bandwidth (read + write): {bw / 1e12:.2f} TB/s", ""]
+    print("\n".join(lines), flush=True)
+    rows = scan_table(bw, args.quick)
+    lines += rows
+    if not args.no_mamba:
+        res = []
+        for fast in (True, False):
+            tps, ms = mamba_step(fast, steps=3 if not fast else 10)
+            res.append(f"Mamba block train step (d_model 768, L 2048, batch 8, bf16), "
+                       f"{'kernels' if fast else 'torch path'}: {ms:.1f} ms, {tps:,.0f} tokens/s")
+            print(res[-1], flush=True)
+        lines += [""] + res
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
