@@ -115,6 +115,9 @@ def _mamba_pair(disc):
 def test_mamba_forward_backward_step_gpu(disc):
     """The Mamba block with the kernels vs the PyTorch path in float64: outputs, every
     parameter gradient, and step-by-step decoding (decode kernel) vs the full forward."""
+    from eventssm.scan import triton_available
+
+    assert triton_available()[0], triton_available()[1]  # else both sides are the torch path
     fast, slow = _mamba_pair(disc)
     B, L = 2, 300
     x = torch.randn(B, L, 64, device="cuda")
