@@ -110,14 +110,15 @@ class PointProcessDataModule(EventDataModule):
         process: ``"hawkes"`` or ``"poisson"``.
         n_sequences, num_marks, horizon, max_events: simulation settings.
         data_seed: simulation seed (``seed`` seeds the split).
+        target: ``"next_event"`` (the only target of marks-only sequences).
         **kwargs: :class:`EventDataModule` options (batch_size, ...).
     """
 
     def __init__(self, process: Literal["hawkes", "poisson"] = "hawkes", n_sequences: int = 256,
                  num_marks: int = 2, horizon: float = 50.0, max_events: int = 128,
-                 data_seed: int = 0, **kwargs):
-        kwargs.setdefault("target", "next_event")
-        super().__init__(None, task="none", **kwargs)
+                 data_seed: int = 0,
+                 target: Literal["next_event"] = "next_event", **kwargs):
+        super().__init__(None, task="none", target=target, **kwargs)
         self.sim = dict(n_sequences=n_sequences, process=process, num_marks=num_marks,
                         horizon=horizon, max_events=max_events, seed=data_seed)
 

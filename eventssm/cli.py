@@ -23,7 +23,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from eventssm.tasks import EventTask
 
-__all__ = ["EventCLI", "main"]
+__all__ = ["EventCLI", "build_cli", "main"]
 
 # (data attribute, model init argument): applied after the DataModule is instantiated; a model
 # class without that argument (ByteLM has no num_classes) simply does not receive it.
@@ -70,8 +70,10 @@ class EventCLI(LightningCLI):
         return trainer
 
 
-def main(args: list[str] | None = None, run: bool = True) -> EventCLI:
-    """Entry point of the ``eventssm`` console script; ``args`` as on the command line."""
+def build_cli(args: list[str] | None = None, run: bool = True) -> EventCLI:
+    """Parse ``args`` (as on the command line; default ``sys.argv[1:]``), instantiate the model,
+    data and trainer, run the subcommand when ``run``, and return the LightningCLI object (its
+    ``trainer``, ``model`` and ``datamodule``)."""
     return EventCLI(
         EventTask,
         LightningDataModule,
@@ -81,6 +83,15 @@ def main(args: list[str] | None = None, run: bool = True) -> EventCLI:
         run=run,
         save_config_kwargs={"overwrite": True},
     )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``eventssm`` console script: ``eventssm fit|validate|test|predict``.
+
+    Returns None (a console script's return value becomes its exit status); use
+    :func:`build_cli` to get the trainer and model back in Python.
+    """
+    build_cli(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,7 @@ This module imports Lightning and torchmetrics; the ``eventssm`` core does not i
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor
 
-from eventssm.discretization import Discretization
+from eventssm.discretization import Asymmetric, Discretization, Scaled, Standard
 from eventssm.models import EventEncoder, MambaLM
 
 __all__ = [
@@ -78,6 +79,12 @@ class LMConfig:
     discretization: Discretization | str = "mamba"
 
 
+# Checkpoints store the backbone config (with its Discretization) in their hyperparameters; allow
+# these plain config classes under torch.load(weights_only=True), the default of
+# load_from_checkpoint, so that it rebuilds the same discretization without weights_only=False.
+torch.serialization.add_safe_globals([EncoderConfig, LMConfig, Standard, Asymmetric, Scaled])
+
+
 def _no_packed(batch: dict) -> None:
     if "cu_seqlens" in batch:
         raise ValueError(
@@ -105,6 +112,28 @@ class EventTask(L.LightningModule):
         self.warmup_steps = warmup_steps
         self.scheduler = scheduler
         self.min_lr_ratio = min_lr_ratio
+
+    def _save_hparams(self) -> None:
+        """``save_hyperparameters()`` of the subclass's ``__init__``, keeping only its own
+        arguments: LightningCLI records every linked data value (``d_target`` for a classifier,
+        say) in the hyperparameters, and ``--ckpt_path`` would then pass it back to a class
+        that does not take it."""
+        self.save_hyperparameters(frame=inspect.currentframe().f_back)
+        params = inspect.signature(type(self).__init__).parameters
+        for key in list(self.hparams):
+            if key not in params and not key.startswith("_"):
+                del self.hparams[key]
+
+    def _log_loss(self, stage: str, loss: Tensor, n: int) -> None:
+        """Log the loss: per step in training, as the exact mean over the split (weighted by
+        ``n`` items per batch, synced across processes by torchmetrics) in val/test."""
+        if stage == "train":
+            self.log("train/loss", loss, prog_bar=True, batch_size=n)
+            return
+        metric = getattr(self, f"{stage}_loss")
+        metric.update(loss.detach(), weight=n)
+        self.log(f"{stage}/loss", metric, prog_bar=True, on_step=False, on_epoch=True,
+                 batch_size=n)
 
     def configure_optimizers(self):
         decay, no_decay = [], []
@@ -170,7 +199,7 @@ class EventClassifier(EventTask):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         backbone = backbone if backbone is not None else EncoderConfig()
-        self.save_hyperparameters()
+        self._save_hparams()
         self.per_event = per_event
         self.num_classes = num_classes
         self.encoder = _encoder(backbone, d_input, num_marks, use_observed)
@@ -180,6 +209,8 @@ class EventClassifier(EventTask):
         self.train_acc = torchmetrics.Accuracy(**kw)
         self.val_acc = torchmetrics.Accuracy(**kw)
         self.test_acc = torchmetrics.Accuracy(**kw)
+        self.val_loss = torchmetrics.MeanMetric()
+        self.test_loss = torchmetrics.MeanMetric()
 
     def forward(self, batch: dict) -> Tensor:
         """Logits ``(B, K)``, or ``(B, L, K)`` with ``per_event``."""
@@ -195,7 +226,7 @@ class EventClassifier(EventTask):
                                ignore_index=-100, label_smoothing=self.label_smoothing)
         acc(logits.reshape(-1, self.num_classes), y.reshape(-1))
         n = int((y != -100).sum())
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n, sync_dist=stage != "train")
+        self._log_loss(stage, loss, n)
         self.log(f"{stage}/acc", acc, prog_bar=stage != "train", on_epoch=True,
                  on_step=False, batch_size=n)
         return loss
@@ -294,7 +325,7 @@ class EventRegressor(EventTask):
         if loss not in ("mse", "l1"):
             raise ValueError(f"loss must be 'mse' or 'l1', got {loss!r}")
         backbone = backbone if backbone is not None else EncoderConfig()
-        self.save_hyperparameters()
+        self._save_hparams()
         self.use_observed = use_observed
         self.loss_name = loss
         self.encoder = _encoder(backbone, d_input, num_marks, use_observed)
@@ -302,6 +333,8 @@ class EventRegressor(EventTask):
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_mse", torchmetrics.MeanSquaredError())
             setattr(self, f"{stage}_mae", torchmetrics.MeanAbsoluteError())
+        self.val_loss = torchmetrics.MeanMetric()
+        self.test_loss = torchmetrics.MeanMetric()
 
     def forward(self, batch: dict) -> Tensor:
         """``(B, d_target)`` per sequence, or ``(B, Q, d_target)`` at the query times."""
@@ -332,7 +365,7 @@ class EventRegressor(EventTask):
         mse, mae = getattr(self, f"{stage}_mse"), getattr(self, f"{stage}_mae")
         mse(pred, y)
         mae(pred, y)
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n, sync_dist=stage != "train")
+        self._log_loss(stage, loss, n)
         self.log(f"{stage}/mse", mse, on_epoch=True, on_step=False, batch_size=n)
         self.log(f"{stage}/mae", mae, on_epoch=True, on_step=False, batch_size=n,
                  prog_bar=stage != "train")
@@ -371,13 +404,17 @@ class ByteLM(EventTask):
                  min_lr_ratio: float = 0.1):
         super().__init__(lr, weight_decay, warmup_steps, scheduler, min_lr_ratio)
         backbone = backbone if backbone is not None else LMConfig()
-        self.save_hyperparameters()
+        self._save_hparams()
         cfg = dataclasses.asdict(backbone)
         cfg["discretization"] = backbone.discretization
         self.lm = MambaLM(vocab_size, **cfg)
         self.vocab_size = vocab_size
         self.sample_every_n_epochs = sample_every_n_epochs
         self.val_ppl = torchmetrics.text.Perplexity()
+        self.val_loss = torchmetrics.MeanMetric()
+        self.test_loss = torchmetrics.MeanMetric()
+        self.val_bpb = torchmetrics.MeanMetric()
+        self.test_bpb = torchmetrics.MeanMetric()
 
     def forward(self, input_ids: Tensor) -> Tensor:
         return self.lm(input_ids)
@@ -391,23 +428,28 @@ class ByteLM(EventTask):
     def training_step(self, batch, batch_idx):
         loss, _ = self._loss(batch)
         n = batch["target"].numel()
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log("train/bpb", loss / math.log(2), batch_size=n)
+        self._log_loss("train", loss, n)
         return loss
+
+    def _log_loss(self, stage: str, loss: Tensor, n: int) -> None:
+        super()._log_loss(stage, loss, n)
+        if stage == "train":
+            self.log("train/bpb", loss / math.log(2), batch_size=n)
+        else:  # bits per byte of the whole split, exact across processes like the loss
+            metric = getattr(self, f"{stage}_bpb")
+            metric.update(loss.detach() / math.log(2), weight=n)
+            self.log(f"{stage}/bpb", metric, on_step=False, on_epoch=True, batch_size=n)
 
     def validation_step(self, batch, batch_idx):
         loss, logits = self._loss(batch)
         n = batch["target"].numel()
         self.val_ppl(logits.float(), batch["target"])
-        self.log("val/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
-        self.log("val/bpb", loss / math.log(2), batch_size=n, sync_dist=True)
+        self._log_loss("val", loss, n)
         self.log("val/ppl", self.val_ppl, on_epoch=True, on_step=False, batch_size=n)
 
     def test_step(self, batch, batch_idx):
         loss, _ = self._loss(batch)
-        n = batch["target"].numel()
-        self.log("test/loss", loss, batch_size=n, sync_dist=True)
-        self.log("test/bpb", loss / math.log(2), batch_size=n, sync_dist=True)
+        self._log_loss("test", loss, batch["target"].numel())
 
     def on_validation_epoch_end(self) -> None:
         k = self.sample_every_n_epochs
