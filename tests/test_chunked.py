@@ -88,12 +88,13 @@ def check(inputs, dtype=torch.float32, tol=None, **kw):
     return errs
 
 
+@pytest.mark.parametrize("chunk", [8, 20], ids=["T8", "T20"])
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("coupling", COUPLINGS, ids=lambda c: c.__name__)
-def test_every_scheme_and_coupling(scheme, coupling):
-    """z, D, delta_bias + softplus, τ, rate, h0, last state; L = 37 over chunks of 8."""
+def test_every_scheme_and_coupling(scheme, coupling, chunk):
+    """z, D, delta_bias + softplus, τ, rate, h0, last state; L = 37 over chunks of 8 or 20."""
     check(make_inputs(), discretization=coupling(scheme=scheme), delta_softplus=True,
-          chunk_size=8)
+          chunk_size=chunk)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -124,11 +125,13 @@ def test_groups_without_optional_inputs(scheme):
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("h0", [True, False], ids=["h0", "zeros"])
-def test_cu_seqlens_packing(scheme, h0):
-    """Packed sequences (one empty, some crossing chunk boundaries), each from its own h0."""
-    cu = torch.tensor([0, 5, 5, 19, 20, 37], dtype=torch.int32)
-    x = make_inputs(b=1, L=37, G=2, h0=h0, n_state=5, seed=11)
-    check(x, discretization=Asymmetric(scheme), delta_softplus=True, chunk_size=8,
+@pytest.mark.parametrize("chunk", [8, 32])
+def test_cu_seqlens_packing(scheme, h0, chunk):
+    """Packed sequences (one empty, one of length 1, some crossing chunk boundaries, one
+    starting a chunk), each from its own initial state."""
+    cu = torch.tensor([0, 5, 5, 19, 20, 40, 45], dtype=torch.int32)
+    x = make_inputs(b=1, L=45, G=2, h0=h0, n_state=6, seed=11)
+    check(x, discretization=Asymmetric(scheme), delta_softplus=True, chunk_size=chunk,
           cu_seqlens=cu)
 
 
