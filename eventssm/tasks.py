@@ -124,6 +124,22 @@ class EventTask(L.LightningModule):
             if key not in params and not key.startswith("_"):
                 del self.hparams[key]
 
+    def _global_mean(self, loss: Tensor, n: int) -> Tensor:
+        """The loss to optimise: this process's mean over ``n`` items, rescaled so that DDP's
+        gradient average equals the gradient of the mean over the whole global batch.
+
+        Processes can hold different numbers of targets in one step (per-event targets of
+        sequences of different lengths, masked forecasts); averaging per-process means would
+        then weight items unequally and differ from one process with the same global batch.
+        """
+        trainer = self._trainer
+        world = trainer.world_size if trainer is not None else 1
+        if world == 1:
+            return loss
+        count = torch.tensor(float(n), device=loss.device)
+        total = trainer.strategy.reduce(count, reduce_op="sum")
+        return loss * (n * world) / total.clamp(min=1)
+
     def _log_loss(self, stage: str, loss: Tensor, n: int) -> None:
         """Log the loss: per step in training, as the exact mean over the split (weighted by
         ``n`` items per batch, synced across processes by torchmetrics) in val/test."""
@@ -229,7 +245,7 @@ class EventClassifier(EventTask):
         self._log_loss(stage, loss, n)
         self.log(f"{stage}/acc", acc, prog_bar=stage != "train", on_epoch=True,
                  on_step=False, batch_size=n)
-        return loss
+        return self._global_mean(loss, n) if stage == "train" else loss
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train", self.train_acc)
@@ -369,7 +385,7 @@ class EventRegressor(EventTask):
         self.log(f"{stage}/mse", mse, on_epoch=True, on_step=False, batch_size=n)
         self.log(f"{stage}/mae", mae, on_epoch=True, on_step=False, batch_size=n,
                  prog_bar=stage != "train")
-        return loss
+        return self._global_mean(loss, n) if stage == "train" else loss
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

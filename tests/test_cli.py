@@ -116,6 +116,21 @@ def test_fit_then_test_from_checkpoint_rebuilds_discretization(tmp_path):
     assert got == {Scaled("zoh")}
     assert "d_target" not in m.hparams  # linked data values of other tasks are not kept
 
+    # the two picture scripts run on this run's logs and checkpoint
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import plot_curves
+        import plot_events
+    finally:
+        sys.path.pop(0)
+    run = sorted(p.parent for p in (tmp_path / "runs").rglob("metrics.csv"))[0]  # the fit
+    shown = plot_curves.plot([str(run)], None, None, str(tmp_path / "curves.png"))
+    assert {"train/loss", "val/loss", "val/acc"} <= set(shown)
+    plot_events.main(["--config", str(CONFIGS / "quickstart.yaml"), "--ckpt", str(ckpt),
+                      "--split", "val", "--index", "1", "-o", str(tmp_path / "events.png")])
+    for name in ("curves.png", "events.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 def _last_val(tmp: Path) -> dict:
     df = metrics(tmp).dropna(subset=["val/loss"])

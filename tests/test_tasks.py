@@ -7,7 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from eventssm.datasets import EventDataModule, SyntheticDataModule, collate_events
+from eventssm.datasets import (
+    EventDataModule,
+    PointProcessDataModule,
+    SyntheticDataModule,
+    collate_events,
+)
 
 from eventssm import Asymmetric, Discretization, Scaled, Standard
 from eventssm.tasks import (
@@ -174,18 +179,25 @@ def test_packed_batches_are_refused():
 
 
 # ------------------------------------------------------------------ DDP (ddp_spawn in pytest)
-def _run(devices, strategy, tmp_path):
+def _run(devices, strategy, tmp_path, kind):
     L.seed_everything(0)
-    dm = SyntheticDataModule(n_sequences=80, batch_size=8, min_len=5, max_len=15, seed=0)
-    model = EventClassifier(num_classes=dm.num_classes, d_input=dm.d_input,
-                            backbone=EncoderConfig(**TINY, discretization=Asymmetric("zoh")),
-                            lr=1e-2, scheduler="constant")
+    backbone = EncoderConfig(**TINY, discretization=Asymmetric("zoh"))
+    if kind == "sequence":
+        dm = SyntheticDataModule(n_sequences=80, batch_size=8, min_len=5, max_len=15, seed=0)
+        model = EventClassifier(num_classes=dm.num_classes, d_input=dm.d_input,
+                                backbone=backbone, lr=1e-2, scheduler="constant")
+    else:  # per-event targets: ranks hold different numbers of targets per step
+        dm = PointProcessDataModule(n_sequences=60, horizon=15.0, max_events=100, batch_size=8,
+                                    seed=0)
+        model = EventClassifier(num_classes=dm.num_classes, num_marks=dm.num_marks,
+                                per_event=True, backbone=backbone, lr=1e-2,
+                                scheduler="constant")
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=devices, strategy=strategy,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0,
                         default_root_dir=tmp_path)
     trainer.fit(model, dm)
-    path = tmp_path / f"final-{devices}.ckpt"
+    path = tmp_path / f"final-{kind}-{devices}.ckpt"
     trainer.save_checkpoint(path)
     # the last validation epoch of fit (ddp_spawn sends callback_metrics back to this process)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -193,9 +205,10 @@ def _run(devices, strategy, tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_spawn_matches_single_process(tmp_path):
-    p1, m1 = _run(1, "auto", tmp_path)
-    p2, m2 = _run(2, "ddp_spawn", tmp_path)
+@pytest.mark.parametrize("kind", ["sequence", "per_event"])
+def test_ddp_spawn_matches_single_process(tmp_path, kind):
+    p1, m1 = _run(1, "auto", tmp_path, kind)
+    p2, m2 = _run(2, "ddp_spawn", tmp_path, kind)
     s1 = torch.load(p1, weights_only=False)["state_dict"]
     s2 = torch.load(p2, weights_only=False)["state_dict"]
     for k in s1:
