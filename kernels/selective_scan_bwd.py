@@ -45,6 +45,19 @@ def _load_step(u, delta, tau, B, t, m_t, m_d, o_d, o_bc, m_n, b_bias, b_rate, b_
     m = tl.where(m_t, m_d, False)
     b_u = tl.load(u + t * D + o_d, mask=m, other=0.0).to(tl.float32)
     b_raw = tl.load(delta + t * D + o_d, mask=m, other=0.0).to(tl.float32)
+    if COUPLING != 0:
+        b_tau = tl.load(tau + t, mask=m_t, other=0.0).to(tl.float32)
+    else:
+        b_tau = 0.0
+    b_B = tl.load(B + t * G * N + o_bc, mask=tl.where(m_t, m_n[:, None], False), other=0.0).to(tl.float32)
+    return _coeffs(b_u, b_raw, b_tau, b_B, m_t, b_bias, b_rate, b_A, SCHEME, COUPLING, SOFTPLUS,
+                   HAS_BIAS)
+
+
+@triton.jit
+def _coeffs(b_u, b_raw, b_tau, b_B, m_t, b_bias, b_rate, b_A, SCHEME: tl.constexpr,
+            COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Coefficients of one step from its loaded inputs."""
     if HAS_BIAS:
         b_raw += b_bias
     if SOFTPLUS:
@@ -52,13 +65,8 @@ def _load_step(u, delta, tau, B, t, m_t, m_d, o_d, o_bc, m_n, b_bias, b_rate, b_
     else:
         b_dl = b_raw
     b_dl = tl.where(m_t, b_dl, 0.0)
-    if COUPLING != 0:
-        b_tau = tl.load(tau + t, mask=m_t, other=0.0).to(tl.float32)
-    else:
-        b_tau = 0.0
     b_dtA, b_dtB = step_sizes(b_dl, b_tau, b_rate, COUPLING)
     b_dA, b_kB = discretize(b_dtA[None, :], b_dtB[None, :], b_A, SCHEME)
-    b_B = tl.load(B + t * G * N + o_bc, mask=tl.where(m_t, m_n[:, None], False), other=0.0).to(tl.float32)
     return b_u, b_raw, b_dl, b_tau, b_dtA, b_dtB, b_dA, b_kB, b_B
 
 
@@ -139,12 +147,38 @@ def selective_scan_bwd_kernel(
             b_h0 = tl.load(p_scr + i_c * BN * DP)
             # forward over the sub-chunk, keeping its K states
             b_h = b_h0
+            # All of the sub-chunk's inputs are loaded here, before any store of the reverse
+            # walk (which the compiler cannot move loads above), and kept in registers.
             hs = ()
+            us = ()
+            raws = ()
+            taus = ()
+            Bs = ()
+            Cs = ()
+            dys = ()
+            zs = ()
             for k in tl.static_range(K):
                 t = start + i_c * K + k
-                b_u, b_raw, b_dl, b_tau, b_dtA, b_dtB, b_dA, b_kB, b_B = _load_step(
-                    u, delta, tau, B, t, t < eos, m_d, o_d, o_bc, m_n, b_bias, b_rate, b_A,
-                    D, N, G, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS)
+                m_t = t < eos
+                m = tl.where(m_t, m_d, False)
+                m_bc = tl.where(m_t, m_n[:, None], False)
+                us = us + (tl.load(u + t * D + o_d, mask=m, other=0.0),)
+                raws = raws + (tl.load(delta + t * D + o_d, mask=m, other=0.0),)
+                Bs = Bs + (tl.load(B + t * G * N + o_bc, mask=m_bc, other=0.0),)
+                Cs = Cs + (tl.load(C + t * G * N + o_bc, mask=m_bc, other=0.0),)
+                dys = dys + (tl.load(dy + t * D + o_d, mask=m, other=0.0),)
+                if COUPLING != 0:
+                    taus = taus + (tl.load(tau + t, mask=m_t, other=0.0).to(tl.float32),)
+                else:
+                    taus = taus + (0.0,)
+                if HAS_Z:
+                    zs = zs + (tl.load(z + t * D + o_d, mask=m, other=0.0),)
+            for k in tl.static_range(K):
+                t = start + i_c * K + k
+                b_u, b_raw, b_dl, b_tau, b_dtA, b_dtB, b_dA, b_kB, b_B = _coeffs(
+                    us[k].to(tl.float32), raws[k].to(tl.float32), taus[k],
+                    Bs[k].to(tl.float32), t < eos, b_bias, b_rate, b_A, SCHEME, COUPLING,
+                    SOFTPLUS, HAS_BIAS)
                 b_h = b_dA * b_h + (b_kB * b_u[None, :]) * b_B
                 hs = hs + (b_h,)
             # backwards over the chunk
@@ -152,18 +186,19 @@ def selective_scan_bwd_kernel(
                 t = start + i_c * K + k
                 m_t = t < eos
                 m = tl.where(m_t, m_d, False)
-                b_u, b_raw, b_dl, b_tau, b_dtA, b_dtB, b_dA, b_kB, b_B = _load_step(
-                    u, delta, tau, B, t, m_t, m_d, o_d, o_bc, m_n, b_bias, b_rate, b_A,
-                    D, N, G, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS)
-                b_C = tl.load(C + t * G * N + o_bc, mask=tl.where(m_t, m_n[:, None], False), other=0.0).to(tl.float32)
-                b_dy = tl.load(dy + t * D + o_d, mask=m, other=0.0).to(tl.float32)
+                b_u, b_raw, b_dl, b_tau, b_dtA, b_dtB, b_dA, b_kB, b_B = _coeffs(
+                    us[k].to(tl.float32), raws[k].to(tl.float32), taus[k],
+                    Bs[k].to(tl.float32), m_t, b_bias, b_rate, b_A, SCHEME, COUPLING,
+                    SOFTPLUS, HAS_BIAS)
+                b_C = Cs[k].to(tl.float32)
+                b_dy = dys[k].to(tl.float32)
                 b_hk = hs[k]
                 if k > 0:
                     b_hp = hs[k - 1]
                 else:
                     b_hp = b_h0
                 if HAS_Z:
-                    b_z = tl.load(z + t * D + o_d, mask=m, other=0.0).to(tl.float32)
+                    b_z = zs[k].to(tl.float32)
                     b_sz = sigmoid(b_z)
                     b_ypre = tl.sum(b_hk * b_C, 0) + b_Dskip * b_u
                     b_dz = b_dy * b_ypre * b_sz * (1.0 + b_z * (1.0 - b_sz))
@@ -250,10 +285,12 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
     dA = torch.zeros(D, N, **f32)
     dB = torch.zeros(B.shape, **f32)
     dC = torch.zeros(C.shape, **f32)
-    dDskip = torch.zeros(D, **f32) if Dskip is not None else None
-    dbias = torch.zeros(D, **f32) if delta_bias is not None else None
-    drate = torch.zeros(D, **f32) if coupling == 1 else None
-    dtau = torch.zeros(b, L, **f32) if tau_grad else None
+    # Absent gradients still get a (tiny) buffer: the autotuner zeroes every reset_to_zero
+    # argument between its trial launches.
+    dDskip = torch.zeros(D if Dskip is not None else 1, **f32)
+    dbias = torch.zeros(D if delta_bias is not None else 1, **f32)
+    drate = torch.zeros(D if coupling == 1 else 1, **f32)
+    dtau = torch.zeros((b, L) if tau_grad else (1,), **f32)
     dh0 = new_empty(n_seq, D, N, like=u, dtype=torch.float32) if store_dh0 else None
     # Per (sequence, channel) slots for the sub-chunk states of one CK-chunk (K >= 2 steps a
     # sub-chunk); small enough to stay in L2.
@@ -273,5 +310,6 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
         HAS_DLAST=dlast is not None, STORE_DH0=store_dh0, TAU_GRAD=tau_grad,
         IS_VARLEN=cu_seqlens is not None, DTYPE_KEY=str(u.dtype),
     )
-    return dict(u=du, delta=ddelta, A=dA, B=dB, C=dC, D=dDskip, z=dz, delta_bias=dbias,
-                rate=drate, tau=dtau, h0=dh0)
+    return dict(u=du, delta=ddelta, A=dA, B=dB, C=dC, D=dDskip if Dskip is not None else None,
+                z=dz, delta_bias=dbias if delta_bias is not None else None,
+                rate=drate if coupling == 1 else None, tau=dtau if tau_grad else None, h0=dh0)

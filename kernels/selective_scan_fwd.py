@@ -26,7 +26,8 @@ __all__ = ["selective_scan_fwd"]
 
 @triton.autotune(
     configs=autotune_configs([
-        triton.Config({"BD": 8, "K": 8}, num_warps=1),
+        triton.Config({"BD": 8, "K": 16}, num_warps=1),
+        triton.Config({"BD": 16, "K": 16}, num_warps=1),
         triton.Config({"BD": 32, "K": 8}, num_warps=1),
         triton.Config({"BD": 64, "K": 8}, num_warps=2),
     ]),
@@ -86,12 +87,34 @@ def selective_scan_fwd_kernel(
         if SAVE_CKPT:
             if i_c % (CK // K) == 0:
                 tl.store(ckpt + (i_ck + i_c // (CK // K)) * D * N + o_dn, b_h, mask=m_dn)
+        # All loads of the chunk first: they do not depend on the state, and issued together
+        # their latency is paid once per chunk instead of once per step (the compiler cannot
+        # hoist a load above an earlier step's store of y by itself: it may alias).
+        us = ()
+        dls = ()
+        taus = ()
+        Bs = ()
+        Cs = ()
+        zs = ()
         for k in tl.static_range(K):
             t = bos + i_c * K + k
             m_t = t < eos
             m = tl.where(m_t, m_d, False)
-            b_u = tl.load(u + t * D + o_d, mask=m, other=0.0).to(tl.float32)
-            b_dl = tl.load(delta + t * D + o_d, mask=m, other=0.0).to(tl.float32)
+            m_bc = tl.where(m_t, m_n[:, None], False)
+            us = us + (tl.load(u + t * D + o_d, mask=m, other=0.0),)
+            dls = dls + (tl.load(delta + t * D + o_d, mask=m, other=0.0),)
+            Bs = Bs + (tl.load(B + t * G * N + o_bc, mask=m_bc, other=0.0),)
+            Cs = Cs + (tl.load(C + t * G * N + o_bc, mask=m_bc, other=0.0),)
+            if COUPLING != 0:
+                taus = taus + (tl.load(tau + t, mask=m_t, other=0.0),)
+            if HAS_Z:
+                zs = zs + (tl.load(z + t * D + o_d, mask=m, other=0.0),)
+        for k in tl.static_range(K):
+            t = bos + i_c * K + k
+            m_t = t < eos
+            m = tl.where(m_t, m_d, False)
+            b_u = us[k].to(tl.float32)
+            b_dl = dls[k].to(tl.float32)
             if HAS_BIAS:
                 b_dl += b_bias
             if SOFTPLUS:
@@ -99,19 +122,17 @@ def selective_scan_fwd_kernel(
             # A step past the end gets dtA = dtB = 0: Ā = 1, B̄·u = 0, the state passes unchanged.
             b_dl = tl.where(m_t, b_dl, 0.0)
             if COUPLING != 0:
-                b_tau = tl.load(tau + t, mask=m_t, other=0.0).to(tl.float32)
+                b_tau = taus[k].to(tl.float32)
             else:
                 b_tau = 0.0
             b_dtA, b_dtB = step_sizes(b_dl, b_tau, b_rate, COUPLING)
             b_dA, b_kB = discretize(b_dtA[None, :], b_dtB[None, :], b_A, SCHEME)
-            b_B = tl.load(B + t * G * N + o_bc, mask=tl.where(m_t, m_n[:, None], False), other=0.0).to(tl.float32)
-            b_C = tl.load(C + t * G * N + o_bc, mask=tl.where(m_t, m_n[:, None], False), other=0.0).to(tl.float32)
-            b_h = b_dA * b_h + (b_kB * b_u[None, :]) * b_B
-            b_y = tl.sum(b_h * b_C, 0)
+            b_h = b_dA * b_h + (b_kB * b_u[None, :]) * Bs[k].to(tl.float32)
+            b_y = tl.sum(b_h * Cs[k].to(tl.float32), 0)
             if HAS_D:
                 b_y += b_Dskip * b_u
             if HAS_Z:
-                b_z = tl.load(z + t * D + o_d, mask=m, other=0.0).to(tl.float32)
+                b_z = zs[k].to(tl.float32)
                 b_y *= b_z * sigmoid(b_z)
             tl.store(y + t * D + o_d, b_y.to(y.dtype.element_ty), mask=m)
     if STORE_LAST:
