@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import statistics
 import time
@@ -62,14 +63,21 @@ def run(fn, inputs: dict, disc, backward: bool):
     return y.detach(), {k: v.grad for k, v in leaves.items()}
 
 
-def timed(fn, inputs, disc, backward: bool, repeats: int):
-    run(fn, inputs, disc, backward)  # warm-up
-    times, out = [], None
+def timed(inputs, disc, backward: bool, repeats: int):
+    """Median wall time and the last result of the reference and the chunked path.
+
+    The two paths alternate within each repeat, so that a busy machine slows both alike.
+    """
+    fns = (selective_scan_ref, selective_scan_chunked)
+    times, out = ([], []), [None, None]
+    for fn in fns:
+        run(fn, inputs, disc, backward)  # warm-up
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = run(fn, inputs, disc, backward)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+        for j, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            out[j] = run(fn, inputs, disc, backward)
+            times[j].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times], out
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -88,6 +96,7 @@ def main() -> None:
 
     head = (
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"load average {os.getloadavg()[0]:.1f} at start, "
         f"{platform.processor() or platform.machine()}, python {platform.python_version()}; "
         f"median of {args.repeats} after a warm-up"
     )
@@ -106,10 +115,8 @@ def main() -> None:
             for scheme in args.schemes:
                 disc = Standard(scheme=scheme) if mode == "standard" else Asymmetric(scheme=scheme)
                 inputs = make_inputs(*shape, event=mode == "event")
-                f_ref, (y_ref, _) = timed(selective_scan_ref, inputs, disc, False, args.repeats)
-                f_ch, (y_ch, _) = timed(selective_scan_chunked, inputs, disc, False, args.repeats)
-                b_ref, (_, g_ref) = timed(selective_scan_ref, inputs, disc, True, args.repeats)
-                b_ch, (_, g_ch) = timed(selective_scan_chunked, inputs, disc, True, args.repeats)
+                (f_ref, f_ch), ((y_ref, _), (y_ch, _)) = timed(inputs, disc, False, args.repeats)
+                (b_ref, b_ch), ((_, g_ref), (_, g_ch)) = timed(inputs, disc, True, args.repeats)
                 err_g = max(rel_err(g_ch[k], g_ref[k]) for k in g_ref)
                 row = (
                     f"| {', '.join(map(str, shape))} | {mode} | {scheme} | "
@@ -120,6 +127,8 @@ def main() -> None:
                 )
                 lines.append(row)
                 print(row, flush=True)
+    lines += ["", f"load average {os.getloadavg()[0]:.1f} at the end (the machine may be shared)."]
+    print(lines[-1])
     if args.out:
         with open(args.out, "w") as f:
             f.write("\n".join(lines) + "\n\n")
