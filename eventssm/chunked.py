@@ -21,14 +21,18 @@ chunk boundary (``(L/T, b, D, N)``). Its backward walks the chunks in reverse, r
 chunk's states from the saved boundary state, runs the adjoint recurrence
 ``g[l] = C[l]·gy[l] + Ā[l+1] ⊙ g[l+1]`` and forms every gradient with chunk-sized buffers; the
 derivatives of Ā and B̄ with respect to ``(dtA, dtB, A)`` come from a chunk-local autograd
-graph over :func:`~eventssm.discretization.discretize_A`/``discretize_B``, so the scheme
-formulas live in one place. What happens before the recurrence (``delta_bias``, softplus, the
+graph over the scheme formulas of :mod:`eventssm.discretization` (``discretize_B`` as is,
+``discretize_A`` too except that exp(x) is evaluated as exp2(x·log2 e), several times faster on
+the CPU: see :func:`_coefficients`). What happens before the recurrence (``delta_bias``, softplus, the
 time coupling with τ and the rate) and after it (``D`` skip, ``silu(z)`` gate) acts on
 ``(b, L, D)`` tensors and is left to ordinary autograd; hence the gradients of
 ``integration_timesteps`` and ``rate`` come for free.
 
-Packed sequences (``cu_seqlens``, ``b == 1``) run along the packed axis; the recurrence restarts
-from the sequence's own initial state at each ``bos`` and the adjoint is cut there.
+Packed sequences (``cu_seqlens``, ``b == 1``) run along the packed axis: at each ``bos`` the
+term ``Ā h0[i]`` is added to the input and the decay set to zero, so the state restarts from the
+sequence's own initial state and the adjoint is cut there, with no branch in the scan loops.
+
+Inside the op the state is laid out ``(G, N, Dg)`` and time-major (see :class:`_ChunkedScan`).
 """
 
 from __future__ import annotations
