@@ -17,8 +17,11 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# The main job: the quickstart (UEA JapaneseVowels, CPU, a few minutes), then its test metrics.
 run: setup
-	$(PY) experiments/demo.py
+	$(VENV)/bin/eventssm fit --config experiments/configs/quickstart.yaml --trainer.logger.init_args.version quickstart
+	$(VENV)/bin/eventssm test --config experiments/configs/quickstart.yaml \
+		--ckpt_path runs/quickstart/quickstart/checkpoints/last.ckpt
 
 # Everything CI runs: unit tests, slow tests, the Triton kernels under the CPU interpreter.
 test: setup

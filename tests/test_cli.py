@@ -42,7 +42,7 @@ TINY = {
 
 
 def common(tmp: Path) -> list[str]:
-    return ["--trainer.logger.init_args.save_dir", str(tmp / "runs"),
+    return ["--trainer.default_root_dir", str(tmp), "--trainer.logger.init_args.save_dir", str(tmp / "runs"),
             "--checkpoint.dirpath", str(tmp / "ckpt"), "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false", "--trainer.log_every_n_steps", "1"]
 
