@@ -60,7 +60,7 @@ def worker(args) -> None:
     L.seed_everything(args.seed, workers=True)
     dm = SyntheticDataModule(kind="sinusoid", n_sequences=args.sequences, min_len=args.seq_len,
                              max_len=args.seq_len, num_classes=4, batch_size=args.global_batch,
-                             val_fraction=0.05, test_fraction=0.05, seed=args.seed, data_seed=args.seed)
+                             num_workers=args.num_workers, val_fraction=0.05, test_fraction=0.05, seed=args.seed, data_seed=args.seed)
     dm.build()
     model = EventClassifier(
         num_classes=dm.num_classes, d_input=dm.d_input, use_observed=dm.use_observed,
@@ -96,6 +96,7 @@ def main() -> None:
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=4, help="DataLoader workers per process")
     p.add_argument("--save", default="", help="also write the report (markdown) here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--devices", type=int, default=1, help=argparse.SUPPRESS)
