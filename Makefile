@@ -23,9 +23,11 @@ run: setup
 	$(VENV)/bin/eventssm test --config experiments/configs/quickstart.yaml \
 		--ckpt_path runs/quickstart/quickstart/checkpoints/last.ckpt
 
-# Everything CI runs: unit tests, slow tests, the Triton kernels under the CPU interpreter.
+# Everything CI runs: unit and slow tests, then the Triton kernels under the CPU interpreter in
+# their own processes (TRITON_INTERPRET must be set before triton decorates a kernel).
 test: setup
-	$(PY) -m pytest -n 2 --dist loadgroup -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q -m "not interpret"
+	TRITON_INTERPRET=1 $(PY) -m pytest -n 2 -q -m interpret
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not interpret"
