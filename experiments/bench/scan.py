@@ -12,7 +12,8 @@ and writes y (B·L·D); the backward reads u, δ, dy, B, C, τ and writes du, d�
 dτ is not requested). Parameters (D·N) are negligible. Times are medians of
 ``triton.testing.do_bench`` (CUDA events).
 
-Usage: ``python experiments/bench/scan.py [--quick] [--out FILE]`` on a CUDA machine.
+Usage: ``python experiments/bench/scan.py [--quick] [--out FILE] [--rep MS] [--no-torch]
+[--no-mamba]`` on a CUDA machine.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def time_scan(kw, disc, backend, grad, rep=200):
     return t_f, t_fb, peak
 
 
-def scan_table(bw, quick):
+def scan_table(bw, quick, rep=200, with_torch=True):
     rows = []
     head = ("| B, L, D, N | dtype | mode | fwd ms | floor ms | fwd % floor | fwd+bwd ms | "
             "floor ms | fwd+bwd % floor | peak extra MiB | torch path fwd / fwd+bwd ms |")
@@ -105,11 +106,11 @@ def scan_table(bw, quick):
             for event in (False, True):
                 disc = Asymmetric("mamba") if event else Standard("mamba")
                 kw = make_inputs(B, L, D, N, dtype, event, grad=True)
-                t_f, t_fb, peak = time_scan(kw, disc, "triton", grad=True)
+                t_f, t_fb, peak = time_scan(kw, disc, "triton", grad=True, rep=rep)
                 fb_f, fb_fb = floor_bytes(B, L, D, N, dtype, event)
                 fl_f, fl_fb = fb_f / bw * 1e3, fb_fb / bw * 1e3
                 torch_col = "-"
-                if not quick and dtype == torch.float32 and not event:
+                if with_torch and not quick and dtype == torch.float32 and not event:
                     try:
                         tt_f, tt_fb, _ = time_scan(kw, disc, "torch", grad=True, rep=3)
                         torch_col = f"{tt_f:.2f} / {tt_fb:.2f}"
@@ -158,13 +159,15 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-mamba", action="store_true")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch path column")
+    ap.add_argument("--rep", type=int, default=200, help="do_bench rep (ms) per measurement")
     args = ap.parse_args()
     props = torch.cuda.get_device_properties(0)
     bw = copy_bandwidth()
     lines = [f"device: {props.name}, torch {torch.__version__}, triton {triton.__version__}",
              f"copy bandwidth (read + write): {bw / 1e12:.2f} TB/s", ""]
     print("\n".join(lines), flush=True)
-    rows = scan_table(bw, args.quick)
+    rows = scan_table(bw, args.quick, args.rep, not args.no_torch)
     lines += rows
     if not args.no_mamba:
         res = []
