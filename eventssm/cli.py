@@ -8,8 +8,8 @@
     eventssm test --config experiments/configs/quickstart.yaml --ckpt_path runs/.../last.ckpt
     eventssm fit --config experiments/configs/quickstart.yaml --print_config
 
-Any :class:`eventssm.tasks.EventTask` is a model (``class_path: eventssm.EventClassifier``,
-``eventssm.EventRegressor``, ``eventssm.ByteLM``) and any LightningDataModule is a data module.
+Any :class:`eventssm.tasks.EventTask` is a model (``class_path: eventssm.tasks.EventClassifier``,
+``eventssm.tasks.EventRegressor``, ``eventssm.tasks.ByteLM``) and any LightningDataModule is a data module.
 Sizes the model takes from the data (value channels, event types, classes, targets, whether an
 ``observed`` mask comes with the values, per-event targets) are linked, so configs never repeat
 them. By default runs log to CSV under ``runs/`` and keep the last and the best checkpoint.
