@@ -26,6 +26,9 @@ pytestmark = [
                        reason="kernels are interpreted in this process"),
 ]
 
+# The device under test; the module is skipped above when there is none.
+DEV = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
 GRAD_KEYS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "integration_timesteps", "rate",
              "initial_state")
@@ -33,7 +36,7 @@ GRAD_KEYS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "integration_t
 
 def check_scan_gpu(disc, *, b, L, D, N, G=None, dtype=torch.float32, z=True, h0=True,
                    tau_max=3.0, lengths=None, seed=0):
-    dev = "cuda"
+    dev = DEV
     gen = torch.Generator().manual_seed(seed)
     kw = scan_inputs(b=b, L=L, D=D, N=N, G=G, z=z, h0=h0, dtype=torch.float64, tau_max=tau_max,
                      generator=gen)
@@ -104,8 +107,8 @@ def _mamba_pair(disc):
     from eventssm import Mamba
 
     torch.manual_seed(0)
-    fast = Mamba(64, d_state=16, discretization=disc).cuda()
-    slow = Mamba(64, d_state=16, discretization=disc, use_fast_path=False).cuda()
+    fast = Mamba(64, d_state=16, discretization=disc).to(DEV)
+    slow = Mamba(64, d_state=16, discretization=disc, use_fast_path=False).to(DEV)
     slow.load_state_dict(fast.state_dict())
     return fast, slow.double()
 
@@ -120,8 +123,8 @@ def test_mamba_forward_backward_step_gpu(disc):
     assert triton_available()[0], triton_available()[1]  # else both sides are the torch path
     fast, slow = _mamba_pair(disc)
     B, L = 2, 300
-    x = torch.randn(B, L, 64, device="cuda")
-    tau = torch.rand(B, L, device="cuda") * 2
+    x = torch.randn(B, L, 64, device=DEV)
+    tau = torch.rand(B, L, device=DEV) * 2
     y_fast = fast(x, integration_timesteps=tau)
     y_slow = slow(x.double(), integration_timesteps=tau.double())
     g = torch.randn_like(y_fast)
@@ -144,7 +147,7 @@ def test_torch_compile_gpu():
     from eventssm.kernels import selective_scan_triton
 
     kw = scan_inputs(b=2, L=256, D=32, N=16, dtype=torch.float32, requires_grad=False)
-    kw = {k: None if v is None else v.cuda().requires_grad_(True) for k, v in kw.items()}
+    kw = {k: None if v is None else v.to(DEV).requires_grad_(True) for k, v in kw.items()}
 
     def f(**a):
         return selective_scan_triton(**a, delta_softplus=True,
