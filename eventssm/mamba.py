@@ -127,10 +127,9 @@ class Mamba(SelectiveSSM):
             raise ValueError(f"integration_timesteps must have shape ({Bsz}, {L}), got {tuple(tau.shape)}")
         if not tau.dtype.is_floating_point:
             tau = tau.double()
-        check_timesteps(tau if lengths is None else tau.masked_fill(~length_mask(lengths, L), 0),
-                        "integration_timesteps")
-        if lengths is not None:
+        if lengths is not None:  # padding may hold anything: zero it, then validate the rest
             tau = tau.masked_fill(~length_mask(lengths, L), 0.0)
+        check_timesteps(tau, "integration_timesteps")
         return tau.to(self._tau_dtype(dtype)), None
 
     def _conv(self, x: Tensor, conv_state: Tensor | None) -> Tensor:

@@ -11,6 +11,7 @@ Backends:
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 
 import torch
@@ -202,8 +203,6 @@ def selective_scan(
 
 
 def _interpreting() -> bool:
-    import os
-
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 

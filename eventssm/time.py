@@ -129,8 +129,8 @@ def timesteps_from_timestamps(
             lt = lt.expand(Bsz)
         if lt.shape != (Bsz,):
             raise ValueError(f"last_time must have shape ({Bsz},), got {tuple(lt.shape)}")
-        gaps[:, 0] = (t[:, 0] - lt.to(t.dtype) if not t.dtype.is_floating_point
-                      else t[:, 0] - lt.to(torch.float64)).to(torch.float64)
+        # t is float64 here unless integer (then the difference is exact in integers)
+        gaps[:, 0] = (t[:, 0] - lt.to(t.dtype)).to(torch.float64)
     if mask is not None:
         gaps = gaps.masked_fill(~mask, 0.0)
     neg = gaps < 0
