@@ -66,7 +66,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, tau, rate, h0, cu_seqlens, softplus, 
         n_ck = b * triton.cdiv(L, chunk_size(N))
     else:
         n_ck = torch.library.get_ctx().new_dynamic_size()
-    ckpt = u.new_empty(n_ck, Dm, N, dtype=torch.float32)
+    ckpt = u.new_empty(n_ck, N, Dm, dtype=torch.float32)
     return torch.empty_like(u), last, ckpt, last.new_empty(n_seq + 1, dtype=torch.int32)
 
 

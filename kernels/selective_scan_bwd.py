@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from .utils import (
+    LOG2E,
     autotune_configs,
     discretize,
     discretize_grad,
@@ -37,7 +38,7 @@ __all__ = ["selective_scan_bwd"]
 
 
 @triton.jit
-def _load_step(u, delta, tau, B, t, m_t, m_d, o_d, o_bc, m_n, b_bias, b_rate, b_A,
+def _load_step(u, delta, tau, B, t, m_t, m_d, o_d, o_bc, m_n, b_bias, b_rate, b_A, b_A2,
                D: tl.constexpr, N: tl.constexpr, G: tl.constexpr,
                SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
                HAS_BIAS: tl.constexpr):
@@ -50,12 +51,12 @@ def _load_step(u, delta, tau, B, t, m_t, m_d, o_d, o_bc, m_n, b_bias, b_rate, b_
     else:
         b_tau = 0.0
     b_B = tl.load(B + t * G * N + o_bc, mask=tl.where(m_t, m_n[:, None], False), other=0.0).to(tl.float32)
-    return _coeffs(b_u, b_raw, b_tau, b_B, m_t, b_bias, b_rate, b_A, SCHEME, COUPLING, SOFTPLUS,
+    return _coeffs(b_u, b_raw, b_tau, b_B, m_t, b_bias, b_rate, b_A, b_A2, SCHEME, COUPLING, SOFTPLUS,
                    HAS_BIAS)
 
 
 @triton.jit
-def _coeffs(b_u, b_raw, b_tau, b_B, m_t, b_bias, b_rate, b_A, SCHEME: tl.constexpr,
+def _coeffs(b_u, b_raw, b_tau, b_B, m_t, b_bias, b_rate, b_A, b_A2, SCHEME: tl.constexpr,
             COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr):
     """Coefficients of one step from its loaded inputs."""
     if HAS_BIAS:
@@ -66,7 +67,7 @@ def _coeffs(b_u, b_raw, b_tau, b_B, m_t, b_bias, b_rate, b_A, SCHEME: tl.constex
         b_dl = b_raw
     b_dl = tl.where(m_t, b_dl, 0.0)
     b_dtA, b_dtB = step_sizes(b_dl, b_tau, b_rate, COUPLING)
-    b_dA, b_kB = discretize(b_dtA[None, :], b_dtB[None, :], b_A, SCHEME)
+    b_dA, b_kB = discretize(b_dtA[None, :], b_dtB[None, :], b_A, b_A2, SCHEME)
     return b_u, b_raw, b_dl, b_tau, b_dtA, b_dtB, b_dA, b_kB, b_B
 
 
@@ -82,12 +83,12 @@ def _coeffs(b_u, b_raw, b_tau, b_B, m_t, b_bias, b_rate, b_A, SCHEME: tl.constex
 @triton.heuristics({
     "SPLIT_GROUPS": lambda a: a["G"] > 1 and (a["D"] // a["G"]) % a["BD"] != 0,
 })
-@triton.jit(do_not_specialize=["L"])
+@triton.jit(do_not_specialize=["L", "sN"])
 def selective_scan_bwd_kernel(
     u, delta, delta_bias, A, B, C, Dskip, z, tau, rate, ckpt, scratch, dy, dlast,
     du, ddelta, dA, dB, dC, dDskip, dz, dbias, drate, dtau, dh0,
     cu_seqlens, chunk_offsets,
-    L, D: tl.constexpr, N: tl.constexpr, G: tl.constexpr, CK: tl.constexpr, BN: tl.constexpr,
+    L, sN, D: tl.constexpr, N: tl.constexpr, G: tl.constexpr, CK: tl.constexpr, BN: tl.constexpr,
     DP: tl.constexpr,
     SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DLAST: tl.constexpr,
@@ -107,15 +108,19 @@ def selective_scan_bwd_kernel(
     o_n = tl.arange(0, BN)
     m_d = o_d < D
     m_n = o_n < N
-    o_dn = o_d[None, :] * N + o_n[:, None]
+    # Same layout as the forward: channels across lanes, states in registers (``sN`` = 1 hides
+    # the n-contiguity of (D, N) tensors from Triton's layout choice).
+    o_dn = o_d[None, :] * N + o_n[:, None] * sN
     m_dn = m_d[None, :] & m_n[:, None]
+    o_nd = o_n[:, None] * D + o_d[None, :]
 
     b_A = tl.load(A + o_dn, mask=m_dn, other=0.0).to(tl.float32)
+    b_A2 = b_A * LOG2E
     b_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
     b_Dskip = tl.load(Dskip + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_D else 0.0
     b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == 1 else 0.0
     if SPLIT_GROUPS:
-        o_bc = (o_d // (D // G))[None, :] * N + o_n[:, None]
+        o_bc = (o_d // (D // G))[None, :] * N + o_n[:, None] * sN
     else:
         o_bc = ((i_d * BD) // (D // G)) * N + o_n[:, None]
 
@@ -134,13 +139,13 @@ def selective_scan_bwd_kernel(
         start = bos + i_o * CK
         n_sub = tl.cdiv(tl.minimum(eos - start, CK), K)
         # forward over the CK-chunk from its saved state, keeping every K-th state
-        b_h = tl.load(ckpt + (i_ck + i_o) * D * N + o_dn, mask=m_dn, other=0.0)
+        b_h = tl.load(ckpt + (i_ck + i_o) * D * N + o_nd, mask=m_dn, other=0.0)
         for i_c in range(0, n_sub):
             tl.store(p_scr + i_c * BN * DP, b_h)
             for k in tl.static_range(K):
                 t = start + i_c * K + k
                 b_u, b_raw, b_dl, b_tau, b_dtA, b_dtB, b_dA, b_kB, b_B = _load_step(
-                    u, delta, tau, B, t, t < eos, m_d, o_d, o_bc, m_n, b_bias, b_rate, b_A,
+                    u, delta, tau, B, t, t < eos, m_d, o_d, o_bc, m_n, b_bias, b_rate, b_A, b_A2,
                     D, N, G, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS)
                 b_h = b_dA * b_h + (b_kB * b_u[None, :]) * b_B
         for i_c in range(n_sub - 1, -1, -1):
@@ -177,7 +182,7 @@ def selective_scan_bwd_kernel(
                 t = start + i_c * K + k
                 b_u, b_raw, b_dl, b_tau, b_dtA, b_dtB, b_dA, b_kB, b_B = _coeffs(
                     us[k].to(tl.float32), raws[k].to(tl.float32), taus[k],
-                    Bs[k].to(tl.float32), t < eos, b_bias, b_rate, b_A, SCHEME, COUPLING,
+                    Bs[k].to(tl.float32), t < eos, b_bias, b_rate, b_A, b_A2, SCHEME, COUPLING,
                     SOFTPLUS, HAS_BIAS)
                 b_h = b_dA * b_h + (b_kB * b_u[None, :]) * b_B
                 hs = hs + (b_h,)
@@ -188,7 +193,7 @@ def selective_scan_bwd_kernel(
                 m = tl.where(m_t, m_d, False)
                 b_u, b_raw, b_dl, b_tau, b_dtA, b_dtB, b_dA, b_kB, b_B = _coeffs(
                     us[k].to(tl.float32), raws[k].to(tl.float32), taus[k],
-                    Bs[k].to(tl.float32), m_t, b_bias, b_rate, b_A, SCHEME, COUPLING,
+                    Bs[k].to(tl.float32), m_t, b_bias, b_rate, b_A, b_A2, SCHEME, COUPLING,
                     SOFTPLUS, HAS_BIAS)
                 b_C = Cs[k].to(tl.float32)
                 b_dy = dys[k].to(tl.float32)
@@ -304,7 +309,7 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
         u, delta, delta_bias, A, B, C, Dskip, z, tau, rate, ckpt, scratch, dy, dlast,
         du, ddelta, dA, dB, dC, dDskip, dz, dbias, drate, dtau, dh0,
         cu_seqlens, offsets,
-        L, D=D, N=N, G=G, CK=CK, BN=BN, DP=DP,
+        L, 1, D=D, N=N, G=G, CK=CK, BN=BN, DP=DP,
         SCHEME=scheme, COUPLING=coupling, SOFTPLUS=softplus_,
         HAS_BIAS=delta_bias is not None, HAS_D=Dskip is not None, HAS_Z=z is not None,
         HAS_DLAST=dlast is not None, STORE_DH0=store_dh0, TAU_GRAD=tau_grad,

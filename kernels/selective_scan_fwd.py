@@ -19,33 +19,169 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import autotune_configs, discretize, new_empty, sigmoid, softplus, step_sizes
+from .utils import (
+    LOG2E,
+    autotune_configs,
+    discretize,
+    exp2_fast,
+    new_empty,
+    sigmoid,
+    softplus,
+    step_sizes,
+)
 
 __all__ = ["selective_scan_fwd"]
 
 
+@triton.jit
+def _load(p, m_t, m_d, MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
+    """A load masked by step (when ``MASK_T``) and channel (unless ``EVEN_D``). Unmasked loads are
+    the common case: a masked one also zero-fills its destination, an instruction per value."""
+    if MASK_T:
+        # tl.where builds the [BD] mask (the interpreter cannot broadcast a scalar mask)
+        return tl.load(p, mask=tl.where(m_t, m_d, False), other=0.0)
+    else:
+        if EVEN_D:
+            return tl.load(p)
+        else:
+            return tl.load(p, mask=m_d, other=0.0)
+
+
+@triton.jit
+def _load_chunk(p_u, p_dl, p_tau, p_z, n_valid, m_d, D: tl.constexpr, K: tl.constexpr,
+                COUPLING: tl.constexpr, HAS_Z: tl.constexpr, MASK_T: tl.constexpr,
+                EVEN_D: tl.constexpr):
+    """The per-channel inputs of the K steps starting at the pointers, as tuples of ``[BD]``
+    vectors (steps ``k >= n_valid`` read as 0 when ``MASK_T``)."""
+    us = ()
+    dls = ()
+    taus = ()
+    zs = ()
+    for k in tl.static_range(K):
+        m_t = k < n_valid
+        us = us + (_load(p_u + k * D, m_t, m_d, MASK_T, EVEN_D),)
+        dls = dls + (_load(p_dl + k * D, m_t, m_d, MASK_T, EVEN_D),)
+        if COUPLING != 0:
+            if MASK_T:
+                taus = taus + (tl.load(p_tau + k, mask=m_t, other=0.0),)
+            else:
+                taus = taus + (tl.load(p_tau + k),)
+        if HAS_Z:
+            zs = zs + (_load(p_z + k * D, m_t, m_d, MASK_T, EVEN_D),)
+    # Absent inputs alias a present one: empty tuples cannot be loop-carried.
+    if COUPLING == 0:
+        taus = dls
+    if not HAS_Z:
+        zs = dls
+    return us, dls, taus, zs
+
+
+@triton.jit
+def _load_bc(B, C, p_bc, m_t, m_d, N: tl.constexpr, MASK_T: tl.constexpr,
+             SPLIT_GROUPS: tl.constexpr):
+    """B[t, n], C[t, n] for every n as tuples (scalars, or ``[BD]`` when channels of the block
+    belong to different groups). Every lane reads the same address: a broadcast load."""
+    Bs = ()
+    Cs = ()
+    for n in tl.static_range(N):
+        if MASK_T:
+            if SPLIT_GROUPS:
+                m = tl.where(m_t, m_d, False)
+            else:
+                m = m_t
+            Bs = Bs + (tl.load(B + p_bc + n, mask=m, other=0.0),)
+            Cs = Cs + (tl.load(C + p_bc + n, mask=m, other=0.0),)
+        else:
+            Bs = Bs + (tl.load(B + p_bc + n),)
+            Cs = Cs + (tl.load(C + p_bc + n),)
+    return Bs, Cs
+
+
+@triton.jit
+def _steps(hs, Bs, Cs, cur, B, C, p_bc, p_y, n_valid, m_d, As, A2s, b_bias, b_Dskip, b_rate,
+           D: tl.constexpr, G: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
+           SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
+           HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+           SPLIT_GROUPS: tl.constexpr, MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
+    """K steps of the recurrence from the chunk's inputs ``cur``; returns the state and B/C of
+    the step after the chunk. With ``MASK_T`` steps ``k >= n_valid`` leave the state unchanged
+    (dtA = dtB = 0, u = 0, B = 0: Ā = 1, B̄·u = 0) and store nothing."""
+    us, dls, taus, zs = cur
+    for k in tl.static_range(K):
+        m_t = k < n_valid
+        b_Bs = Bs
+        b_Cs = Cs
+        # B/C of the next step are requested before this step's arithmetic
+        Bs, Cs = _load_bc(B, C, p_bc + (k + 1) * G * N, k + 1 < n_valid, m_d, N, MASK_T,
+                          SPLIT_GROUPS)
+        b_u = us[k].to(tl.float32)
+        b_dl = dls[k].to(tl.float32)
+        if HAS_BIAS:
+            b_dl += b_bias
+        if SOFTPLUS:
+            b_dl = softplus(b_dl)
+        if MASK_T:
+            b_dl = tl.where(m_t, b_dl, 0.0)
+        if COUPLING != 0:
+            b_tau = taus[k].to(tl.float32)
+        else:
+            b_tau = 0.0
+        b_dtA, b_dtB = step_sizes(b_dl, b_tau, b_rate, COUPLING)
+        if SCHEME == 0:
+            b_ku = b_dtB * b_u
+        elif SCHEME == 3:
+            b_ku = b_u
+        b_y = tl.zeros_like(b_u)
+        nhs = ()
+        for n in tl.static_range(N):
+            if SCHEME == 0 or SCHEME == 3:
+                # the common case spelled out: one multiply, one MUFU.EX2, two FMAs per state
+                b_hn = exp2_fast(b_dtA * A2s[n]) * hs[n] + b_ku * b_Bs[n].to(tl.float32)
+            else:
+                b_dA, b_kB = discretize(b_dtA, b_dtB, As[n], A2s[n], SCHEME)
+                b_hn = b_dA * hs[n] + (b_kB * b_u) * b_Bs[n].to(tl.float32)
+            b_y += b_hn * b_Cs[n].to(tl.float32)
+            nhs = nhs + (b_hn,)
+        hs = nhs
+        if HAS_D:
+            b_y += b_Dskip * b_u
+        if HAS_Z:
+            b_z = zs[k].to(tl.float32)
+            b_y *= b_z * sigmoid(b_z)
+        if MASK_T:
+            tl.store(p_y + k * D, b_y.to(p_y.dtype.element_ty), mask=tl.where(m_t, m_d, False))
+        else:
+            if EVEN_D:
+                tl.store(p_y + k * D, b_y.to(p_y.dtype.element_ty))
+            else:
+                tl.store(p_y + k * D, b_y.to(p_y.dtype.element_ty), mask=m_d)
+    return hs, Bs, Cs
+
+
 @triton.autotune(
     configs=autotune_configs([
-        triton.Config({"BD": 8, "K": 16}, num_warps=1),
-        triton.Config({"BD": 16, "K": 16}, num_warps=1),
         triton.Config({"BD": 32, "K": 8}, num_warps=1),
+        triton.Config({"BD": 32, "K": 4}, num_warps=1),
+        triton.Config({"BD": 32, "K": 16}, num_warps=1),
         triton.Config({"BD": 64, "K": 8}, num_warps=2),
     ]),
     key=["D", "N", "G", "CK", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "SAVE_CKPT", "DTYPE_KEY"],
 )
 @triton.heuristics({
     "SPLIT_GROUPS": lambda a: a["G"] > 1 and (a["D"] // a["G"]) % a["BD"] != 0,
+    "EVEN_D": lambda a: a["D"] % a["BD"] == 0,
 })
 @triton.jit(do_not_specialize=["L"])
 def selective_scan_fwd_kernel(
     u, delta, delta_bias, A, B, C, Dskip, z, tau, rate, h0,
     y, last, ckpt,
     cu_seqlens, chunk_offsets,
-    L, D: tl.constexpr, N: tl.constexpr, G: tl.constexpr, CK: tl.constexpr, BN: tl.constexpr,
+    L, D: tl.constexpr, N: tl.constexpr, G: tl.constexpr, CK: tl.constexpr,
     SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_H0: tl.constexpr,
     STORE_LAST: tl.constexpr, SAVE_CKPT: tl.constexpr, IS_VARLEN: tl.constexpr,
     DTYPE_KEY: tl.constexpr, BD: tl.constexpr, K: tl.constexpr, SPLIT_GROUPS: tl.constexpr,
+    EVEN_D: tl.constexpr,
 ):
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     if IS_VARLEN:
@@ -56,87 +192,95 @@ def selective_scan_fwd_kernel(
         bos = i_s.to(tl.int64) * L
         eos = bos + L
         i_ck = i_s.to(tl.int64) * tl.cdiv(L, CK)
+    T = (eos - bos).to(tl.int32)
     o_d = i_d * BD + tl.arange(0, BD)
-    o_n = tl.arange(0, BN)
     m_d = o_d < D
-    m_n = o_n < N
-    # [BN, BD] offsets of a (D, N) row-major state
-    o_dn = o_d[None, :] * N + o_n[:, None]
-    m_dn = m_d[None, :] & m_n[:, None]
-
-    b_A = tl.load(A + o_dn, mask=m_dn, other=0.0).to(tl.float32)
     if HAS_BIAS:
         b_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32)
+    else:
+        b_bias = 0.0
     if HAS_D:
         b_Dskip = tl.load(Dskip + o_d, mask=m_d, other=0.0).to(tl.float32)
+    else:
+        b_Dskip = 0.0
     if COUPLING == 1:
         b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32)
     else:
         b_rate = 0.0
+    # Layout: channels across lanes, the N states of a channel a tuple of registers in its
+    # thread. Every tensor is a [BD] vector, so Triton has no layout to choose (a 2-D [N, BD]
+    # tile gets N across lanes in some Triton versions: shuffles for y, per-channel work 16×).
+    As = ()
+    A2s = ()
+    hs = ()
+    for n in tl.static_range(N):
+        b_An = tl.load(A + o_d * N + n, mask=m_d, other=0.0).to(tl.float32)
+        As = As + (b_An,)
+        A2s = A2s + (b_An * LOG2E,)
+        if HAS_H0:
+            hs = hs + (tl.load(h0 + (i_s.to(tl.int64) * D + o_d) * N + n, mask=m_d,
+                               other=0.0).to(tl.float32),)
+        else:
+            hs = hs + (tl.zeros([BD], dtype=tl.float32),)
     # B/C of channel d come from group d // (D / G); a block inside one group reads one row.
     if SPLIT_GROUPS:
-        o_bc = (o_d // (D // G))[None, :] * N + o_n[:, None]
+        o_g = (o_d // (D // G)) * N
     else:
-        o_bc = ((i_d * BD) // (D // G)) * N + o_n[:, None]
-    if HAS_H0:
-        b_h = tl.load(h0 + i_s.to(tl.int64) * D * N + o_dn, mask=m_dn, other=0.0).to(tl.float32)
-    else:
-        b_h = tl.zeros([BN, BD], dtype=tl.float32)
+        o_g = ((i_d * BD) // (D // G)) * N
 
-    for i_c in range(0, tl.cdiv(eos - bos, K)):
+    # Pointers advance by whole chunks; inside a chunk every access is base + a compile-time
+    # offset (no per-step 64-bit address arithmetic).
+    p_u = u + bos * D + o_d
+    p_dl = delta + bos * D + o_d
+    p_y = y + bos * D + o_d
+    # absent inputs (None) get a stand-in pointer that is never read
+    if HAS_Z:
+        p_z = z + bos * D + o_d
+    else:
+        p_z = p_u
+    if COUPLING != 0:
+        p_tau = tau + bos
+    else:
+        p_tau = u + bos
+    p_bc = bos * G * N + o_g  # an offset: B and C share it
+    # Software pipeline: the per-channel inputs of chunk c+1 are requested before chunk c is
+    # computed (their DRAM latency hides behind K steps of work), B/C of step t+1 before step t.
+    # Chunks away from the end take a path without step masks.
+    nxt = _load_chunk(p_u, p_dl, p_tau, p_z, T, m_d, D, K, COUPLING, HAS_Z, True, EVEN_D)
+    Bs, Cs = _load_bc(B, C, p_bc, T > 0, m_d, N, True, SPLIT_GROUPS)
+    for i_c in range(0, tl.cdiv(T, K)):
         if SAVE_CKPT:
             if i_c % (CK // K) == 0:
-                tl.store(ckpt + (i_ck + i_c // (CK // K)) * D * N + o_dn, b_h, mask=m_dn)
-        # All loads of the chunk first: they do not depend on the state, and issued together
-        # their latency is paid once per chunk instead of once per step (the compiler cannot
-        # hoist a load above an earlier step's store of y by itself: it may alias).
-        us = ()
-        dls = ()
-        taus = ()
-        Bs = ()
-        Cs = ()
-        zs = ()
-        for k in tl.static_range(K):
-            t = bos + i_c * K + k
-            m_t = t < eos
-            m = tl.where(m_t, m_d, False)
-            m_bc = tl.where(m_t, m_n[:, None], False)
-            us = us + (tl.load(u + t * D + o_d, mask=m, other=0.0),)
-            dls = dls + (tl.load(delta + t * D + o_d, mask=m, other=0.0),)
-            Bs = Bs + (tl.load(B + t * G * N + o_bc, mask=m_bc, other=0.0),)
-            Cs = Cs + (tl.load(C + t * G * N + o_bc, mask=m_bc, other=0.0),)
-            if COUPLING != 0:
-                taus = taus + (tl.load(tau + t, mask=m_t, other=0.0),)
-            if HAS_Z:
-                zs = zs + (tl.load(z + t * D + o_d, mask=m, other=0.0),)
-        for k in tl.static_range(K):
-            t = bos + i_c * K + k
-            m_t = t < eos
-            m = tl.where(m_t, m_d, False)
-            b_u = us[k].to(tl.float32)
-            b_dl = dls[k].to(tl.float32)
-            if HAS_BIAS:
-                b_dl += b_bias
-            if SOFTPLUS:
-                b_dl = softplus(b_dl)
-            # A step past the end gets dtA = dtB = 0: Ā = 1, B̄·u = 0, the state passes unchanged.
-            b_dl = tl.where(m_t, b_dl, 0.0)
-            if COUPLING != 0:
-                b_tau = taus[k].to(tl.float32)
-            else:
-                b_tau = 0.0
-            b_dtA, b_dtB = step_sizes(b_dl, b_tau, b_rate, COUPLING)
-            b_dA, b_kB = discretize(b_dtA[None, :], b_dtB[None, :], b_A, SCHEME)
-            b_h = b_dA * b_h + (b_kB * b_u[None, :]) * Bs[k].to(tl.float32)
-            b_y = tl.sum(b_h * Cs[k].to(tl.float32), 0)
-            if HAS_D:
-                b_y += b_Dskip * b_u
-            if HAS_Z:
-                b_z = zs[k].to(tl.float32)
-                b_y *= b_z * sigmoid(b_z)
-            tl.store(y + t * D + o_d, b_y.to(y.dtype.element_ty), mask=m)
+                # saved states are (n_chunks, N, D): coalesced along the lanes
+                p_ck = ckpt + (i_ck + i_c // (CK // K)) * D * N + o_d
+                for n in tl.static_range(N):
+                    tl.store(p_ck + n * D, hs[n], mask=m_d)
+        cur = nxt
+        n_valid = T - i_c * K
+        if n_valid >= 2 * K:
+            nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * D, K, m_d, D, K,
+                              COUPLING, HAS_Z, False, EVEN_D)
+        else:
+            nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * D, n_valid - K, m_d,
+                              D, K, COUPLING, HAS_Z, True, EVEN_D)
+        if n_valid > K:
+            hs, Bs, Cs = _steps(
+                hs, Bs, Cs, cur, B, C, p_bc, p_y, n_valid, m_d, As, A2s, b_bias, b_Dskip, b_rate,
+                D, G, N, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, SPLIT_GROUPS, False, EVEN_D)
+        else:
+            hs, Bs, Cs = _steps(
+                hs, Bs, Cs, cur, B, C, p_bc, p_y, n_valid, m_d, As, A2s, b_bias, b_Dskip, b_rate,
+                D, G, N, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, SPLIT_GROUPS, True, EVEN_D)
+        p_u += K * D
+        p_dl += K * D
+        p_y += K * D
+        p_z += K * D
+        p_tau += K
+        p_bc += K * G * N
     if STORE_LAST:
-        tl.store(last + i_s.to(tl.int64) * D * N + o_dn, b_h, mask=m_dn)
+        p_last = last + (i_s.to(tl.int64) * D + o_d) * N
+        for n in tl.static_range(N):
+            tl.store(p_last + n, hs[n], mask=m_d)
 
 
 def chunk_offsets_of(cu_seqlens: torch.Tensor | None, n_seq: int, L: int, K: int) -> torch.Tensor:
@@ -167,7 +311,7 @@ def selective_scan_fwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
     offsets = ckpt = None
     if save_ckpt:
         offsets = chunk_offsets_of(cu_seqlens, n_seq, L, CK)
-        ckpt = new_empty(int(offsets[-1]), D, N, like=u, dtype=torch.float32)
+        ckpt = new_empty(int(offsets[-1]), N, D, like=u, dtype=torch.float32)
         offsets = offsets.to(u.device)
 
     def grid(meta):
@@ -177,7 +321,7 @@ def selective_scan_fwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
         u, delta, delta_bias, A, B, C, Dskip, z, tau, rate, h0,
         y, last, ckpt,
         cu_seqlens, offsets,
-        L, D=D, N=N, G=G, CK=CK, BN=triton.next_power_of_2(N),
+        L, D=D, N=N, G=G, CK=CK,
         SCHEME=scheme, COUPLING=coupling, SOFTPLUS=softplus_,
         HAS_BIAS=delta_bias is not None, HAS_D=Dskip is not None, HAS_Z=z is not None,
         HAS_H0=h0 is not None, STORE_LAST=store_last, SAVE_CKPT=save_ckpt,

@@ -12,7 +12,7 @@ import triton.language as tl
 
 from eventssm.discretization import as_discretization
 
-from .utils import discretize, new_empty, sigmoid, softplus, step_sizes
+from .utils import LOG2E, discretize, new_empty, sigmoid, softplus, step_sizes
 
 __all__ = ["selective_state_update_triton"]
 
@@ -43,7 +43,8 @@ def selective_state_update_kernel(
     b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == 1 else 0.0
     b_dtA, b_dtB = step_sizes(b_dl, b_tau, b_rate, COUPLING)
     b_A = tl.load(A + o_dn, mask=m_dn, other=0.0).to(tl.float32)
-    b_dA, b_kB = discretize(b_dtA[None, :], b_dtB[None, :], b_A, SCHEME)
+    b_A2 = b_A * LOG2E
+    b_dA, b_kB = discretize(b_dtA[None, :], b_dtB[None, :], b_A, b_A2, SCHEME)
     b_B = tl.load(B + i_b * G * N + o_bc, mask=m_dn, other=0.0).to(tl.float32)
     b_C = tl.load(C + i_b * G * N + o_bc, mask=m_dn, other=0.0).to(tl.float32)
     p_h = state + i_b * D * N + o_dn

@@ -21,7 +21,7 @@ import triton.language as tl
 MAMBA, ZOH, BILINEAR, DIRAC = 0, 1, 2, 3
 STANDARD, ASYMMETRIC, SCALED = 0, 1, 2
 
-LOG2E = 1.4426950408889634
+LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 
 
 #: Tests set this to fill every output buffer with NaN before launches (unwritten elements show).
@@ -47,19 +47,62 @@ def autotune_configs(configs: list[triton.Config]) -> list[triton.Config]:
     return configs
 
 
+# On a GPU the hot exponentials and reciprocals use the single-instruction PTX forms: the IEEE-ish
+# ``tl.exp``/``/`` add range checks around each (denormal scaling, a slow-path branch) that cost
+# more issue slots than the exponential itself in a loop that does one per state element. The
+# interpreter cannot run PTX and uses the portable forms.
+_PTX: tl.constexpr = tl.constexpr(not is_interpreting())
+LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def exp2_fast(x):
+    """2^x (MUFU.EX2, flushing subnormal results to 0; relative error ~2^-22)."""
+    if _PTX:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.exp2(x)
+
+
+@triton.jit
+def log2_fast(x):
+    """log2(x) for normal positive x (MUFU.LG2)."""
+    if _PTX:
+        return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.log2(x)
+
+
+@triton.jit
+def rcp_fast(x):
+    """1/x (MUFU.RCP; relative error ~2^-23)."""
+    if _PTX:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return 1.0 / x
+
+
+@triton.jit
+def exp_fast(x):
+    return exp2_fast(x * LOG2E)
+
+
 @triton.jit
 def softplus(x):
     """log(1 + e^x), finite and accurate for every x (PyTorch's threshold of 20 included)."""
-    w = tl.exp(-tl.abs(x))
+    w = exp_fast(-tl.abs(x))
     t = 1.0 + w
     # log1p(w) without cancellation: log(t) * w / (t - 1), and w itself when t rounds to 1.
-    log1p_w = tl.where(t == 1.0, w, tl.log(t) * (w / (t - 1.0)))
+    log1p_w = tl.where(t == 1.0, w, (log2_fast(t) * LN2) * (w * rcp_fast(t - 1.0)))
     return tl.where(x > 20.0, x, tl.maximum(x, 0.0) + log1p_w)
 
 
 @triton.jit
 def sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
+    return rcp_fast(1.0 + exp_fast(-x))
 
 
 @triton.jit
@@ -101,17 +144,18 @@ def step_sizes(delta, tau, rate, COUPLING: tl.constexpr):
 
 
 @triton.jit
-def discretize(dtA, dtB, A, SCHEME: tl.constexpr):
-    """(Ā, k) with B̄ = k · B for ``dtA, dtB [1, BD]`` and ``A [N, BD]``.
+def discretize(dtA, dtB, A, A2, SCHEME: tl.constexpr):
+    """(Ā, k) with B̄ = k · B for ``dtA, dtB [1, BD]``, ``A [N, BD]`` and ``A2 = A·log2(e)``
+    (precomputed once: Ā = 2^(dtA·A2) is then one multiply and one MUFU.EX2 per element).
 
     Ā is ``[N, BD]``; k is ``[1, BD]`` for mamba/dirac (no per-state factor) and ``[N, BD]`` for
     zoh/bilinear.
     """
-    x = dtA * A
     if SCHEME == 2:
+        x = dtA * A
         dA = (1.0 + 0.5 * x) / (1.0 - 0.5 * x)
     else:
-        dA = tl.exp(x)
+        dA = exp2_fast(dtA * A2)
     if SCHEME == 0:
         kB = dtB
     elif SCHEME == 1:
@@ -144,7 +188,7 @@ def discretize_grad(dtA, dtB, A, dA, kB, SCHEME: tl.constexpr):
     elif SCHEME == 1:
         y = dtB * A
         # d/d dtB of dtB·(e^y - 1)/y = (e^y - 1)/A is e^y: no cancellation, no series needed.
-        dk_ddtB = tl.exp(y)
+        dk_ddtB = exp_fast(y)
         dk_dA = dtB * dtB * zoh_dA_ratio(y)
     elif SCHEME == 2:
         w = 1.0 - 0.5 * (dtB * A)
