@@ -21,10 +21,11 @@ import triton.language as tl
 
 from .utils import (
     LOG2E,
-    autotune_configs,
     discretize,
     exp2_fast,
     new_empty,
+    prefetch_l1,
+    prune_unrolled,
     sigmoid,
     softplus,
     step_sizes,
@@ -159,13 +160,16 @@ def _steps(hs, Bs, Cs, cur, B, C, p_bc, p_y, n_valid, m_d, As, A2s, b_bias, b_Ds
 
 
 @triton.autotune(
-    configs=autotune_configs([
+    configs=[
         triton.Config({"BD": 32, "K": 8}, num_warps=1),
         triton.Config({"BD": 32, "K": 4}, num_warps=1),
+        triton.Config({"BD": 32, "K": 2}, num_warps=1),
         triton.Config({"BD": 32, "K": 16}, num_warps=1),
         triton.Config({"BD": 64, "K": 8}, num_warps=2),
-    ]),
+    ],
     key=["D", "N", "G", "CK", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "SAVE_CKPT", "DTYPE_KEY"],
+    # N = 64 with K = 4 already spills (registers hold the state, A and two steps of B/C)
+    prune_configs_by={"early_config_prune": prune_unrolled(128)},
 )
 @triton.heuristics({
     "SPLIT_GROUPS": lambda a: a["G"] > 1 and (a["D"] // a["G"]) % a["BD"] != 0,
@@ -243,6 +247,12 @@ def selective_scan_fwd_kernel(
     else:
         p_tau = u + bos
     p_bc = bos * G * N + o_g  # an offset: B and C share it
+    # lane j of the L1 prefetch covers cache line j // K of the group's row at step j % K
+    LINE = 1024 // B.dtype.element_ty.primitive_bitwidth  # elements per 128-byte line
+    o_pf = tl.arange(0, BD) % K
+    l_pf = tl.arange(0, BD) // K
+    m_pf = l_pf * LINE < N
+    p_bc_pf = bos * G * N + o_pf * G * N + ((i_d * BD) // (D // G)) * N + l_pf * LINE
     # Software pipeline: the per-channel inputs of chunk c+1 are requested before chunk c is
     # computed (their DRAM latency hides behind K steps of work), B/C of step t+1 before step t.
     # Chunks away from the end take a path without step masks.
@@ -257,6 +267,10 @@ def selective_scan_fwd_kernel(
                     tl.store(p_ck + n * D, hs[n], mask=m_d)
         cur = nxt
         n_valid = T - i_c * K
+        # B/C rows of the next chunk into L1: the per-step loads below are issued only one step
+        # ahead and would otherwise wait on L2 every step (every lane reads the same address).
+        prefetch_l1(B + p_bc_pf + K * G * N, m_pf & (o_pf < n_valid - K))
+        prefetch_l1(C + p_bc_pf + K * G * N, m_pf & (o_pf < n_valid - K))
         if n_valid >= 2 * K:
             nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * D, K, m_d, D, K,
                               COUPLING, HAS_Z, False, EVEN_D)
@@ -277,6 +291,7 @@ def selective_scan_fwd_kernel(
         p_z += K * D
         p_tau += K
         p_bc += K * G * N
+        p_bc_pf += K * G * N
     if STORE_LAST:
         p_last = last + (i_s.to(tl.int64) * D + o_d) * N
         for n in tl.static_range(N):

@@ -39,6 +39,21 @@ def is_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def prune_unrolled(max_unrolled: int):
+    """An ``early_config_prune`` for kernels that unroll K steps of N state updates: keeps the
+    configs with ``K·N <= max_unrolled`` (compile time and registers grow with it; the smallest
+    K survives in any case), then only the first one when not autotuning (see
+    ``autotune_configs``)."""
+
+    def prune(configs, nargs, **kwargs):
+        N = kwargs.get("N", nargs.get("N"))
+        keep = [c for c in configs if c.kwargs["K"] * N <= max_unrolled]
+        keep = keep or [min(configs, key=lambda c: c.kwargs["K"])]
+        return autotune_configs(keep)
+
+    return prune
+
+
 def autotune_configs(configs: list[triton.Config]) -> list[triton.Config]:
     """All configs on a GPU; only the first under the interpreter (each would run serially) or
     with ``EVENTSSM_AUTOTUNE=0`` (tests: one compilation per specialization)."""
@@ -83,6 +98,16 @@ def rcp_fast(x):
                                          is_pure=True, pack=1)
     else:
         return 1.0 / x
+
+
+@triton.jit
+def prefetch_l1(p, mask):
+    """Ask for the cache lines at ``p`` to be brought into L1 (no registers, no wait); a no-op
+    under the interpreter. Used one chunk ahead for data that many lanes read later."""
+    if _PTX:
+        tl.inline_asm_elementwise("{ .reg .pred q; setp.ne.b32 q, $2, 0; @q prefetch.global.L1 [$1]; }",
+                                  "=r,l,r", [p, mask.to(tl.int32)], dtype=tl.int32, is_pure=False,
+                                  pack=1)
 
 
 @triton.jit

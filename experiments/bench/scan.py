@@ -92,7 +92,7 @@ def time_scan(kw, disc, backend, grad, rep=200):
     return t_f, t_fb, peak
 
 
-def scan_table(bw, quick, rep=200, with_torch=True):
+def scan_table(bw, quick, rep=200, with_torch=True, fwd_only=False, shapes=None):
     rows = []
     head = ("| B, L, D, N | dtype | mode | fwd ms | floor ms | fwd % floor | fwd+bwd ms | "
             "floor ms | fwd+bwd % floor | peak extra MiB | torch path fwd / fwd+bwd ms |")
@@ -100,17 +100,17 @@ def scan_table(bw, quick, rep=200, with_torch=True):
     print(head)
     print(sep)
     rows += [head, sep]
-    for shape in SHAPES[:1] if quick else SHAPES:
+    for shape in SHAPES[:1] if quick else [SHAPES[i] for i in (shapes or range(len(SHAPES)))]:
         B, L, D, N = shape
         for dtype in (torch.float32, torch.bfloat16):
             for event in (False, True):
                 disc = Asymmetric("mamba") if event else Standard("mamba")
-                kw = make_inputs(B, L, D, N, dtype, event, grad=True)
-                t_f, t_fb, peak = time_scan(kw, disc, "triton", grad=True, rep=rep)
+                kw = make_inputs(B, L, D, N, dtype, event, grad=not fwd_only)
+                t_f, t_fb, peak = time_scan(kw, disc, "triton", grad=not fwd_only, rep=rep)
                 fb_f, fb_fb = floor_bytes(B, L, D, N, dtype, event)
                 fl_f, fl_fb = fb_f / bw * 1e3, fb_fb / bw * 1e3
                 torch_col = "-"
-                if with_torch and not quick and dtype == torch.float32 and not event:
+                if with_torch and not quick and not fwd_only and dtype == torch.float32 and not event:
                     try:
                         tt_f, tt_fb, _ = time_scan(kw, disc, "torch", grad=True, rep=3)
                         torch_col = f"{tt_f:.2f} / {tt_fb:.2f}"
@@ -120,8 +120,9 @@ def scan_table(bw, quick, rep=200, with_torch=True):
                     torch.cuda.empty_cache()
                 row = (f"| {B}, {L}, {D}, {N} | {str(dtype)[6:]} | "
                        f"{'event' if event else 'standard'} | {t_f:.3f} | {fl_f:.3f} | "
-                       f"{100 * fl_f / t_f:.0f} % | {t_fb:.3f} | {fl_fb:.3f} | "
-                       f"{100 * fl_fb / t_fb:.0f} % | {peak / 2**20:.0f} | {torch_col} |")
+                       + (f"{100 * fl_f / t_f:.0f} % | - | {fl_fb:.3f} | - | - | - |" if fwd_only else
+                          f"{100 * fl_f / t_f:.0f} % | {t_fb:.3f} | {fl_fb:.3f} | "
+                          f"{100 * fl_fb / t_fb:.0f} % | {peak / 2**20:.0f} | {torch_col} |"))
                 print(row, flush=True)
                 rows.append(row)
                 del kw
@@ -161,13 +162,15 @@ def main():
     ap.add_argument("--no-mamba", action="store_true")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch path column")
     ap.add_argument("--rep", type=int, default=200, help="do_bench rep (ms) per measurement")
+    ap.add_argument("--shapes", type=int, nargs="*", help="indices into SHAPES (default: all)")
+    ap.add_argument("--fwd-only", action="store_true", help="time the forward alone (no gradients)")
     args = ap.parse_args()
     props = torch.cuda.get_device_properties(0)
     bw = copy_bandwidth()
     lines = [f"device: {props.name}, torch {torch.__version__}, triton {triton.__version__}",
              f"copy bandwidth (read + write): {bw / 1e12:.2f} TB/s", ""]
     print("\n".join(lines), flush=True)
-    rows = scan_table(bw, args.quick, args.rep, not args.no_torch)
+    rows = scan_table(bw, args.quick, args.rep, not args.no_torch, args.fwd_only, args.shapes)
     lines += rows
     if not args.no_mamba:
         res = []
