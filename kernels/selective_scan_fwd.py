@@ -1,13 +1,18 @@
 """Forward selective-scan kernel: one program per (channel block, sequence), time in a loop.
 
-The recurrence is sequential in time but independent across (sequence, channel), so each
-program keeps the state of ``BD`` channels as a register tile ``h [N, BD]`` and walks its
-sequence once: every input is read once, ``y`` is written once, and Δ, dtA, dtB, Ā, B̄ live only
-in registers (no ``(B, L, D)`` step tensors, no ``(B, L, D, N)`` states). Time advances in chunks
-of ``K`` steps unrolled at compile time, so the loads of a whole chunk can be issued before the
-first use (they do not depend on the state). When the backward will run, the state entering
-every ``CK`` steps is saved (``ckpt``, ``(n_chunks, D, N)`` fp32, a multiple ``4N/CK`` bytes per
-``(b, l, d)`` of extra traffic): the backward recomputes each chunk from there.
+The recurrence is sequential in time but independent across (sequence, channel). Each program
+takes ``BD`` channels of one sequence, one channel per lane, and keeps that channel's ``N``
+states as a tuple of ``[BD]`` register vectors (every tensor in the kernel is 1-D, so Triton has
+no layout to choose: a 2-D ``[N, BD]`` tile gets N across lanes in Triton 3.6, which costs a
+shuffle tree for every y and repeats the per-channel work N times). Per state and step the
+inner loop is one multiply, one ``ex2.approx`` and two FMAs; Δ, dtA, dtB, Ā, B̄ live only in
+registers (no ``(B, L, D)`` step tensors, no ``(B, L, D, N)`` states).
+
+Latency: the per-channel inputs (u, δ, τ, z) of chunk c+1 (``K`` steps) are loaded before
+chunk c is computed; B[t], C[t] (read by every lane, a broadcast) are loaded one step ahead
+and their rows for the next chunk are prefetched into L1. Chunks away from the sequence end
+run without step masks. When the backward will run, the state entering every ``CK`` steps is
+saved (``ckpt``, ``(n_chunks, N, D)`` fp32: ``4N/CK`` bytes per ``(b, l, d)``).
 
 Layout: ``u, delta, z, y: (T, D)`` with ``T = batch·L`` (or the packed length), ``B, C: (T, G,
 N)``, ``tau: (T,)``, ``A: (D, N)``, states ``(n_seq, D, N)``.
