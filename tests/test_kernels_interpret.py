@@ -136,6 +136,10 @@ CASES = {
     "B2-T33-tau-large-asym": (Asymmetric("dirac"), dict(L=33, tau_max=1e3)),
     "B1-T128-no-tau-grad": (Asymmetric("mamba"), dict(b=1, L=128, tau_grad=False)),
     "B2-T1": (Standard("bilinear"), dict(L=1)),
+    # D a multiple of the block (32): the forward's path without channel masks, and L = 41 so
+    # that full chunks (no step masks) and a partial last chunk both run
+    "B2-T41-D32-even": (Standard("mamba"), dict(L=41, D=32, N=4)),
+    "B2-T41-D32-even-event": (Asymmetric("mamba"), dict(L=41, D=32, N=4)),
 }
 
 
