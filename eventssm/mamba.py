@@ -193,8 +193,10 @@ class Mamba(SelectiveSSM):
         if mask is not None:
             u = u * mask[..., None]  # padded steps feed u = 0 to the scan
         h0 = cache.ssm_state if (cache is not None and cache.seqlen_offset > 0) else None
+        # τ was validated by _tau (once per call) and the rate is a softplus: the scan need not
+        # check values again (each check is a host sync)
         out = self.ssm(u, z=z, integration_timesteps=tau, mask=mask, initial_state=h0,
-                       return_last_state=cache is not None)
+                       return_last_state=cache is not None, check_values=False)
         y, h_last = (out if cache is not None else (out, None))
         if cache is not None:
             self._update_cache(cache, x_t, h_last, lengths, last_time, L)

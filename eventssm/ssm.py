@@ -135,11 +135,13 @@ class SelectiveSSM(nn.Module):
         mask: Tensor | None = None,
         initial_state: Tensor | None = None,
         return_last_state: bool = False,
+        check_values: bool = True,
     ):
         """Run the scan on ``u (B, L, D)`` with optional gate ``z`` and gaps ``(B, L)``.
 
         ``mask (B, L)`` marks real steps: padded steps get Δ = 0 (and must have u = 0, τ = 0),
-        so they leave the state unchanged.
+        so they leave the state unchanged. ``check_values=False`` skips the scan's τ value check
+        (a host sync) for gaps the caller has validated.
         """
         delta, Bm, Cm = self.project(u)
         if mask is not None:
@@ -150,7 +152,7 @@ class SelectiveSSM(nn.Module):
             delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
             integration_timesteps=integration_timesteps, rate=rate,
             discretization=self.discretization, initial_state=initial_state,
-            return_last_state=return_last_state, backend=self.backend,
+            return_last_state=return_last_state, backend=self.backend, check_values=check_values,
         )
         if rate is not None and integration_timesteps is None and torch.is_grad_enabled():
             # Without timesteps the rate does not enter (standard fallback). Give it an exact zero

@@ -82,7 +82,8 @@ def _bwd_op(
         u, delta, A, B, C, D, z, delta_bias, softplus, tau, rate, ckpt, offsets, cu_seqlens,
         dy.contiguous(), None if dlast is None else dlast.contiguous(), scheme, coupling,
         CK=chunk_size(A.shape[1]), store_dh0=store_dh0, tau_grad=tau_grad)
-    return [_empty(u) if g[k] is None else g[k] for k in _GRAD_NAMES]
+    # ∂B and ∂C come as halves of one buffer: custom-op outputs may not alias each other
+    return [_empty(u) if g[k] is None else g[k].contiguous() for k in _GRAD_NAMES]
 
 
 _GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "tau", "rate", "h0")

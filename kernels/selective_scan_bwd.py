@@ -10,11 +10,21 @@ walking ``l`` backwards:
     g[l-1]   = Ā[l] ⊙ g[l]
 
 and the chain rule through the scheme (∂Ā/∂dtA, ∂Ā/∂A, ∂k/∂dtB, ∂k/∂A) and the coupling
-(dtA from Δ, τ, r) to δ, delta_bias, A, rate and τ. ``h[l-1]`` is needed in reverse order: each
-program reloads the state saved at the start of a chunk of ``K`` steps, recomputes the chunk's
-``K`` states forward into registers (a compile-time tuple), then walks them backwards. Per-step
-sums over channels (∂B, ∂C, ∂τ) and whole-sequence sums (∂A, ∂D, ∂delta_bias, ∂rate) are
-reduced within the program and added to fp32 buffers with atomics.
+(dtA from Δ, τ, r) to δ, delta_bias, A, rate and τ.
+
+Layout (the forward's): one program per (32 channels, sequence), one warp, one channel per lane;
+the N states, the adjoint ``g`` and the ∂A accumulator are tuples of ``[32]`` register vectors,
+B[t, n] and C[t, n] broadcast scalars. ``h[l-1]`` is needed in reverse order: for each chunk of
+``CK`` steps (reverse order) the program reloads the state the forward saved, runs the chunk
+forward storing the state entering every sub-chunk of ``K`` steps to a per-program scratch
+(small: it stays in L2), then walks the sub-chunks backwards, recomputing each one's ``K``
+states into registers.
+
+The per-step channel sums ∂B[t, :] and ∂C[t, :] (2N values, each a sum over the 32 lanes) are
+reduced together by a butterfly reduce-scatter (``channel_sums``): 31 shuffles for 32 values
+instead of 5 per value, after which lane j holds sum j and one coalesced atomic add per step
+writes them. Whole-sequence sums (∂A, ∂D, ∂delta_bias, ∂rate) accumulate in registers and are
+added once per program.
 """
 
 from __future__ import annotations
@@ -24,11 +34,15 @@ import triton
 import triton.language as tl
 
 from .utils import (
+    LN2,
     LOG2E,
     autotune_configs,
+    channel_sums,
     discretize,
     discretize_grad,
+    exp2_fast,
     new_empty,
+    prefetch_l1,
     sigmoid,
     softplus,
     step_sizes,
@@ -36,64 +50,308 @@ from .utils import (
 
 __all__ = ["selective_scan_bwd"]
 
+#: Channels per program: one warp, one channel per lane (``channel_sums`` reduces over 32 lanes).
+BD_BWD = 32
+
 
 @triton.jit
-def _load_step(u, delta, tau, B, t, m_t, m_d, o_d, o_bc, m_n, b_bias, b_rate, b_A, b_A2,
-               D: tl.constexpr, N: tl.constexpr, G: tl.constexpr,
-               SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
-               HAS_BIAS: tl.constexpr):
-    """Inputs of one step and its coefficients (same formulas as the forward)."""
-    m = tl.where(m_t, m_d, False)
-    b_u = tl.load(u + t * D + o_d, mask=m, other=0.0).to(tl.float32)
-    b_raw = tl.load(delta + t * D + o_d, mask=m, other=0.0).to(tl.float32)
+def _load(p, m_t, m_d, MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
+    """A ``[BD]`` load masked by step (when ``MASK_T``) and channel (unless ``EVEN_D``)."""
+    if MASK_T:
+        return tl.load(p, mask=tl.where(m_t, m_d, False), other=0.0)
+    else:
+        if EVEN_D:
+            return tl.load(p)
+        else:
+            return tl.load(p, mask=m_d, other=0.0)
+
+
+@triton.jit
+def _store(p, x, m_t, m_d, MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
+    x = x.to(p.dtype.element_ty)
+    if MASK_T:
+        tl.store(p, x, mask=tl.where(m_t, m_d, False))
+    else:
+        if EVEN_D:
+            tl.store(p, x)
+        else:
+            tl.store(p, x, mask=m_d)
+
+
+@triton.jit
+def _load_inputs(p_u, p_dl, p_tau, p_dy, p_z, n_valid, m_d, D: tl.constexpr, K: tl.constexpr,
+                 COUPLING: tl.constexpr, HAS_Z: tl.constexpr, WITH_DY: tl.constexpr,
+                 MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
+    """The per-channel inputs of K steps as tuples of ``[BD]`` vectors (absent ones alias δ's:
+    empty tuples cannot be loop-carried)."""
+    us = ()
+    dls = ()
+    taus = ()
+    dys = ()
+    zs = ()
+    for k in tl.static_range(K):
+        m_t = k < n_valid
+        us = us + (_load(p_u + k * D, m_t, m_d, MASK_T, EVEN_D),)
+        dls = dls + (_load(p_dl + k * D, m_t, m_d, MASK_T, EVEN_D),)
+        if COUPLING != 0:
+            if MASK_T:
+                taus = taus + (tl.load(p_tau + k, mask=m_t, other=0.0),)
+            else:
+                taus = taus + (tl.load(p_tau + k),)
+        if WITH_DY:
+            dys = dys + (_load(p_dy + k * D, m_t, m_d, MASK_T, EVEN_D),)
+            if HAS_Z:
+                zs = zs + (_load(p_z + k * D, m_t, m_d, MASK_T, EVEN_D),)
+    if COUPLING == 0:
+        taus = dls
+    if not WITH_DY:
+        dys = dls
+    if not (WITH_DY and HAS_Z):
+        zs = dls
+    return us, dls, taus, dys, zs
+
+
+@triton.jit
+def _load_row(X, p_bc, m_t, m_d, N: tl.constexpr, MASK_T: tl.constexpr,
+              SPLIT_GROUPS: tl.constexpr):
+    """X[t, g, :] as a tuple of N fp32 values (scalars; ``[BD]`` when channels of the block
+    belong to different groups)."""
+    xs = ()
+    for n in tl.static_range(N):
+        if MASK_T:
+            if SPLIT_GROUPS:
+                m = tl.where(m_t, m_d, False)
+            else:
+                m = m_t
+            xs = xs + (tl.load(X + p_bc + n, mask=m, other=0.0).to(tl.float32),)
+        else:
+            xs = xs + (tl.load(X + p_bc + n).to(tl.float32),)
+    return xs
+
+
+@triton.jit
+def _prefetch_rows(p, lo, T, m_d, D: tl.constexpr, K: tl.constexpr):
+    """Bring the K rows ``p + k·D`` (steps ``lo + k`` of the sequence, those in ``[0, T)``) into
+    L1: no registers and no wait, so the loads of a later sub-chunk find them there."""
+    for k in tl.static_range(K):
+        prefetch_l1(p + k * D, tl.where((lo + k >= 0) & (lo + k < T), m_d, False))
+
+
+@triton.jit
+def _coeffs(raw, tau, m_t, b_bias, b_rate, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
+            HAS_BIAS: tl.constexpr, MASK_T: tl.constexpr):
+    """(δ + bias, Δ, dtA, dtB) of one step; masked steps get Δ = 0 (Ā = 1, B̄ = 0)."""
+    x = raw.to(tl.float32)
+    if HAS_BIAS:
+        x += b_bias
+    if SOFTPLUS:
+        dl = softplus(x)
+    else:
+        dl = x
+    if MASK_T:
+        dl = tl.where(m_t, dl, 0.0)
     if COUPLING != 0:
-        b_tau = tl.load(tau + t, mask=m_t, other=0.0).to(tl.float32)
+        b_tau = tau.to(tl.float32)
     else:
         b_tau = 0.0
-    b_B = tl.load(B + t * G * N + o_bc, mask=tl.where(m_t, m_n[:, None], False), other=0.0).to(tl.float32)
-    return _coeffs(b_u, b_raw, b_tau, b_B, m_t, b_bias, b_rate, b_A, b_A2, SCHEME, COUPLING, SOFTPLUS,
-                   HAS_BIAS)
+    dtA, dtB = step_sizes(dl, b_tau, b_rate, COUPLING)
+    return x, dl, dtA, dtB
 
 
 @triton.jit
-def _coeffs(b_u, b_raw, b_tau, b_B, m_t, b_bias, b_rate, b_A, b_A2, SCHEME: tl.constexpr,
-            COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """Coefficients of one step from its loaded inputs."""
-    if HAS_BIAS:
-        b_raw += b_bias
-    if SOFTPLUS:
-        b_dl = softplus(b_raw)
+def _advance(hs, Bs, u, dtA, dtB, As, A2s, N: tl.constexpr, SCHEME: tl.constexpr):
+    """One forward step of the N states (the forward kernel's formulas)."""
+    if SCHEME == 0:
+        ku = dtB * u
     else:
-        b_dl = b_raw
-    b_dl = tl.where(m_t, b_dl, 0.0)
-    b_dtA, b_dtB = step_sizes(b_dl, b_tau, b_rate, COUPLING)
-    b_dA, b_kB = discretize(b_dtA[None, :], b_dtB[None, :], b_A, b_A2, SCHEME)
-    return b_u, b_raw, b_dl, b_tau, b_dtA, b_dtB, b_dA, b_kB, b_B
+        ku = u
+    out = ()
+    for n in tl.static_range(N):
+        if SCHEME == 0 or SCHEME == 3:
+            h = exp2_fast(dtA * A2s[n]) * hs[n] + ku * Bs[n]
+        else:
+            dA, kB = discretize(dtA, dtB, As[n], A2s[n], SCHEME)
+            h = dA * hs[n] + (kB * u) * Bs[n]
+        out = out + (h,)
+    return out
+
+
+@triton.jit
+def _forward_sub(hs, cur, B, p_bc, n_valid, m_d, As, A2s, b_bias, b_rate,
+                 G: tl.constexpr, N: tl.constexpr, K: tl.constexpr, SCHEME: tl.constexpr,
+                 COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 SPLIT_GROUPS: tl.constexpr, MASK_T: tl.constexpr):
+    """K forward steps from ``hs``: the state after the sub-chunk."""
+    us, dls, taus, dys, zs = cur
+    for k in tl.static_range(K):
+        m_t = k < n_valid
+        Bs = _load_row(B, p_bc + k * G * N, m_t, m_d, N, MASK_T, SPLIT_GROUPS)
+        _, _, dtA, dtB = _coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
+                                 HAS_BIAS, MASK_T)
+        hs = _advance(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, N, SCHEME)
+    return hs
+
+
+@triton.jit
+def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du, p_ddl, p_dz,
+                  p_dtau, p_dbc, n_valid, m_d, lane, o_g2, As, A2s, b_bias, b_Dskip, b_rate,
+                  D: tl.constexpr, G: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
+                  SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
+                  HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+                  TAU_GRAD: tl.constexpr, SPLIT_GROUPS: tl.constexpr, MASK_T: tl.constexpr,
+                  EVEN_D: tl.constexpr):
+    """The K steps of one sub-chunk in reverse, from the state entering it (``h0s``) and the
+    adjoint after it (``g``); returns the adjoint before it and the updated accumulators."""
+    us, dls, taus, dys, zs = cur
+    # the sub-chunk's states h[0..K] (h[0] = h0s) recomputed into registers
+    hs_all = (h0s,)
+    hs = h0s
+    for k in tl.static_range(K):
+        m_t = k < n_valid
+        Bs = _load_row(B, p_bc + k * G * N, m_t, m_d, N, MASK_T, SPLIT_GROUPS)
+        _, _, dtA, dtB = _coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
+                                 HAS_BIAS, MASK_T)
+        hs = _advance(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, N, SCHEME)
+        hs_all = hs_all + (hs,)
+    Q: tl.constexpr = (2 * N + 31) // 32
+    for k in tl.static_range(K - 1, -1, -1):
+        m_t = k < n_valid
+        hk = hs_all[k + 1]
+        hp = hs_all[k]
+        Bs = _load_row(B, p_bc + k * G * N, m_t, m_d, N, MASK_T, SPLIT_GROUPS)
+        Cs = _load_row(C, p_bc + k * G * N, m_t, m_d, N, MASK_T, SPLIT_GROUPS)
+        b_u = us[k].to(tl.float32)
+        b_x, b_dl, dtA, dtB = _coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
+                                      HAS_BIAS, MASK_T)
+        b_dy = dys[k].to(tl.float32)
+        if HAS_Z:
+            b_z = zs[k].to(tl.float32)
+            b_sz = sigmoid(b_z)
+            b_ypre = b_Dskip * b_u
+            for n in tl.static_range(N):
+                b_ypre += hk[n] * Cs[n]
+            b_dz = b_dy * b_ypre * b_sz * (1.0 + b_z * (1.0 - b_sz))
+            _store(p_dz + k * D, b_dz, m_t, m_d, MASK_T, EVEN_D)
+            b_dy = b_dy * b_z * b_sz
+        if SCHEME == 0:
+            ku = dtB * b_u
+        elif SCHEME == 3:
+            ku = b_u
+        # per state: adjoint update, the ∂B/∂C terms, the ∂u / ∂dtA / ∂dtB / ∂A contributions
+        dBs = ()
+        dCs = ()
+        ng = ()
+        ndA = ()
+        s_u = tl.zeros_like(b_u)  # Σ_n g k B (∂u before D)
+        s_dtA = tl.zeros_like(b_u)  # Σ_n g h[l-1] ∂Ā/∂dtA (A pre-scaled by log2 e: see below)
+        s_dtB = tl.zeros_like(b_u)  # Σ_n g B u ∂k/∂dtB (zoh, bilinear)
+        for n in tl.static_range(N):
+            gn = g[n] + b_dy * Cs[n]
+            dCs = dCs + (b_dy * hk[n],)
+            if SCHEME == 0 or SCHEME == 3:
+                dBs = dBs + (gn * ku,)
+                s_u += gn * Bs[n]
+                dAn = exp2_fast(dtA * A2s[n])
+                q = (gn * hp[n]) * dAn
+                s_dtA += q * A2s[n]
+                ndA = ndA + (dA_acc[n] + q * dtA,)
+            else:
+                dAn, kB = discretize(dtA, dtB, As[n], A2s[n], SCHEME)
+                ddA_ddtA, ddA_dA, dk_ddtB, dk_dA = discretize_grad(dtA, dtB, As[n], dAn, kB, SCHEME)
+                gk = gn * kB
+                dBs = dBs + (gk * b_u,)
+                s_u += gk * Bs[n]
+                gh = gn * hp[n]
+                gBu = gn * Bs[n] * b_u
+                s_dtA += gh * ddA_ddtA * LOG2E
+                s_dtB += gBu * dk_ddtB
+                ndA = ndA + (dA_acc[n] + gh * ddA_dA + gBu * dk_dA,)
+            ng = ng + (gn * dAn,)
+        g = ng
+        dA_acc = ndA
+        d_dtA = s_dtA * LN2
+        if SCHEME == 0:
+            b_du = s_u * dtB
+            d_dtB = s_u * b_u
+        elif SCHEME == 3:
+            b_du = s_u
+            d_dtB = tl.zeros_like(b_u)
+        else:
+            b_du = s_u
+            d_dtB = s_dtB
+        if HAS_D:
+            b_du += b_Dskip * b_dy
+            b_dD += b_dy * b_u
+        _store(p_du + k * D, b_du, m_t, m_d, MASK_T, EVEN_D)
+        # chain rule through the coupling
+        if COUPLING == 1:
+            b_ddl = d_dtB
+            b_drate += d_dtA * taus[k].to(tl.float32)
+            b_dtau_l = d_dtA * b_rate
+        elif COUPLING == 2:
+            b_ddl = d_dtB + d_dtA * taus[k].to(tl.float32)
+            b_dtau_l = d_dtA * b_dl
+        else:
+            b_ddl = d_dtB + d_dtA
+            b_dtau_l = d_dtA
+        if TAU_GRAD:
+            b_dtau = tl.sum(tl.where(m_d, b_dtau_l, 0.0), 0)
+            if MASK_T:
+                tl.atomic_add(p_dtau + k, b_dtau, mask=m_t, sem="relaxed")
+            else:
+                tl.atomic_add(p_dtau + k, b_dtau, sem="relaxed")
+        if SOFTPLUS:
+            b_ddl = b_ddl * sigmoid(b_x)
+        b_ddl = tl.where(m_d, b_ddl, 0.0)
+        if MASK_T:
+            b_ddl = tl.where(m_t, b_ddl, 0.0)
+        b_dbias += b_ddl
+        _store(p_ddl + k * D, b_ddl, m_t, m_d, MASK_T, EVEN_D)
+        # ∂B[t, g, :], ∂C[t, g, :]: sums over the block's channels, added to (T, G, 2N)
+        p_row = p_dbc + k * G * 2 * N
+        if SPLIT_GROUPS:
+            m = tl.where(m_t, m_d, False)
+            for n in tl.static_range(N):
+                tl.atomic_add(p_row + o_g2 + n, dBs[n], mask=m, sem="relaxed")
+                tl.atomic_add(p_row + o_g2 + N + n, dCs[n], mask=m, sem="relaxed")
+        else:
+            vals = dBs + dCs
+            for _ in tl.static_range(32 * Q - 2 * N):
+                vals = vals + (tl.zeros_like(b_u),)
+            sums = channel_sums(vals, lane, Q, 2 * N)
+            for i in tl.static_range(Q):
+                idx = lane * Q + i
+                m = idx < 2 * N
+                if MASK_T:
+                    m = tl.where(m_t, m, False)
+                tl.atomic_add(p_row + o_g2 + idx, sums[i], mask=m, sem="relaxed")
+    return g, dA_acc, b_dD, b_dbias, b_drate
 
 
 @triton.autotune(
     configs=autotune_configs([
-        triton.Config({"BD": 8, "K": 4}, num_warps=1),
-        triton.Config({"BD": 16, "K": 4}, num_warps=1),
-        triton.Config({"BD": 32, "K": 2}, num_warps=1),
+        triton.Config({"K": 4}, num_warps=1),
+        triton.Config({"K": 2}, num_warps=1),
     ]),
     key=["D", "N", "G", "CK", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "DTYPE_KEY"],
-    reset_to_zero=["dA", "dB", "dC", "dDskip", "dbias", "drate", "dtau"],
+    reset_to_zero=["dA", "dBC", "dDskip", "dbias", "drate", "dtau"],
 )
 @triton.heuristics({
     "SPLIT_GROUPS": lambda a: a["G"] > 1 and (a["D"] // a["G"]) % a["BD"] != 0,
+    "EVEN_D": lambda a: a["D"] % a["BD"] == 0,
 })
-@triton.jit(do_not_specialize=["L", "sN"])
+@triton.jit(do_not_specialize=["L"])
 def selective_scan_bwd_kernel(
     u, delta, delta_bias, A, B, C, Dskip, z, tau, rate, ckpt, scratch, dy, dlast,
-    du, ddelta, dA, dB, dC, dDskip, dz, dbias, drate, dtau, dh0,
+    du, ddelta, dA, dBC, dDskip, dz, dbias, drate, dtau, dh0,
     cu_seqlens, chunk_offsets,
-    L, sN, D: tl.constexpr, N: tl.constexpr, G: tl.constexpr, CK: tl.constexpr, BN: tl.constexpr,
-    DP: tl.constexpr,
+    L, D: tl.constexpr, N: tl.constexpr, G: tl.constexpr, CK: tl.constexpr,
+    SLOTS: tl.constexpr,
     SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DLAST: tl.constexpr,
     STORE_DH0: tl.constexpr, TAU_GRAD: tl.constexpr, IS_VARLEN: tl.constexpr,
     DTYPE_KEY: tl.constexpr, BD: tl.constexpr, K: tl.constexpr, SPLIT_GROUPS: tl.constexpr,
+    EVEN_D: tl.constexpr,
 ):
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     if IS_VARLEN:
@@ -104,174 +362,120 @@ def selective_scan_bwd_kernel(
         bos = i_s.to(tl.int64) * L
         eos = bos + L
         i_ck = i_s.to(tl.int64) * tl.cdiv(L, CK)
-    o_d = i_d * BD + tl.arange(0, BD)
-    o_n = tl.arange(0, BN)
+    T = (eos - bos).to(tl.int32)
+    lane = tl.arange(0, BD)
+    o_d = i_d * BD + lane
     m_d = o_d < D
-    m_n = o_n < N
-    # Same layout as the forward: channels across lanes, states in registers (``sN`` = 1 hides
-    # the n-contiguity of (D, N) tensors from Triton's layout choice).
-    o_dn = o_d[None, :] * N + o_n[:, None] * sN
-    m_dn = m_d[None, :] & m_n[:, None]
-    o_nd = o_n[:, None] * D + o_d[None, :]
-
-    b_A = tl.load(A + o_dn, mask=m_dn, other=0.0).to(tl.float32)
-    b_A2 = b_A * LOG2E
     b_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
     b_Dskip = tl.load(Dskip + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_D else 0.0
     b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == 1 else 0.0
+    As = ()
+    A2s = ()
+    g = ()
+    dA_acc = ()
+    for n in tl.static_range(N):
+        b_An = tl.load(A + o_d * N + n, mask=m_d, other=0.0).to(tl.float32)
+        As = As + (b_An,)
+        A2s = A2s + (b_An * LOG2E,)
+        if HAS_DLAST:
+            g = g + (tl.load(dlast + (i_s.to(tl.int64) * D + o_d) * N + n, mask=m_d, other=0.0),)
+        else:
+            g = g + (tl.zeros([BD], dtype=tl.float32),)
+        dA_acc = dA_acc + (tl.zeros([BD], dtype=tl.float32),)
+    b_dD = tl.zeros([BD], dtype=tl.float32)
+    b_dbias = tl.zeros([BD], dtype=tl.float32)
+    b_drate = tl.zeros([BD], dtype=tl.float32)
+    # B/C (and ∂B/∂C) of channel d come from group d // (D / G)
     if SPLIT_GROUPS:
-        o_bc = (o_d // (D // G))[None, :] * N + o_n[:, None] * sN
+        o_g = (o_d // (D // G)) * N
     else:
-        o_bc = ((i_d * BD) // (D // G)) * N + o_n[:, None]
+        o_g = ((i_d * BD) // (D // G)) * N
+    o_g2 = 2 * o_g
 
-    if HAS_DLAST:
-        b_g = tl.load(dlast + i_s.to(tl.int64) * D * N + o_dn, mask=m_dn, other=0.0)
+    # pointers without the sequence start: offsets are (t) * D with bos int64
+    p_u = u + o_d
+    p_dl = delta + o_d
+    p_dy = dy + o_d
+    p_du = du + o_d
+    p_ddl = ddelta + o_d
+    if HAS_Z:
+        p_z = z + o_d
+        p_dz = dz + o_d
     else:
-        b_g = tl.zeros([BN, BD], dtype=tl.float32)
-    b_dA_acc = tl.zeros([BN, BD], dtype=tl.float32)
-    b_dD_acc = tl.zeros([BD], dtype=tl.float32)
-    b_dbias_acc = tl.zeros([BD], dtype=tl.float32)
-    b_drate_acc = tl.zeros([BD], dtype=tl.float32)
+        p_z = p_u
+        p_dz = p_du
+    if COUPLING != 0:
+        p_tau = tau
+    else:
+        p_tau = u
+    # this program's scratch: the state entering each sub-chunk of a chunk, (SLOTS, N, BD)
+    p_scr = scratch + (i_s.to(tl.int64) * tl.num_programs(0) + i_d) * SLOTS * N * BD + lane
+    # L1 prefetch of a B/C row: lane j covers cache line j // K of the row at step j % K
+    LINE = 1024 // B.dtype.element_ty.primitive_bitwidth
+    o_pf = lane % K
+    l_pf = lane // K
+    m_pf = l_pf * LINE < N
+    o_bc_pf = o_pf * G * N + ((i_d * BD) // (D // G)) * N + l_pf * LINE
 
-    # scratch slots of this program: the state entering each K-step sub-chunk of a CK-chunk
-    p_scr = scratch + ((i_s.to(tl.int64) * (CK // K)) * BN + o_n[:, None]) * DP + o_d[None, :]
-    for i_o in range(tl.cdiv(eos - bos, CK) - 1, -1, -1):
-        start = bos + i_o * CK
-        n_sub = tl.cdiv(tl.minimum(eos - start, CK), K)
-        # forward over the CK-chunk from its saved state, keeping every K-th state
-        b_h = tl.load(ckpt + (i_ck + i_o) * D * N + o_nd, mask=m_dn, other=0.0)
+    for i_o in range(tl.cdiv(T, CK) - 1, -1, -1):
+        n_ck = tl.minimum(T - i_o * CK, CK)
+        n_sub = tl.cdiv(n_ck, K)
+        # forward over the chunk from its saved state ((n_chunks, N, D)), keeping the state
+        # entering every sub-chunk
+        hs = ()
+        for n in tl.static_range(N):
+            hs = hs + (tl.load(ckpt + ((i_ck + i_o) * N + n) * D + o_d, mask=m_d, other=0.0),)
         for i_c in range(0, n_sub):
-            tl.store(p_scr + i_c * BN * DP, b_h)
-            for k in tl.static_range(K):
-                t = start + i_c * K + k
-                b_u, b_raw, b_dl, b_tau, b_dtA, b_dtB, b_dA, b_kB, b_B = _load_step(
-                    u, delta, tau, B, t, t < eos, m_d, o_d, o_bc, m_n, b_bias, b_rate, b_A, b_A2,
-                    D, N, G, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS)
-                b_h = b_dA * b_h + (b_kB * b_u[None, :]) * b_B
+            for n in tl.static_range(N):
+                tl.store(p_scr + (i_c * N + n) * BD, hs[n])
+            t = bos + i_o * CK + i_c * K
+            n_valid = n_ck - i_c * K
+            cur = _load_inputs(p_u + t * D, p_dl + t * D, p_tau + t, p_dy, p_z, n_valid, m_d, D, K,
+                               COUPLING, HAS_Z, False, True, EVEN_D)
+            prefetch_l1(B + (t + K) * G * N + o_bc_pf, m_pf & (o_pf < n_valid - K))
+            # the inputs two sub-chunks ahead: DRAM latency is about one sub-chunk of work
+            _prefetch_rows(p_u + (t + 2 * K) * D, t - bos + 2 * K, T, m_d, D, K)
+            _prefetch_rows(p_dl + (t + 2 * K) * D, t - bos + 2 * K, T, m_d, D, K)
+            hs = _forward_sub(hs, cur, B, (t) * G * N + o_g, n_valid, m_d, As, A2s, b_bias,
+                              b_rate, G, N, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS,
+                              SPLIT_GROUPS, True)
+        # backwards over the sub-chunks
         for i_c in range(n_sub - 1, -1, -1):
-            b_h0 = tl.load(p_scr + i_c * BN * DP)
-            # forward over the sub-chunk, keeping its K states
-            b_h = b_h0
-            # All of the sub-chunk's inputs are loaded here, before any store of the reverse
-            # walk (which the compiler cannot move loads above), and kept in registers.
-            hs = ()
-            us = ()
-            raws = ()
-            taus = ()
-            Bs = ()
-            Cs = ()
-            dys = ()
-            zs = ()
-            for k in tl.static_range(K):
-                t = start + i_c * K + k
-                m_t = t < eos
-                m = tl.where(m_t, m_d, False)
-                m_bc = tl.where(m_t, m_n[:, None], False)
-                us = us + (tl.load(u + t * D + o_d, mask=m, other=0.0),)
-                raws = raws + (tl.load(delta + t * D + o_d, mask=m, other=0.0),)
-                Bs = Bs + (tl.load(B + t * G * N + o_bc, mask=m_bc, other=0.0),)
-                Cs = Cs + (tl.load(C + t * G * N + o_bc, mask=m_bc, other=0.0),)
-                dys = dys + (tl.load(dy + t * D + o_d, mask=m, other=0.0),)
-                if COUPLING != 0:
-                    taus = taus + (tl.load(tau + t, mask=m_t, other=0.0).to(tl.float32),)
-                else:
-                    taus = taus + (0.0,)
-                if HAS_Z:
-                    zs = zs + (tl.load(z + t * D + o_d, mask=m, other=0.0),)
-            for k in tl.static_range(K):
-                t = start + i_c * K + k
-                b_u, b_raw, b_dl, b_tau, b_dtA, b_dtB, b_dA, b_kB, b_B = _coeffs(
-                    us[k].to(tl.float32), raws[k].to(tl.float32), taus[k],
-                    Bs[k].to(tl.float32), t < eos, b_bias, b_rate, b_A, b_A2, SCHEME, COUPLING,
-                    SOFTPLUS, HAS_BIAS)
-                b_h = b_dA * b_h + (b_kB * b_u[None, :]) * b_B
-                hs = hs + (b_h,)
-            # backwards over the chunk
-            for k in tl.static_range(K - 1, -1, -1):
-                t = start + i_c * K + k
-                m_t = t < eos
-                m = tl.where(m_t, m_d, False)
-                b_u, b_raw, b_dl, b_tau, b_dtA, b_dtB, b_dA, b_kB, b_B = _coeffs(
-                    us[k].to(tl.float32), raws[k].to(tl.float32), taus[k],
-                    Bs[k].to(tl.float32), m_t, b_bias, b_rate, b_A, b_A2, SCHEME, COUPLING,
-                    SOFTPLUS, HAS_BIAS)
-                b_C = Cs[k].to(tl.float32)
-                b_dy = dys[k].to(tl.float32)
-                b_hk = hs[k]
-                if k > 0:
-                    b_hp = hs[k - 1]
-                else:
-                    b_hp = b_h0
-                if HAS_Z:
-                    b_z = zs[k].to(tl.float32)
-                    b_sz = sigmoid(b_z)
-                    b_ypre = tl.sum(b_hk * b_C, 0) + b_Dskip * b_u
-                    b_dz = b_dy * b_ypre * b_sz * (1.0 + b_z * (1.0 - b_sz))
-                    tl.store(dz + t * D + o_d, b_dz.to(dz.dtype.element_ty), mask=m)
-                    b_dy = b_dy * b_z * b_sz
-                # adjoint of h[l]
-                b_g += b_dy[None, :] * b_C
-                b_dC = b_dy[None, :] * b_hk
-                b_gk = b_g * b_kB
-                b_dB = b_gk * b_u[None, :]
-                if SPLIT_GROUPS:
-                    tl.atomic_add(dC + t * G * N + o_bc, b_dC, mask=tl.where(m_t, m_dn, False), sem="relaxed")
-                    tl.atomic_add(dB + t * G * N + o_bc, b_dB, mask=tl.where(m_t, m_dn, False), sem="relaxed")
-                else:
-                    tl.atomic_add(dC + t * G * N + o_bc, tl.sum(b_dC, 1)[:, None],
-                                  mask=tl.where(m_t, m_n[:, None], False), sem="relaxed")
-                    tl.atomic_add(dB + t * G * N + o_bc, tl.sum(b_dB, 1)[:, None],
-                                  mask=tl.where(m_t, m_n[:, None], False), sem="relaxed")
-                b_du = tl.sum(b_gk * b_B, 0)
-                if HAS_D:
-                    b_du += b_Dskip * b_dy
-                    b_dD_acc += b_dy * b_u
-                tl.store(du + t * D + o_d, b_du.to(du.dtype.element_ty), mask=m)
-                # chain rule through the scheme
-                b_ddA_ddtA, b_ddA_dA, b_dk_ddtB, b_dk_dA = discretize_grad(
-                    b_dtA[None, :], b_dtB[None, :], b_A, b_dA, b_kB, SCHEME)
-                b_gh = b_g * b_hp
-                b_gBu = b_g * b_B * b_u[None, :]
-                b_d_dtA = tl.sum(b_gh * b_ddA_ddtA, 0)
-                if SCHEME == 0:
-                    b_d_dtB = tl.sum(b_gBu, 0)
-                elif SCHEME == 3:
-                    b_d_dtB = tl.zeros([BD], dtype=tl.float32)
-                else:
-                    b_d_dtB = tl.sum(b_gBu * b_dk_ddtB, 0)
-                b_dA_acc += b_gh * b_ddA_dA
-                if SCHEME == 1 or SCHEME == 2:
-                    b_dA_acc += b_gBu * b_dk_dA
-                # chain rule through the coupling
-                if COUPLING == 1:
-                    b_ddl = b_d_dtB
-                    b_drate_acc += b_d_dtA * b_tau
-                    b_dtau = tl.sum(tl.where(m_d, b_d_dtA * b_rate, 0.0), 0)
-                elif COUPLING == 2:
-                    b_ddl = b_d_dtB + b_d_dtA * b_tau
-                    b_dtau = tl.sum(tl.where(m_d, b_d_dtA * b_dl, 0.0), 0)
-                else:
-                    b_ddl = b_d_dtB + b_d_dtA
-                    b_dtau = 0.0
-                if TAU_GRAD:
-                    tl.atomic_add(dtau + t, b_dtau, mask=m_t, sem="relaxed")
-                if SOFTPLUS:
-                    b_ddl = b_ddl * sigmoid(b_raw)
-                b_ddl = tl.where(m, b_ddl, 0.0)
-                b_dbias_acc += b_ddl
-                tl.store(ddelta + t * D + o_d, b_ddl.to(ddelta.dtype.element_ty), mask=m)
-                # adjoint of h[l-1]
-                b_g = b_g * b_dA
+            h0s = ()
+            for n in tl.static_range(N):
+                h0s = h0s + (tl.load(p_scr + (i_c * N + n) * BD),)
+            t = bos + i_o * CK + i_c * K
+            n_valid = n_ck - i_c * K
+            cur = _load_inputs(p_u + t * D, p_dl + t * D, p_tau + t, p_dy + t * D, p_z + t * D,
+                               n_valid, m_d, D, K, COUPLING, HAS_Z, True, True, EVEN_D)
+            prefetch_l1(B + (t - K) * G * N + o_bc_pf, m_pf & (t - bos >= K))
+            prefetch_l1(C + (t - K) * G * N + o_bc_pf, m_pf & (t - bos >= K))
+            prefetch_l1(C + (t) * G * N + o_bc_pf, m_pf & (o_pf < n_valid))
+            # the previous sub-chunk's state and inputs (dy and z two back: first read here)
+            for n in tl.static_range(N):
+                prefetch_l1(p_scr + ((i_c - 1) * N + n) * BD, m_d & (i_c > 0))
+            _prefetch_rows(p_u + (t - K) * D, t - bos - K, T, m_d, D, K)
+            _prefetch_rows(p_dl + (t - K) * D, t - bos - K, T, m_d, D, K)
+            _prefetch_rows(p_dy + (t - 2 * K) * D, t - bos - 2 * K, T, m_d, D, K)
+            if HAS_Z:
+                _prefetch_rows(p_z + (t - 2 * K) * D, t - bos - 2 * K, T, m_d, D, K)
+            g, dA_acc, b_dD, b_dbias, b_drate = _backward_sub(
+                g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, (t) * G * N + o_g,
+                p_du + t * D, p_ddl + t * D, p_dz + t * D, dtau + t, dBC + t * G * 2 * N,
+                n_valid, m_d, lane, o_g2, As, A2s, b_bias, b_Dskip, b_rate,
+                D, G, N, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, TAU_GRAD,
+                SPLIT_GROUPS, True, EVEN_D)
 
-    tl.atomic_add(dA + o_dn, b_dA_acc, mask=m_dn, sem="relaxed")
+    for n in tl.static_range(N):
+        tl.atomic_add(dA + o_d * N + n, dA_acc[n], mask=m_d, sem="relaxed")
+        if STORE_DH0:
+            tl.store(dh0 + (i_s.to(tl.int64) * D + o_d) * N + n, g[n], mask=m_d)
     if HAS_D:
-        tl.atomic_add(dDskip + o_d, b_dD_acc, mask=m_d, sem="relaxed")
+        tl.atomic_add(dDskip + o_d, b_dD, mask=m_d, sem="relaxed")
     if HAS_BIAS:
-        tl.atomic_add(dbias + o_d, b_dbias_acc, mask=m_d, sem="relaxed")
+        tl.atomic_add(dbias + o_d, b_dbias, mask=m_d, sem="relaxed")
     if COUPLING == 1:
-        tl.atomic_add(drate + o_d, b_drate_acc, mask=m_d, sem="relaxed")
-    if STORE_DH0:
-        tl.store(dh0 + i_s.to(tl.int64) * D * N + o_dn, b_g, mask=m_dn)
+        tl.atomic_add(drate + o_d, b_drate, mask=m_d, sem="relaxed")
 
 
 def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, rate, ckpt,
@@ -288,8 +492,8 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
     ddelta = new_empty(delta.shape, like=delta)
     dz = new_empty(z.shape, like=z) if z is not None else None
     dA = torch.zeros(D, N, **f32)
-    dB = torch.zeros(B.shape, **f32)
-    dC = torch.zeros(C.shape, **f32)
+    # ∂B and ∂C share one buffer (T, G, 2N): a step's 2N channel sums are one coalesced add
+    dBC = torch.zeros(b, L, G, 2 * N, **f32)
     # Absent gradients still get a (tiny) buffer: the autotuner zeroes every reset_to_zero
     # argument between its trial launches.
     dDskip = torch.zeros(D if Dskip is not None else 1, **f32)
@@ -297,24 +501,24 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
     drate = torch.zeros(D if coupling == 1 else 1, **f32)
     dtau = torch.zeros((b, L) if tau_grad else (1,), **f32)
     dh0 = new_empty(n_seq, D, N, like=u, dtype=torch.float32) if store_dh0 else None
-    # Per (sequence, channel) slots for the sub-chunk states of one CK-chunk (K >= 2 steps a
-    # sub-chunk); small enough to stay in L2.
-    BN, DP = triton.next_power_of_2(N), triton.cdiv(D, 128) * 128
-    scratch = new_empty(n_seq * (CK // 2) * BN * DP, like=u, dtype=torch.float32)
+    # Per-program slots for the sub-chunk states of one chunk (K >= 2 steps a sub-chunk): with
+    # at most a few programs per SM alive at once this stays in L2.
+    slots = CK // 2
+    n_dblk = triton.cdiv(D, BD_BWD)
+    scratch = new_empty(n_seq * n_dblk * slots * N * BD_BWD, like=u, dtype=torch.float32)
 
-    def grid(meta):
-        return (triton.cdiv(D, meta["BD"]), n_seq)
-
+    grid = (n_dblk, n_seq)
     selective_scan_bwd_kernel[grid](
         u, delta, delta_bias, A, B, C, Dskip, z, tau, rate, ckpt, scratch, dy, dlast,
-        du, ddelta, dA, dB, dC, dDskip, dz, dbias, drate, dtau, dh0,
+        du, ddelta, dA, dBC, dDskip, dz, dbias, drate, dtau, dh0,
         cu_seqlens, offsets,
-        L, 1, D=D, N=N, G=G, CK=CK, BN=BN, DP=DP,
+        L, D=D, N=N, G=G, CK=CK, SLOTS=slots,
         SCHEME=scheme, COUPLING=coupling, SOFTPLUS=softplus_,
         HAS_BIAS=delta_bias is not None, HAS_D=Dskip is not None, HAS_Z=z is not None,
         HAS_DLAST=dlast is not None, STORE_DH0=store_dh0, TAU_GRAD=tau_grad,
-        IS_VARLEN=cu_seqlens is not None, DTYPE_KEY=str(u.dtype),
+        IS_VARLEN=cu_seqlens is not None, DTYPE_KEY=str(u.dtype), BD=BD_BWD,
     )
-    return dict(u=du, delta=ddelta, A=dA, B=dB, C=dC, D=dDskip if Dskip is not None else None,
+    return dict(u=du, delta=ddelta, A=dA, B=dBC[..., :N], C=dBC[..., N:],
+                D=dDskip if Dskip is not None else None,
                 z=dz, delta_bias=dbias if delta_bias is not None else None,
                 rate=drate if coupling == 1 else None, tau=dtau if tau_grad else None, h0=dh0)

@@ -5,8 +5,9 @@ them through these ``@triton.jit`` helpers, so the scan, its backward and the de
 never disagree on a scheme. Scheme and coupling are ``tl.constexpr`` integer codes
 (``SCHEME_IDS``/``COUPLING_IDS``): each combination compiles to straight-line code.
 
-Tensors in the helpers are register tiles ``[N, BD]`` (state ``n`` by channel ``d``); per-channel
-values (``dtA``, ``dtB``) are ``[1, BD]`` rows so they broadcast over the state.
+The helpers are elementwise: the scan kernels call them on ``[BD]`` vectors (one channel per
+lane, one state at a time), the decode kernel on ``[N, BD]`` tiles with ``[1, BD]`` per-channel
+rows (``dtA``, ``dtB``) that broadcast over the state.
 """
 
 from __future__ import annotations
@@ -108,6 +109,69 @@ def prefetch_l1(p, mask):
         tl.inline_asm_elementwise("{ .reg .pred q; setp.ne.b32 q, $2, 0; @q prefetch.global.L1 [$1]; }",
                                   "=r,l,r", [p, mask.to(tl.int32)], dtype=tl.int32, is_pure=False,
                                   pack=1)
+
+
+@triton.jit
+def shfl_xor(x, M: tl.constexpr):
+    """The value ``x`` of lane ``lane ^ M`` (``shfl.sync.bfly``; fp32, a full warp)."""
+    if M == 16:
+        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 16, 0x1f, -1;", "=f,f", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    elif M == 8:
+        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 8, 0x1f, -1;", "=f,f", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    elif M == 4:
+        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 4, 0x1f, -1;", "=f,f", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    elif M == 2:
+        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 2, 0x1f, -1;", "=f,f", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 1, 0x1f, -1;", "=f,f", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _reduce_scatter_level(vals, up, H: tl.constexpr, M: tl.constexpr):
+    """One butterfly level: pairs (vals[i], vals[i + H]); the lane with bit M clear keeps the
+    low half, its partner the high half, each adding what the other sends."""
+    out = ()
+    for i in tl.static_range(H):
+        lo = vals[i]
+        hi = vals[i + H]
+        keep = tl.where(up, hi, lo)
+        send = tl.where(up, lo, hi)
+        out = out + (keep + shfl_xor(send, M),)
+    return out
+
+
+@triton.jit
+def channel_sums(vals, lane, Q: tl.constexpr, NV: tl.constexpr):
+    """Sums over the 32 lanes of a warp of ``32·Q`` values at once (a reduce-scatter).
+
+    ``vals`` is a tuple of ``32·Q`` ``[32]`` vectors (one channel per lane, ``lane`` its
+    ``tl.arange(0, 32)``); returns ``Q`` vectors where lane ``j``, entry ``i``, holds the sum
+    over lanes of ``vals[j·Q + i]``. Five butterfly levels of halving exchanges cost
+    ``31·Q`` shuffles, against ``5`` per value for separate ``tl.sum`` trees. The interpreter
+    (no PTX) computes the same result with ``tl.sum`` over the first ``NV`` values (the rest
+    must be zero padding).
+    """
+    if _PTX:
+        v = _reduce_scatter_level(vals, (lane & 16) != 0, 16 * Q, 16)
+        v = _reduce_scatter_level(v, (lane & 8) != 0, 8 * Q, 8)
+        v = _reduce_scatter_level(v, (lane & 4) != 0, 4 * Q, 4)
+        v = _reduce_scatter_level(v, (lane & 2) != 0, 2 * Q, 2)
+        v = _reduce_scatter_level(v, (lane & 1) != 0, Q, 1)
+        return v
+    else:
+        out = ()
+        for i in tl.static_range(Q):
+            acc = tl.zeros(lane.shape, tl.float32)
+            for j in tl.static_range(32):
+                if j * Q + i < NV:
+                    acc = tl.where(lane == j, tl.sum(vals[j * Q + i], 0), acc)
+            out = out + (acc,)
+        return out
 
 
 @triton.jit

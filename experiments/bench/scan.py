@@ -10,7 +10,9 @@ PyTorch path.
 Minimal bytes: forward reads u, δ (B·L·D each), B, C (B·L·N each), τ (B·L, fp32, event mode)
 and writes y (B·L·D); the backward reads u, δ, dy, B, C, τ and writes du, dδ, dB, dC (and
 dτ is not requested). Parameters (D·N) are negligible. Times are medians of
-``triton.testing.do_bench`` (CUDA events).
+``triton.testing.do_bench`` (CUDA events) of ``selective_scan(..., check_values=False)``: the
+value checks of τ and the rate read a flag back to the host, a sync per call that stalls the
+launch queue, so event-mode rows also give the forward with the checks on.
 
 Usage: ``python experiments/bench/scan.py [--quick] [--out FILE] [--rep MS] [--no-torch]
 [--no-mamba]`` on a CUDA machine.
@@ -62,18 +64,21 @@ def floor_bytes(B, L, D, N, dtype, event):
     return fwd, fwd + bwd
 
 
-def time_scan(kw, disc, backend, grad, rep=200):
+def time_scan(kw, disc, backend, grad, rep=200, check_values=False):
+    # check_values=False: the value checks of τ and the rate read a flag back to the host (a
+    # sync per call); they are timed separately (the "with checks" column).
     def fwd():
         with torch.no_grad():
             return selective_scan(**kw, delta_softplus=True, discretization=disc,
-                                  backend=backend)
+                                  backend=backend, check_values=check_values)
 
     y = fwd()
     dy = torch.randn_like(y)
     del y
 
     def fwd_bwd():
-        y = selective_scan(**kw, delta_softplus=True, discretization=disc, backend=backend)
+        y = selective_scan(**kw, delta_softplus=True, discretization=disc, backend=backend,
+                           check_values=check_values)
         y.backward(dy)
 
     t_f = triton.testing.do_bench(fwd, warmup=25, rep=rep, return_mode="median")
@@ -95,7 +100,8 @@ def time_scan(kw, disc, backend, grad, rep=200):
 def scan_table(bw, quick, rep=200, with_torch=True, fwd_only=False, shapes=None):
     rows = []
     head = ("| B, L, D, N | dtype | mode | fwd ms | floor ms | fwd % floor | fwd+bwd ms | "
-            "floor ms | fwd+bwd % floor | peak extra MiB | torch path fwd / fwd+bwd ms |")
+            "floor ms | fwd+bwd % floor | peak extra MiB | fwd ms with value checks | "
+            "torch path fwd / fwd+bwd ms |")
     sep = "|" + "---|" * (head.count("|") - 1)
     print(head)
     print(sep)
@@ -110,6 +116,9 @@ def scan_table(bw, quick, rep=200, with_torch=True, fwd_only=False, shapes=None)
                 fb_f, fb_fb = floor_bytes(B, L, D, N, dtype, event)
                 fl_f, fl_fb = fb_f / bw * 1e3, fb_fb / bw * 1e3
                 torch_col = "-"
+                checked = "-"
+                if event:
+                    checked = f"{time_scan(kw, disc, 'triton', grad=False, rep=rep, check_values=True)[0]:.3f}"
                 if with_torch and not quick and not fwd_only and dtype == torch.float32 and not event:
                     try:
                         tt_f, tt_fb, _ = time_scan(kw, disc, "torch", grad=True, rep=3)
@@ -120,9 +129,11 @@ def scan_table(bw, quick, rep=200, with_torch=True, fwd_only=False, shapes=None)
                     torch.cuda.empty_cache()
                 row = (f"| {B}, {L}, {D}, {N} | {str(dtype)[6:]} | "
                        f"{'event' if event else 'standard'} | {t_f:.3f} | {fl_f:.3f} | "
-                       + (f"{100 * fl_f / t_f:.0f} % | - | {fl_fb:.3f} | - | - | - |" if fwd_only else
+                       + (f"{100 * fl_f / t_f:.0f} % | - | {fl_fb:.3f} | - | - | {checked} | - |"
+                          if fwd_only else
                           f"{100 * fl_f / t_f:.0f} % | {t_fb:.3f} | {fl_fb:.3f} | "
-                          f"{100 * fl_fb / t_fb:.0f} % | {peak / 2**20:.0f} | {torch_col} |"))
+                          f"{100 * fl_fb / t_fb:.0f} % | {peak / 2**20:.0f} | {checked} | "
+                          f"{torch_col} |"))
                 print(row, flush=True)
                 rows.append(row)
                 del kw
