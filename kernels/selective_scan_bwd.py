@@ -12,22 +12,29 @@ walking ``l`` backwards:
 and the chain rule through the scheme (∂Ā/∂dtA, ∂Ā/∂A, ∂k/∂dtB, ∂k/∂A) and the coupling
 (dtA from Δ, τ, r) to δ, delta_bias, A, rate and τ.
 
-Layout (the forward's): one program per (32 channels, sequence), one warp, one channel per lane;
-the N states, the adjoint ``g`` and the ∂A accumulator are tuples of ``[32]`` register vectors,
-B[t, n] and C[t, n] broadcast scalars. ``h[l-1]`` is needed in reverse order: for each chunk of
-``CK`` steps (reverse order) the program reloads the state the forward saved, runs the chunk
-forward storing the state entering every sub-chunk of ``K`` steps to a per-program scratch
-(small: it stays in L2), then walks the sub-chunks backwards, recomputing each one's ``K``
-states into registers.
+Layout: one program per (32 / S channels, sequence), one warp; ``S`` adjacent lanes share a
+channel (``lanes_per_channel``: 4 for N = 16 and 64), lane ``j`` holding states ``j % S``,
+``j % S + S``, ... of channel ``j // S`` as a tuple of ``[32]`` register vectors (so are the
+adjoint ``g`` and the ∂A accumulator); per-channel sums over the states (y, ∂u, ∂dtA) take
+``log2 S`` shuffles. Splitting a channel over lanes multiplies the warps by S: with one channel
+a lane there are only batch·D/32 of them and the step is latency-bound. ``h[l-1]`` is needed in
+reverse order: for each chunk of ``CK`` steps (reverse order) the program reloads the state the
+forward saved, runs the chunk forward storing the state entering every sub-chunk of ``K``
+steps to a per-program scratch (small: it stays in L2), then walks the sub-chunks backwards,
+recomputing each one's ``K`` states into registers. Inputs of the next sub-chunk are prefetched
+into L1 while the current one is computed.
 
-The per-step channel sums ∂B[t, :] and ∂C[t, :] (2N values, each a sum over the 32 lanes) are
-reduced together by a butterfly reduce-scatter (``channel_sums``): 31 shuffles for 32 values
-instead of 5 per value, after which lane j holds sum j and one coalesced atomic add per step
-writes them. Whole-sequence sums (∂A, ∂D, ∂delta_bias, ∂rate) accumulate in registers and are
-added once per program.
+The per-step channel sums ∂B[t, :] and ∂C[t, :] (2N values, each a sum over the warp's
+channels) are reduced together by a butterfly reduce-scatter (``channel_sums``): ``32/S - 1``
+shuffles for all of them instead of ``log2(32/S)`` per value, after which every lane holds
+one sum and one coalesced atomic add per step writes them into a (T, G, 2N) buffer.
+Whole-sequence sums (∂A, ∂D, ∂delta_bias, ∂rate) accumulate in registers and are added once
+per program.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
@@ -39,6 +46,7 @@ from .utils import (
     autotune_configs,
     channel_sums,
     discretize,
+    group_sum,
     discretize_grad,
     exp2_fast,
     new_empty,
@@ -50,8 +58,32 @@ from .utils import (
 
 __all__ = ["selective_scan_bwd"]
 
-#: Channels per program: one warp, one channel per lane (``channel_sums`` reduces over 32 lanes).
-BD_BWD = 32
+
+def lanes_per_channel(N: int) -> int:
+    """Lanes sharing one channel's N states in the backward (``EVENTSSM_BWD_LANES`` overrides).
+
+    One lane per channel gives only ``batch·D/32`` warps (384 at (8, 4096, 1536, 16), fewer
+    than the H100's 528 schedulers) and the step is latency-bound. ``S`` lanes a channel give
+    ``S`` times the warps and ``1/S`` of the registers a lane needs, for ``log2 S`` shuffles per
+    per-channel sum; on the H100 at (8, 4096, 1536, 16) fp32, fwd+bwd took 6.0 / 5.1 / 4.7 ms
+    with S = 1 / 2 / 4 (experiments/results/kernel_notes.md).
+    """
+    env = os.environ.get("EVENTSSM_BWD_LANES")
+    if env:
+        S = int(env)
+        if S not in (1, 2, 4) or N % S:
+            raise ValueError(f"EVENTSSM_BWD_LANES must be 1, 2 or 4 and divide N = {N}, got {S}")
+        return S
+    return 4 if N % 4 == 0 else (2 if N % 2 == 0 else 1)
+
+
+def _prune_bwd(configs, nargs, **kwargs):
+    """Keep the configs with K·N/S <= 32 states unrolled per lane (more spills registers: the
+    sub-chunk's K + 1 states are live at once), the smallest K in any case."""
+    arg = lambda k: kwargs.get(k, nargs.get(k))
+    per_lane = arg("N") // arg("S")
+    keep = [c for c in configs if c.kwargs["K"] * per_lane <= 32]
+    return autotune_configs(keep or [min(configs, key=lambda c: c.kwargs["K"])])
 
 
 @triton.jit
@@ -112,20 +144,13 @@ def _load_inputs(p_u, p_dl, p_tau, p_dy, p_z, n_valid, m_d, D: tl.constexpr, K: 
 
 
 @triton.jit
-def _load_row(X, p_bc, m_t, m_d, N: tl.constexpr, MASK_T: tl.constexpr,
-              SPLIT_GROUPS: tl.constexpr):
-    """X[t, g, :] as a tuple of N fp32 values (scalars; ``[BD]`` when channels of the block
-    belong to different groups)."""
+def _load_row(X, p_bc, m, NS: tl.constexpr, S: tl.constexpr):
+    """The lane's NS states of X[t, g, :] (state ``i·S + sub`` at ``p_bc + i·S``, ``p_bc``
+    holding the sub-lane) as a tuple of fp32 ``[32]`` vectors; lanes of a channel group read
+    the same row (a broadcast load)."""
     xs = ()
-    for n in tl.static_range(N):
-        if MASK_T:
-            if SPLIT_GROUPS:
-                m = tl.where(m_t, m_d, False)
-            else:
-                m = m_t
-            xs = xs + (tl.load(X + p_bc + n, mask=m, other=0.0).to(tl.float32),)
-        else:
-            xs = xs + (tl.load(X + p_bc + n).to(tl.float32),)
+    for i in tl.static_range(NS):
+        xs = xs + (tl.load(X + p_bc + i * S, mask=m, other=0.0).to(tl.float32),)
     return xs
 
 
@@ -159,14 +184,14 @@ def _coeffs(raw, tau, m_t, b_bias, b_rate, COUPLING: tl.constexpr, SOFTPLUS: tl.
 
 
 @triton.jit
-def _advance(hs, Bs, u, dtA, dtB, As, A2s, N: tl.constexpr, SCHEME: tl.constexpr):
-    """One forward step of the N states (the forward kernel's formulas)."""
+def _advance(hs, Bs, u, dtA, dtB, As, A2s, NS: tl.constexpr, SCHEME: tl.constexpr):
+    """One forward step of the lane's NS states (the forward kernel's formulas)."""
     if SCHEME == 0:
         ku = dtB * u
     else:
         ku = u
     out = ()
-    for n in tl.static_range(N):
+    for n in tl.static_range(NS):
         if SCHEME == 0 or SCHEME == 3:
             h = exp2_fast(dtA * A2s[n]) * hs[n] + ku * Bs[n]
         else:
@@ -178,24 +203,25 @@ def _advance(hs, Bs, u, dtA, dtB, As, A2s, N: tl.constexpr, SCHEME: tl.constexpr
 
 @triton.jit
 def _forward_sub(hs, cur, B, p_bc, n_valid, m_d, As, A2s, b_bias, b_rate,
-                 G: tl.constexpr, N: tl.constexpr, K: tl.constexpr, SCHEME: tl.constexpr,
-                 COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                 SPLIT_GROUPS: tl.constexpr, MASK_T: tl.constexpr):
+                 G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr, S: tl.constexpr,
+                 K: tl.constexpr, SCHEME: tl.constexpr, COUPLING: tl.constexpr,
+                 SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, MASK_T: tl.constexpr):
     """K forward steps from ``hs``: the state after the sub-chunk."""
     us, dls, taus, dys, zs = cur
     for k in tl.static_range(K):
         m_t = k < n_valid
-        Bs = _load_row(B, p_bc + k * G * N, m_t, m_d, N, MASK_T, SPLIT_GROUPS)
+        Bs = _load_row(B, p_bc + k * G * N, tl.where(m_t, m_d, False), NS, S)
         _, _, dtA, dtB = _coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
                                  HAS_BIAS, MASK_T)
-        hs = _advance(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, N, SCHEME)
+        hs = _advance(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, NS, SCHEME)
     return hs
 
 
 @triton.jit
 def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du, p_ddl, p_dz,
-                  p_dtau, p_dbc, n_valid, m_d, lane, o_g2, As, A2s, b_bias, b_Dskip, b_rate,
-                  D: tl.constexpr, G: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
+                  p_dtau, p_dbc, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias, b_Dskip,
+                  b_rate, D: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr,
+                  S: tl.constexpr, K: tl.constexpr,
                   SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
                   HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                   TAU_GRAD: tl.constexpr, SPLIT_GROUPS: tl.constexpr, MASK_T: tl.constexpr,
@@ -208,18 +234,19 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
     hs = h0s
     for k in tl.static_range(K):
         m_t = k < n_valid
-        Bs = _load_row(B, p_bc + k * G * N, m_t, m_d, N, MASK_T, SPLIT_GROUPS)
+        Bs = _load_row(B, p_bc + k * G * N, tl.where(m_t, m_d, False), NS, S)
         _, _, dtA, dtB = _coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
                                  HAS_BIAS, MASK_T)
-        hs = _advance(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, N, SCHEME)
+        hs = _advance(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, NS, SCHEME)
         hs_all = hs_all + (hs,)
+    # after the reduce-scatter each lane holds Q of the 2N sums (see channel_sums)
     Q: tl.constexpr = (2 * N + 31) // 32
     for k in tl.static_range(K - 1, -1, -1):
         m_t = k < n_valid
         hk = hs_all[k + 1]
         hp = hs_all[k]
-        Bs = _load_row(B, p_bc + k * G * N, m_t, m_d, N, MASK_T, SPLIT_GROUPS)
-        Cs = _load_row(C, p_bc + k * G * N, m_t, m_d, N, MASK_T, SPLIT_GROUPS)
+        Bs = _load_row(B, p_bc + k * G * N, tl.where(m_t, m_d, False), NS, S)
+        Cs = _load_row(C, p_bc + k * G * N, tl.where(m_t, m_d, False), NS, S)
         b_u = us[k].to(tl.float32)
         b_x, b_dl, dtA, dtB = _coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
                                       HAS_BIAS, MASK_T)
@@ -227,11 +254,12 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         if HAS_Z:
             b_z = zs[k].to(tl.float32)
             b_sz = sigmoid(b_z)
-            b_ypre = b_Dskip * b_u
-            for n in tl.static_range(N):
+            b_ypre = tl.zeros_like(b_u)
+            for n in tl.static_range(NS):
                 b_ypre += hk[n] * Cs[n]
+            b_ypre = group_sum(b_ypre, S) + b_Dskip * b_u
             b_dz = b_dy * b_ypre * b_sz * (1.0 + b_z * (1.0 - b_sz))
-            _store(p_dz + k * D, b_dz, m_t, m_d, MASK_T, EVEN_D)
+            _store(p_dz + k * D, b_dz, m_t, m_w, MASK_T, EVEN_D and S == 1)
             b_dy = b_dy * b_z * b_sz
         if SCHEME == 0:
             ku = dtB * b_u
@@ -245,7 +273,7 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         s_u = tl.zeros_like(b_u)  # Σ_n g k B (∂u before D)
         s_dtA = tl.zeros_like(b_u)  # Σ_n g h[l-1] ∂Ā/∂dtA (A pre-scaled by log2 e: see below)
         s_dtB = tl.zeros_like(b_u)  # Σ_n g B u ∂k/∂dtB (zoh, bilinear)
-        for n in tl.static_range(N):
+        for n in tl.static_range(NS):
             gn = g[n] + b_dy * Cs[n]
             dCs = dCs + (b_dy * hk[n],)
             if SCHEME == 0 or SCHEME == 3:
@@ -269,7 +297,11 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
             ng = ng + (gn * dAn,)
         g = ng
         dA_acc = ndA
-        d_dtA = s_dtA * LN2
+        # per-channel sums over the channel's S lanes
+        s_u = group_sum(s_u, S)
+        d_dtA = group_sum(s_dtA, S) * LN2
+        if SCHEME == 1 or SCHEME == 2:
+            s_dtB = group_sum(s_dtB, S)
         if SCHEME == 0:
             b_du = s_u * dtB
             d_dtB = s_u * b_u
@@ -282,7 +314,7 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         if HAS_D:
             b_du += b_Dskip * b_dy
             b_dD += b_dy * b_u
-        _store(p_du + k * D, b_du, m_t, m_d, MASK_T, EVEN_D)
+        _store(p_du + k * D, b_du, m_t, m_w, MASK_T, EVEN_D and S == 1)
         # chain rule through the coupling
         if COUPLING == 1:
             b_ddl = d_dtB
@@ -295,7 +327,7 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
             b_ddl = d_dtB + d_dtA
             b_dtau_l = d_dtA
         if TAU_GRAD:
-            b_dtau = tl.sum(tl.where(m_d, b_dtau_l, 0.0), 0)
+            b_dtau = tl.sum(tl.where(m_w, b_dtau_l, 0.0), 0)
             if MASK_T:
                 tl.atomic_add(p_dtau + k, b_dtau, mask=m_t, sem="relaxed")
             else:
@@ -306,34 +338,37 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         if MASK_T:
             b_ddl = tl.where(m_t, b_ddl, 0.0)
         b_dbias += b_ddl
-        _store(p_ddl + k * D, b_ddl, m_t, m_d, MASK_T, EVEN_D)
+        _store(p_ddl + k * D, b_ddl, m_t, m_w, MASK_T, EVEN_D and S == 1)
         # ∂B[t, g, :], ∂C[t, g, :]: sums over the block's channels, added to (T, G, 2N)
         p_row = p_dbc + k * G * 2 * N
         if SPLIT_GROUPS:
             m = tl.where(m_t, m_d, False)
-            for n in tl.static_range(N):
-                tl.atomic_add(p_row + o_g2 + n, dBs[n], mask=m, sem="relaxed")
-                tl.atomic_add(p_row + o_g2 + N + n, dCs[n], mask=m, sem="relaxed")
+            for n in tl.static_range(NS):
+                tl.atomic_add(p_row + o_g2 + n * S + sub, dBs[n], mask=m, sem="relaxed")
+                tl.atomic_add(p_row + o_g2 + N + n * S + sub, dCs[n], mask=m, sem="relaxed")
         else:
             vals = dBs + dCs
-            for _ in tl.static_range(32 * Q - 2 * N):
+            for _ in tl.static_range((32 // S) * Q - 2 * NS):
                 vals = vals + (tl.zeros_like(b_u),)
-            sums = channel_sums(vals, lane, Q, 2 * N)
+            sums = channel_sums(vals, lane, Q, 2 * NS, S)
             for i in tl.static_range(Q):
-                idx = lane * Q + i
-                m = idx < 2 * N
+                # value v of sub-lane `sub`: ∂B of state v·S + sub, or ∂C of (v - NS)·S + sub
+                v = (lane // S) * Q + i
+                o = tl.where(v < NS, v * S + sub, N + (v - NS) * S + sub)
+                m = v < 2 * NS
                 if MASK_T:
                     m = tl.where(m_t, m, False)
-                tl.atomic_add(p_row + o_g2 + idx, sums[i], mask=m, sem="relaxed")
+                tl.atomic_add(p_row + o_g2 + o, sums[i], mask=m, sem="relaxed")
     return g, dA_acc, b_dD, b_dbias, b_drate
 
 
 @triton.autotune(
-    configs=autotune_configs([
+    configs=[
         triton.Config({"K": 4}, num_warps=1),
         triton.Config({"K": 2}, num_warps=1),
-    ]),
-    key=["D", "N", "G", "CK", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "DTYPE_KEY"],
+    ],
+    key=["D", "N", "G", "CK", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "DTYPE_KEY", "S"],
+    prune_configs_by={"early_config_prune": _prune_bwd},
     reset_to_zero=["dA", "dBC", "dDskip", "dbias", "drate", "dtau"],
 )
 @triton.heuristics({
@@ -350,10 +385,11 @@ def selective_scan_bwd_kernel(
     SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DLAST: tl.constexpr,
     STORE_DH0: tl.constexpr, TAU_GRAD: tl.constexpr, IS_VARLEN: tl.constexpr,
-    DTYPE_KEY: tl.constexpr, BD: tl.constexpr, K: tl.constexpr, SPLIT_GROUPS: tl.constexpr,
-    EVEN_D: tl.constexpr,
+    DTYPE_KEY: tl.constexpr, S: tl.constexpr, BD: tl.constexpr, K: tl.constexpr,
+    SPLIT_GROUPS: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     i_d, i_s = tl.program_id(0), tl.program_id(1)
+    NS: tl.constexpr = N // S
     if IS_VARLEN:
         bos = tl.load(cu_seqlens + i_s).to(tl.int64)
         eos = tl.load(cu_seqlens + i_s + 1).to(tl.int64)
@@ -363,9 +399,12 @@ def selective_scan_bwd_kernel(
         eos = bos + L
         i_ck = i_s.to(tl.int64) * tl.cdiv(L, CK)
     T = (eos - bos).to(tl.int32)
-    lane = tl.arange(0, BD)
-    o_d = i_d * BD + lane
+    # lane j: channel j // S, states (j % S), (j % S) + S, ... (S lanes a channel)
+    lane = tl.arange(0, 32)
+    sub = lane % S
+    o_d = i_d * BD + lane // S
     m_d = o_d < D
+    m_w = m_d & (sub == 0)  # per-channel outputs are written by the channel's first lane
     b_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
     b_Dskip = tl.load(Dskip + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_D else 0.0
     b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == 1 else 0.0
@@ -373,24 +412,26 @@ def selective_scan_bwd_kernel(
     A2s = ()
     g = ()
     dA_acc = ()
-    for n in tl.static_range(N):
-        b_An = tl.load(A + o_d * N + n, mask=m_d, other=0.0).to(tl.float32)
+    o_dn = o_d * N + sub  # (D, N) tensors: state i·S + sub of channel o_d
+    for i in tl.static_range(NS):
+        b_An = tl.load(A + o_dn + i * S, mask=m_d, other=0.0).to(tl.float32)
         As = As + (b_An,)
         A2s = A2s + (b_An * LOG2E,)
         if HAS_DLAST:
-            g = g + (tl.load(dlast + (i_s.to(tl.int64) * D + o_d) * N + n, mask=m_d, other=0.0),)
+            g = g + (tl.load(dlast + i_s.to(tl.int64) * D * N + o_dn + i * S, mask=m_d, other=0.0),)
         else:
-            g = g + (tl.zeros([BD], dtype=tl.float32),)
-        dA_acc = dA_acc + (tl.zeros([BD], dtype=tl.float32),)
-    b_dD = tl.zeros([BD], dtype=tl.float32)
-    b_dbias = tl.zeros([BD], dtype=tl.float32)
-    b_drate = tl.zeros([BD], dtype=tl.float32)
+            g = g + (tl.zeros([32], dtype=tl.float32),)
+        dA_acc = dA_acc + (tl.zeros([32], dtype=tl.float32),)
+    b_dD = tl.zeros([32], dtype=tl.float32)
+    b_dbias = tl.zeros([32], dtype=tl.float32)
+    b_drate = tl.zeros([32], dtype=tl.float32)
     # B/C (and ∂B/∂C) of channel d come from group d // (D / G)
     if SPLIT_GROUPS:
         o_g = (o_d // (D // G)) * N
     else:
         o_g = ((i_d * BD) // (D // G)) * N
     o_g2 = 2 * o_g
+    o_bc = o_g + sub
 
     # pointers without the sequence start: offsets are (t) * D with bos int64
     p_u = u + o_d
@@ -408,8 +449,8 @@ def selective_scan_bwd_kernel(
         p_tau = tau
     else:
         p_tau = u
-    # this program's scratch: the state entering each sub-chunk of a chunk, (SLOTS, N, BD)
-    p_scr = scratch + (i_s.to(tl.int64) * tl.num_programs(0) + i_d) * SLOTS * N * BD + lane
+    # this program's scratch: the state entering each sub-chunk of a chunk, (SLOTS, NS, 32)
+    p_scr = scratch + (i_s.to(tl.int64) * tl.num_programs(0) + i_d) * SLOTS * NS * 32 + lane
     # L1 prefetch of a B/C row: lane j covers cache line j // K of the row at step j % K
     LINE = 1024 // B.dtype.element_ty.primitive_bitwidth
     o_pf = lane % K
@@ -423,11 +464,12 @@ def selective_scan_bwd_kernel(
         # forward over the chunk from its saved state ((n_chunks, N, D)), keeping the state
         # entering every sub-chunk
         hs = ()
-        for n in tl.static_range(N):
-            hs = hs + (tl.load(ckpt + ((i_ck + i_o) * N + n) * D + o_d, mask=m_d, other=0.0),)
+        for i in tl.static_range(NS):
+            hs = hs + (tl.load(ckpt + ((i_ck + i_o) * N + sub + i * S) * D + o_d, mask=m_d,
+                               other=0.0),)
         for i_c in range(0, n_sub):
-            for n in tl.static_range(N):
-                tl.store(p_scr + (i_c * N + n) * BD, hs[n])
+            for i in tl.static_range(NS):
+                tl.store(p_scr + (i_c * NS + i) * 32, hs[i])
             t = bos + i_o * CK + i_c * K
             n_valid = n_ck - i_c * K
             cur = _load_inputs(p_u + t * D, p_dl + t * D, p_tau + t, p_dy, p_z, n_valid, m_d, D, K,
@@ -436,14 +478,13 @@ def selective_scan_bwd_kernel(
             # the inputs two sub-chunks ahead: DRAM latency is about one sub-chunk of work
             _prefetch_rows(p_u + (t + 2 * K) * D, t - bos + 2 * K, T, m_d, D, K)
             _prefetch_rows(p_dl + (t + 2 * K) * D, t - bos + 2 * K, T, m_d, D, K)
-            hs = _forward_sub(hs, cur, B, (t) * G * N + o_g, n_valid, m_d, As, A2s, b_bias,
-                              b_rate, G, N, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS,
-                              SPLIT_GROUPS, True)
+            hs = _forward_sub(hs, cur, B, t * G * N + o_bc, n_valid, m_d, As, A2s, b_bias,
+                              b_rate, G, N, NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, True)
         # backwards over the sub-chunks
         for i_c in range(n_sub - 1, -1, -1):
             h0s = ()
-            for n in tl.static_range(N):
-                h0s = h0s + (tl.load(p_scr + (i_c * N + n) * BD),)
+            for i in tl.static_range(NS):
+                h0s = h0s + (tl.load(p_scr + (i_c * NS + i) * 32),)
             t = bos + i_o * CK + i_c * K
             n_valid = n_ck - i_c * K
             cur = _load_inputs(p_u + t * D, p_dl + t * D, p_tau + t, p_dy + t * D, p_z + t * D,
@@ -452,30 +493,30 @@ def selective_scan_bwd_kernel(
             prefetch_l1(C + (t - K) * G * N + o_bc_pf, m_pf & (t - bos >= K))
             prefetch_l1(C + (t) * G * N + o_bc_pf, m_pf & (o_pf < n_valid))
             # the previous sub-chunk's state and inputs (dy and z two back: first read here)
-            for n in tl.static_range(N):
-                prefetch_l1(p_scr + ((i_c - 1) * N + n) * BD, m_d & (i_c > 0))
+            for i in tl.static_range(NS):
+                prefetch_l1(p_scr + ((i_c - 1) * NS + i) * 32, m_d & (i_c > 0))
             _prefetch_rows(p_u + (t - K) * D, t - bos - K, T, m_d, D, K)
             _prefetch_rows(p_dl + (t - K) * D, t - bos - K, T, m_d, D, K)
             _prefetch_rows(p_dy + (t - 2 * K) * D, t - bos - 2 * K, T, m_d, D, K)
             if HAS_Z:
                 _prefetch_rows(p_z + (t - 2 * K) * D, t - bos - 2 * K, T, m_d, D, K)
             g, dA_acc, b_dD, b_dbias, b_drate = _backward_sub(
-                g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, (t) * G * N + o_g,
+                g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, t * G * N + o_bc,
                 p_du + t * D, p_ddl + t * D, p_dz + t * D, dtau + t, dBC + t * G * 2 * N,
-                n_valid, m_d, lane, o_g2, As, A2s, b_bias, b_Dskip, b_rate,
-                D, G, N, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, TAU_GRAD,
+                n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias, b_Dskip, b_rate,
+                D, G, N, NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, TAU_GRAD,
                 SPLIT_GROUPS, True, EVEN_D)
 
-    for n in tl.static_range(N):
-        tl.atomic_add(dA + o_d * N + n, dA_acc[n], mask=m_d, sem="relaxed")
+    for i in tl.static_range(NS):
+        tl.atomic_add(dA + o_dn + i * S, dA_acc[i], mask=m_d, sem="relaxed")
         if STORE_DH0:
-            tl.store(dh0 + (i_s.to(tl.int64) * D + o_d) * N + n, g[n], mask=m_d)
+            tl.store(dh0 + i_s.to(tl.int64) * D * N + o_dn + i * S, g[i], mask=m_d)
     if HAS_D:
-        tl.atomic_add(dDskip + o_d, b_dD, mask=m_d, sem="relaxed")
+        tl.atomic_add(dDskip + o_d, b_dD, mask=m_w, sem="relaxed")
     if HAS_BIAS:
-        tl.atomic_add(dbias + o_d, b_dbias, mask=m_d, sem="relaxed")
+        tl.atomic_add(dbias + o_d, b_dbias, mask=m_w, sem="relaxed")
     if COUPLING == 1:
-        tl.atomic_add(drate + o_d, b_drate, mask=m_d, sem="relaxed")
+        tl.atomic_add(drate + o_d, b_drate, mask=m_w, sem="relaxed")
 
 
 def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, rate, ckpt,
@@ -504,8 +545,9 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
     # Per-program slots for the sub-chunk states of one chunk (K >= 2 steps a sub-chunk): with
     # at most a few programs per SM alive at once this stays in L2.
     slots = CK // 2
-    n_dblk = triton.cdiv(D, BD_BWD)
-    scratch = new_empty(n_seq * n_dblk * slots * N * BD_BWD, like=u, dtype=torch.float32)
+    S = lanes_per_channel(N)
+    n_dblk = triton.cdiv(D, 32 // S)
+    scratch = new_empty(n_seq * n_dblk * slots * (N // S) * 32, like=u, dtype=torch.float32)
 
     grid = (n_dblk, n_seq)
     selective_scan_bwd_kernel[grid](
@@ -516,7 +558,7 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
         SCHEME=scheme, COUPLING=coupling, SOFTPLUS=softplus_,
         HAS_BIAS=delta_bias is not None, HAS_D=Dskip is not None, HAS_Z=z is not None,
         HAS_DLAST=dlast is not None, STORE_DH0=store_dh0, TAU_GRAD=tau_grad,
-        IS_VARLEN=cu_seqlens is not None, DTYPE_KEY=str(u.dtype), BD=BD_BWD,
+        IS_VARLEN=cu_seqlens is not None, DTYPE_KEY=str(u.dtype), S=S, BD=32 // S,
     )
     return dict(u=du, delta=ddelta, A=dA, B=dBC[..., :N], C=dBC[..., N:],
                 D=dDskip if Dskip is not None else None,

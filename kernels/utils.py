@@ -146,32 +146,58 @@ def _reduce_scatter_level(vals, up, H: tl.constexpr, M: tl.constexpr):
 
 
 @triton.jit
-def channel_sums(vals, lane, Q: tl.constexpr, NV: tl.constexpr):
-    """Sums over the 32 lanes of a warp of ``32·Q`` values at once (a reduce-scatter).
+def channel_sums(vals, lane, Q: tl.constexpr, NV: tl.constexpr, S: tl.constexpr):
+    """Sums over the channels of a warp of many values at once (a reduce-scatter).
 
-    ``vals`` is a tuple of ``32·Q`` ``[32]`` vectors (one channel per lane, ``lane`` its
-    ``tl.arange(0, 32)``); returns ``Q`` vectors where lane ``j``, entry ``i``, holds the sum
-    over lanes of ``vals[j·Q + i]``. Five butterfly levels of halving exchanges cost
-    ``31·Q`` shuffles, against ``5`` per value for separate ``tl.sum`` trees. The interpreter
-    (no PTX) computes the same result with ``tl.sum`` over the first ``NV`` values (the rest
-    must be zero padding).
+    The warp's 32 lanes hold ``32 / S`` channels, ``S`` adjacent lanes a channel (lane ``j``:
+    channel ``j // S``, sub-lane ``j % S``). ``vals`` is a tuple of ``(32 / S)·Q`` ``[32]``
+    vectors (``lane`` is ``tl.arange(0, 32)``); returns ``Q`` vectors where lane ``j``, entry
+    ``i``, holds the sum over the lanes of sub-lane ``j % S`` of ``vals[(j // S)·Q + i]``.
+    Butterfly levels of halving exchanges over the channel bits cost ``(32/S - 1)·Q``
+    shuffles, against ``log2(32/S)`` per value for separate ``tl.sum`` trees. The
+    interpreter (no PTX) computes the same with ``tl.sum`` over the first ``NV`` values (the
+    rest must be zero padding).
     """
     if _PTX:
-        v = _reduce_scatter_level(vals, (lane & 16) != 0, 16 * Q, 16)
-        v = _reduce_scatter_level(v, (lane & 8) != 0, 8 * Q, 8)
-        v = _reduce_scatter_level(v, (lane & 4) != 0, 4 * Q, 4)
-        v = _reduce_scatter_level(v, (lane & 2) != 0, 2 * Q, 2)
-        v = _reduce_scatter_level(v, (lane & 1) != 0, Q, 1)
+        # level on lane bit M (M >= S): the H = M·Q/S pairs split between the two partners
+        v = vals
+        v = _reduce_scatter_level(v, (lane & 16) != 0, 16 * Q // S, 16)
+        v = _reduce_scatter_level(v, (lane & 8) != 0, 8 * Q // S, 8)
+        if S <= 4:
+            v = _reduce_scatter_level(v, (lane & 4) != 0, 4 * Q // S, 4)
+        if S <= 2:
+            v = _reduce_scatter_level(v, (lane & 2) != 0, 2 * Q // S, 2)
+        if S <= 1:
+            v = _reduce_scatter_level(v, (lane & 1) != 0, Q, 1)
         return v
     else:
         out = ()
         for i in tl.static_range(Q):
             acc = tl.zeros(lane.shape, tl.float32)
-            for j in tl.static_range(32):
-                if j * Q + i < NV:
-                    acc = tl.where(lane == j, tl.sum(vals[j * Q + i], 0), acc)
+            for c in tl.static_range(32 // S):
+                if c * Q + i < NV:
+                    x = vals[c * Q + i]
+                    for s in tl.static_range(S):
+                        tot = tl.sum(tl.where(lane % S == s, x, 0.0), 0)
+                        acc = tl.where(lane == c * S + s, tot, acc)
             out = out + (acc,)
         return out
+
+
+@triton.jit
+def group_sum(x, S: tl.constexpr):
+    """Sum of ``x [32]`` over each group of ``S`` adjacent lanes, on every lane of the group."""
+    if S == 1:
+        return x
+    else:
+        if _PTX:
+            x = x + shfl_xor(x, 1)
+            if S == 4:
+                x = x + shfl_xor(x, 2)
+            return x
+        else:
+            sums = tl.sum(tl.reshape(x, [x.shape[0] // S, S]), 1)
+            return tl.reshape(tl.broadcast_to(sums[:, None], [x.shape[0] // S, S]), [x.shape[0]])
 
 
 @triton.jit
