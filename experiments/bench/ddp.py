@@ -60,7 +60,8 @@ def worker(args) -> None:
     L.seed_everything(args.seed, workers=True)
     dm = SyntheticDataModule(kind="sinusoid", n_sequences=args.sequences, min_len=args.seq_len,
                              max_len=args.seq_len, num_classes=4, batch_size=args.global_batch,
-                             num_workers=args.num_workers, val_fraction=0.05, test_fraction=0.05, seed=args.seed, data_seed=args.seed)
+                             num_workers=args.num_workers, val_fraction=0.05, test_fraction=0.05,
+                             seed=args.seed, data_seed=args.seed)
     dm.build()
     model = EventClassifier(
         num_classes=dm.num_classes, d_input=dm.d_input, use_observed=dm.use_observed,
