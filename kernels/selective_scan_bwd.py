@@ -49,11 +49,13 @@ from .utils import (
     discretize_grad,
     exp2_fast,
     group_sum,
+    load_steps,
     new_empty,
     prefetch_l1,
     sigmoid,
     softplus,
     step_sizes,
+    store_masked,
 )
 
 __all__ = ["selective_scan_bwd"]
@@ -84,63 +86,6 @@ def _prune_bwd(configs, nargs, **kwargs):
     per_lane = arg("N") // arg("S")
     keep = [c for c in configs if c.kwargs["K"] * per_lane <= 32]
     return autotune_configs(keep or [min(configs, key=lambda c: c.kwargs["K"])])
-
-
-@triton.jit
-def _load(p, m_t, m_d, MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
-    """A ``[BD]`` load masked by step (when ``MASK_T``) and channel (unless ``EVEN_D``)."""
-    if MASK_T:
-        return tl.load(p, mask=tl.where(m_t, m_d, False), other=0.0)
-    else:
-        if EVEN_D:
-            return tl.load(p)
-        else:
-            return tl.load(p, mask=m_d, other=0.0)
-
-
-@triton.jit
-def _store(p, x, m_t, m_d, MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
-    x = x.to(p.dtype.element_ty)
-    if MASK_T:
-        tl.store(p, x, mask=tl.where(m_t, m_d, False))
-    else:
-        if EVEN_D:
-            tl.store(p, x)
-        else:
-            tl.store(p, x, mask=m_d)
-
-
-@triton.jit
-def _load_inputs(p_u, p_dl, p_tau, p_dy, p_z, n_valid, m_d, D: tl.constexpr, K: tl.constexpr,
-                 COUPLING: tl.constexpr, HAS_Z: tl.constexpr, WITH_DY: tl.constexpr,
-                 MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
-    """The per-channel inputs of K steps as tuples of ``[BD]`` vectors (absent ones alias δ's:
-    empty tuples cannot be loop-carried)."""
-    us = ()
-    dls = ()
-    taus = ()
-    dys = ()
-    zs = ()
-    for k in tl.static_range(K):
-        m_t = k < n_valid
-        us = us + (_load(p_u + k * D, m_t, m_d, MASK_T, EVEN_D),)
-        dls = dls + (_load(p_dl + k * D, m_t, m_d, MASK_T, EVEN_D),)
-        if COUPLING != 0:
-            if MASK_T:
-                taus = taus + (tl.load(p_tau + k, mask=m_t, other=0.0),)
-            else:
-                taus = taus + (tl.load(p_tau + k),)
-        if WITH_DY:
-            dys = dys + (_load(p_dy + k * D, m_t, m_d, MASK_T, EVEN_D),)
-            if HAS_Z:
-                zs = zs + (_load(p_z + k * D, m_t, m_d, MASK_T, EVEN_D),)
-    if COUPLING == 0:
-        taus = dls
-    if not WITH_DY:
-        dys = dls
-    if not (WITH_DY and HAS_Z):
-        zs = dls
-    return us, dls, taus, dys, zs
 
 
 @triton.jit
@@ -205,16 +150,24 @@ def _advance(hs, Bs, u, dtA, dtB, As, A2s, NS: tl.constexpr, SCHEME: tl.constexp
 def _forward_sub(hs, cur, B, p_bc, n_valid, m_d, As, A2s, b_bias, b_rate,
                  G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr, S: tl.constexpr,
                  K: tl.constexpr, SCHEME: tl.constexpr, COUPLING: tl.constexpr,
-                 SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, MASK_T: tl.constexpr):
-    """K forward steps from ``hs``: the state after the sub-chunk."""
+                 SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, MASK_T: tl.constexpr,
+                 KEEP: tl.constexpr):
+    """K forward steps from ``hs``: the state after the sub-chunk, or with ``KEEP`` the tuple of
+    its K + 1 states ``h[0..K]`` (``h[0] = hs``)."""
     us, dls, taus, dys, zs = cur
+    hs_all = (hs,)
     for k in tl.static_range(K):
         m_t = k < n_valid
         Bs = _load_row(B, p_bc + k * G * N, tl.where(m_t, m_d, False), NS, S)
         _, _, dtA, dtB = _coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
                                  HAS_BIAS, MASK_T)
         hs = _advance(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, NS, SCHEME)
-    return hs
+        if KEEP:
+            hs_all = hs_all + (hs,)
+    if KEEP:
+        return hs_all
+    else:
+        return hs
 
 
 @triton.jit
@@ -230,15 +183,8 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
     adjoint after it (``g``); returns the adjoint before it and the updated accumulators."""
     us, dls, taus, dys, zs = cur
     # the sub-chunk's states h[0..K] (h[0] = h0s) recomputed into registers
-    hs_all = (h0s,)
-    hs = h0s
-    for k in tl.static_range(K):
-        m_t = k < n_valid
-        Bs = _load_row(B, p_bc + k * G * N, tl.where(m_t, m_d, False), NS, S)
-        _, _, dtA, dtB = _coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
-                                 HAS_BIAS, MASK_T)
-        hs = _advance(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, NS, SCHEME)
-        hs_all = hs_all + (hs,)
+    hs_all = _forward_sub(h0s, cur, B, p_bc, n_valid, m_d, As, A2s, b_bias, b_rate, G, N, NS, S,
+                          K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, MASK_T, True)
     # after the reduce-scatter each lane holds Q of the 2N sums (see channel_sums)
     Q: tl.constexpr = (2 * N + 31) // 32
     for k in tl.static_range(K - 1, -1, -1):
@@ -259,7 +205,7 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
                 b_ypre += hk[n] * Cs[n]
             b_ypre = group_sum(b_ypre, S) + b_Dskip * b_u
             b_dz = b_dy * b_ypre * b_sz * (1.0 + b_z * (1.0 - b_sz))
-            _store(p_dz + k * D, b_dz, m_t, m_w, MASK_T, EVEN_D and S == 1)
+            store_masked(p_dz + k * D, b_dz, m_t, m_w, MASK_T, EVEN_D and S == 1)
             b_dy = b_dy * b_z * b_sz
         if SCHEME == 0:
             ku = dtB * b_u
@@ -314,7 +260,7 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         if HAS_D:
             b_du += b_Dskip * b_dy
             b_dD += b_dy * b_u
-        _store(p_du + k * D, b_du, m_t, m_w, MASK_T, EVEN_D and S == 1)
+        store_masked(p_du + k * D, b_du, m_t, m_w, MASK_T, EVEN_D and S == 1)
         # chain rule through the coupling
         if COUPLING == 1:
             b_ddl = d_dtB
@@ -338,7 +284,7 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         if MASK_T:
             b_ddl = tl.where(m_t, b_ddl, 0.0)
         b_dbias += b_ddl
-        _store(p_ddl + k * D, b_ddl, m_t, m_w, MASK_T, EVEN_D and S == 1)
+        store_masked(p_ddl + k * D, b_ddl, m_t, m_w, MASK_T, EVEN_D and S == 1)
         # ∂B[t, g, :], ∂C[t, g, :]: sums over the block's channels, added to (T, G, 2N)
         p_row = p_dbc + k * G * 2 * N
         if SPLIT_GROUPS:
@@ -472,14 +418,15 @@ def selective_scan_bwd_kernel(
                 tl.store(p_scr + (i_c * NS + i) * 32, hs[i])
             t = bos + i_o * CK + i_c * K
             n_valid = n_ck - i_c * K
-            cur = _load_inputs(p_u + t * D, p_dl + t * D, p_tau + t, p_dy, p_z, n_valid, m_d, D, K,
-                               COUPLING, HAS_Z, False, True, EVEN_D)
+            cur = load_steps(p_u + t * D, p_dl + t * D, p_tau + t, p_dy, p_z, n_valid, m_d, D, K,
+                             COUPLING, False, False, True, EVEN_D)
             prefetch_l1(B + (t + K) * G * N + o_bc_pf, m_pf & (o_pf < n_valid - K))
             # the inputs two sub-chunks ahead: DRAM latency is about one sub-chunk of work
             _prefetch_rows(p_u + (t + 2 * K) * D, t - bos + 2 * K, T, m_d, D, K)
             _prefetch_rows(p_dl + (t + 2 * K) * D, t - bos + 2 * K, T, m_d, D, K)
             hs = _forward_sub(hs, cur, B, t * G * N + o_bc, n_valid, m_d, As, A2s, b_bias,
-                              b_rate, G, N, NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, True)
+                              b_rate, G, N, NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, True,
+                              False)
         # backwards over the sub-chunks
         for i_c in range(n_sub - 1, -1, -1):
             h0s = ()
@@ -487,8 +434,8 @@ def selective_scan_bwd_kernel(
                 h0s = h0s + (tl.load(p_scr + (i_c * NS + i) * 32),)
             t = bos + i_o * CK + i_c * K
             n_valid = n_ck - i_c * K
-            cur = _load_inputs(p_u + t * D, p_dl + t * D, p_tau + t, p_dy + t * D, p_z + t * D,
-                               n_valid, m_d, D, K, COUPLING, HAS_Z, True, True, EVEN_D)
+            cur = load_steps(p_u + t * D, p_dl + t * D, p_tau + t, p_dy + t * D, p_z + t * D,
+                             n_valid, m_d, D, K, COUPLING, True, HAS_Z, True, EVEN_D)
             prefetch_l1(B + (t - K) * G * N + o_bc_pf, m_pf & (t - bos >= K))
             prefetch_l1(C + (t - K) * G * N + o_bc_pf, m_pf & (t - bos >= K))
             prefetch_l1(C + (t) * G * N + o_bc_pf, m_pf & (o_pf < n_valid))

@@ -28,57 +28,26 @@ from .utils import (
     LOG2E,
     discretize,
     exp2_fast,
+    load_steps,
     new_empty,
     prefetch_l1,
     prune_unrolled,
     sigmoid,
     softplus,
     step_sizes,
+    store_masked,
 )
 
 __all__ = ["selective_scan_fwd"]
 
 
 @triton.jit
-def _load(p, m_t, m_d, MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
-    """A load masked by step (when ``MASK_T``) and channel (unless ``EVEN_D``). Unmasked loads are
-    the common case: a masked one also zero-fills its destination, an instruction per value."""
-    if MASK_T:
-        # tl.where builds the [BD] mask (the interpreter cannot broadcast a scalar mask)
-        return tl.load(p, mask=tl.where(m_t, m_d, False), other=0.0)
-    else:
-        if EVEN_D:
-            return tl.load(p)
-        else:
-            return tl.load(p, mask=m_d, other=0.0)
-
-
-@triton.jit
 def _load_chunk(p_u, p_dl, p_tau, p_z, n_valid, m_d, D: tl.constexpr, K: tl.constexpr,
                 COUPLING: tl.constexpr, HAS_Z: tl.constexpr, MASK_T: tl.constexpr,
                 EVEN_D: tl.constexpr):
-    """The per-channel inputs of the K steps starting at the pointers, as tuples of ``[BD]``
-    vectors (steps ``k >= n_valid`` read as 0 when ``MASK_T``)."""
-    us = ()
-    dls = ()
-    taus = ()
-    zs = ()
-    for k in tl.static_range(K):
-        m_t = k < n_valid
-        us = us + (_load(p_u + k * D, m_t, m_d, MASK_T, EVEN_D),)
-        dls = dls + (_load(p_dl + k * D, m_t, m_d, MASK_T, EVEN_D),)
-        if COUPLING != 0:
-            if MASK_T:
-                taus = taus + (tl.load(p_tau + k, mask=m_t, other=0.0),)
-            else:
-                taus = taus + (tl.load(p_tau + k),)
-        if HAS_Z:
-            zs = zs + (_load(p_z + k * D, m_t, m_d, MASK_T, EVEN_D),)
-    # Absent inputs alias a present one: empty tuples cannot be loop-carried.
-    if COUPLING == 0:
-        taus = dls
-    if not HAS_Z:
-        zs = dls
+    """The forward's per-channel inputs of K steps: (u, δ, τ, z) tuples (see ``load_steps``)."""
+    us, dls, taus, _, zs = load_steps(p_u, p_dl, p_tau, p_dl, p_z, n_valid, m_d, D, K, COUPLING,
+                                      False, HAS_Z, MASK_T, EVEN_D)
     return us, dls, taus, zs
 
 
@@ -154,13 +123,7 @@ def _steps(hs, Bs, Cs, cur, B, C, p_bc, p_y, n_valid, m_d, As, A2s, b_bias, b_Ds
         if HAS_Z:
             b_z = zs[k].to(tl.float32)
             b_y *= b_z * sigmoid(b_z)
-        if MASK_T:
-            tl.store(p_y + k * D, b_y.to(p_y.dtype.element_ty), mask=tl.where(m_t, m_d, False))
-        else:
-            if EVEN_D:
-                tl.store(p_y + k * D, b_y.to(p_y.dtype.element_ty))
-            else:
-                tl.store(p_y + k * D, b_y.to(p_y.dtype.element_ty), mask=m_d)
+        store_masked(p_y + k * D, b_y, m_t, m_d, MASK_T, EVEN_D)
     return hs, Bs, Cs
 
 

@@ -112,23 +112,74 @@ def prefetch_l1(p, mask):
 
 
 @triton.jit
+def load_masked(p, m_t, m_d, MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
+    """A ``[BD]`` load masked by step (when ``MASK_T``) and channel (unless ``EVEN_D``).
+    Unmasked loads are the common case: a masked one also zero-fills its destination, an
+    instruction per value."""
+    if MASK_T:
+        # tl.where builds the [BD] mask (the interpreter cannot broadcast a scalar mask)
+        return tl.load(p, mask=tl.where(m_t, m_d, False), other=0.0)
+    else:
+        if EVEN_D:
+            return tl.load(p)
+        else:
+            return tl.load(p, mask=m_d, other=0.0)
+
+
+@triton.jit
+def store_masked(p, x, m_t, m_d, MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
+    """The store matching ``load_masked`` (``x`` cast to the pointer's element type)."""
+    x = x.to(p.dtype.element_ty)
+    if MASK_T:
+        tl.store(p, x, mask=tl.where(m_t, m_d, False))
+    else:
+        if EVEN_D:
+            tl.store(p, x)
+        else:
+            tl.store(p, x, mask=m_d)
+
+
+@triton.jit
+def load_steps(p_u, p_dl, p_tau, p_dy, p_z, n_valid, m_d, D: tl.constexpr, K: tl.constexpr,
+               COUPLING: tl.constexpr, HAS_DY: tl.constexpr, HAS_Z: tl.constexpr,
+               MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
+    """The per-channel inputs (u, δ, τ, dy, z) of the K steps starting at the pointers, as
+    tuples of ``[BD]`` vectors (steps ``k >= n_valid`` read as 0 when ``MASK_T``). Absent
+    inputs (τ without coupling, dy, z without their flags) alias δ's tuple: empty tuples cannot
+    be loop-carried."""
+    us = ()
+    dls = ()
+    taus = ()
+    dys = ()
+    zs = ()
+    for k in tl.static_range(K):
+        m_t = k < n_valid
+        us = us + (load_masked(p_u + k * D, m_t, m_d, MASK_T, EVEN_D),)
+        dls = dls + (load_masked(p_dl + k * D, m_t, m_d, MASK_T, EVEN_D),)
+        if COUPLING != 0:
+            if MASK_T:
+                taus = taus + (tl.load(p_tau + k, mask=m_t, other=0.0),)
+            else:
+                taus = taus + (tl.load(p_tau + k),)
+        if HAS_DY:
+            dys = dys + (load_masked(p_dy + k * D, m_t, m_d, MASK_T, EVEN_D),)
+        if HAS_Z:
+            zs = zs + (load_masked(p_z + k * D, m_t, m_d, MASK_T, EVEN_D),)
+    if COUPLING == 0:
+        taus = dls
+    if not HAS_DY:
+        dys = dls
+    if not HAS_Z:
+        zs = dls
+    return us, dls, taus, dys, zs
+
+
+@triton.jit
 def shfl_xor(x, M: tl.constexpr):
     """The value ``x`` of lane ``lane ^ M`` (``shfl.sync.bfly``; fp32, a full warp)."""
-    if M == 16:
-        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 16, 0x1f, -1;", "=f,f", [x],
-                                         dtype=tl.float32, is_pure=True, pack=1)
-    elif M == 8:
-        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 8, 0x1f, -1;", "=f,f", [x],
-                                         dtype=tl.float32, is_pure=True, pack=1)
-    elif M == 4:
-        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 4, 0x1f, -1;", "=f,f", [x],
-                                         dtype=tl.float32, is_pure=True, pack=1)
-    elif M == 2:
-        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 2, 0x1f, -1;", "=f,f", [x],
-                                         dtype=tl.float32, is_pure=True, pack=1)
-    else:
-        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 1, 0x1f, -1;", "=f,f", [x],
-                                         dtype=tl.float32, is_pure=True, pack=1)
+    return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, $2, 0x1f, -1;", "=f,f,r",
+                                     [x, tl.full(x.shape, M, tl.int32)], dtype=tl.float32,
+                                     is_pure=True, pack=1)
 
 
 @triton.jit
