@@ -38,8 +38,7 @@ def _empty(like: Tensor) -> Tensor:
     return like.new_empty(0)
 
 
-@torch.library.custom_op("eventssm::selective_scan_fwd", mutates_args=())
-def _fwd_op(
+def _fwd_impl(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
     z: Tensor | None, delta_bias: Tensor | None, tau: Tensor | None, rate: Tensor | None,
     h0: Tensor | None, cu_seqlens: Tensor | None, softplus: bool, scheme: int, coupling: int,
@@ -53,6 +52,9 @@ def _fwd_op(
     return y, last, ckpt, offsets
 
 
+_fwd_op = torch.library.custom_op("eventssm::selective_scan_fwd", mutates_args=())(_fwd_impl)
+
+
 @_fwd_op.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, tau, rate, h0, cu_seqlens, softplus, scheme,
       coupling, save_ckpt):
@@ -62,16 +64,14 @@ def _(u, delta, A, B, C, D, z, delta_bias, tau, rate, h0, cu_seqlens, softplus, 
     last = u.new_empty(n_seq, Dm, N, dtype=torch.float32)
     if not save_ckpt:
         return torch.empty_like(u), last, last.new_empty(0), last.new_empty(0, dtype=torch.int32)
-    if cu_seqlens is None:
-        n_ck = b * triton.cdiv(L, chunk_size(N))
-    else:
-        n_ck = torch.library.get_ctx().new_dynamic_size()
+    # as in chunk_offsets_of: a bound on the chunks that needs no device read
+    n_ck = n_seq * triton.cdiv(L, chunk_size(N)) if cu_seqlens is None else \
+        triton.cdiv(L, chunk_size(N)) + n_seq
     ckpt = u.new_empty(n_ck, N, Dm, dtype=torch.float32)
     return torch.empty_like(u), last, ckpt, last.new_empty(n_seq + 1, dtype=torch.int32)
 
 
-@torch.library.custom_op("eventssm::selective_scan_bwd", mutates_args=())
-def _bwd_op(
+def _bwd_impl(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
     z: Tensor | None, delta_bias: Tensor | None, tau: Tensor | None, rate: Tensor | None,
     ckpt: Tensor, offsets: Tensor, cu_seqlens: Tensor | None, dy: Tensor,
@@ -84,6 +84,9 @@ def _bwd_op(
         CK=chunk_size(A.shape[1]), store_dh0=store_dh0, tau_grad=tau_grad)
     # ∂B and ∂C come as halves of one buffer: custom-op outputs may not alias each other
     return [_empty(u) if g[k] is None else g[k].contiguous() for k in _GRAD_NAMES]
+
+
+_bwd_op = torch.library.custom_op("eventssm::selective_scan_bwd", mutates_args=())(_bwd_impl)
 
 
 _GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "tau", "rate", "h0")
@@ -113,7 +116,7 @@ def _setup_context(ctx, inputs, output):
     ctx.flags = (softplus, scheme, coupling, save_ckpt)
 
 
-def _backward(ctx, dy, dlast, _dckpt, _doffsets):
+def _backward(ctx, dy, dlast, _dckpt, _doffsets, bwd=_bwd_op):
     (u, delta, A, B, C, D, z, delta_bias, tau, rate, h0, cu_seqlens, ckpt,
      offsets) = ctx.saved_tensors
     softplus, scheme, coupling, save_ckpt = ctx.flags
@@ -123,7 +126,7 @@ def _backward(ctx, dy, dlast, _dckpt, _doffsets):
     needs = ctx.needs_input_grad
     if dy is None:
         dy = torch.zeros_like(u)
-    grads = _bwd_op(u, delta, A, B, C, D, z, delta_bias, tau, rate, ckpt, offsets, cu_seqlens,
+    grads = bwd(u, delta, A, B, C, D, z, delta_bias, tau, rate, ckpt, offsets, cu_seqlens,
                     dy, dlast, softplus, scheme, coupling,
                     store_dh0=h0 is not None and needs[10],
                     tau_grad=tau is not None and coupling != 0 and needs[8])
@@ -140,6 +143,24 @@ def _backward(ctx, dy, dlast, _dckpt, _doffsets):
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _ScanFunction(torch.autograd.Function):
+    """The same forward and backward for eager mode without the custom op's dispatch: on an
+    H100 with torch 2.11 the custom-op wrappers (argument defaults, aliasing checks) cost about
+    a millisecond of host time per forward+backward, more than the kernels at small sizes.
+    ``torch.compile`` sees the custom ops instead (``selective_scan_triton``)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        out = _fwd_impl(*inputs)
+        _setup_context(ctx, inputs, out)
+        ctx.mark_non_differentiable(out[2], out[3])
+        return out
+
+    @staticmethod
+    def backward(ctx, dy, dlast, _dckpt, _doffsets):
+        return _backward(ctx, dy, dlast, _dckpt, _doffsets, bwd=_bwd_impl)
 
 
 def selective_scan_triton(
@@ -181,7 +202,9 @@ def selective_scan_triton(
     save_ckpt = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad
         for t in (u, delta, A, B, C, D, z, delta_bias, tau, rate_k, initial_state))
-    y, last, _, _ = _fwd_op(
+    # torch.compile traces the custom op (one opaque node); eager calls skip its dispatch
+    fwd = _fwd_op if torch.compiler.is_compiling() else _ScanFunction.apply
+    y, last, _, _ = fwd(
         c(u), c(delta), c(A), c(Bk), c(Ck), c(D), c(z), c(delta_bias), c(tau), c(rate_k),
         c(initial_state), c(cu), bool(delta_softplus), disc.scheme_id, coupling, save_ckpt)
     return (y, last) if return_last_state else y

@@ -13,8 +13,9 @@ and the chain rule through the scheme (∂Ā/∂dtA, ∂Ā/∂A, ∂k/∂dtB, �
 (dtA from Δ, τ, r) to δ, delta_bias, A, rate and τ.
 
 Layout: one program per (32 / S channels, sequence), one warp; ``S`` adjacent lanes share a
-channel (``lanes_per_channel``: 4 for N = 16 and 64), lane ``j`` holding states ``j % S``,
-``j % S + S``, ... of channel ``j // S`` as a tuple of ``[32]`` register vectors (so are the
+channel (``lanes_per_channel``: 4 for N = 16 and 64), lane ``j`` holding states
+``(j % S)·N/S`` to ``(j % S + 1)·N/S - 1`` of channel ``j // S`` (contiguous, so that B/C rows load
+as vectors) as a tuple of ``[32]`` register vectors (so are the
 adjoint ``g`` and the ∂A accumulator); per-channel sums over the states (y, ∂u, ∂dtA) take
 ``log2 S`` shuffles. Splitting a channel over lanes multiplies the warps by S: with one channel
 a lane there are only batch·D/32 of them and the step is latency-bound. ``h[l-1]`` is needed in
@@ -34,8 +35,6 @@ per program.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -43,60 +42,25 @@ import triton.language as tl
 from .utils import (
     LN2,
     LOG2E,
-    autotune_configs,
+    advance_states,
     channel_sums,
     discretize,
     discretize_grad,
     exp2_fast,
     group_sum,
+    lanes_per_channel,
+    load_row_vec,
     load_steps,
     new_empty,
     prefetch_l1,
+    prune_unrolled,
     sigmoid,
-    softplus,
-    step_sizes,
+    step_coeffs,
     store_masked,
+    vector_bytes,
 )
 
 __all__ = ["selective_scan_bwd"]
-
-
-def lanes_per_channel(N: int) -> int:
-    """Lanes sharing one channel's N states in the backward (``EVENTSSM_BWD_LANES`` overrides).
-
-    One lane per channel gives only ``batch·D/32`` warps (384 at (8, 4096, 1536, 16), fewer
-    than the H100's 528 schedulers) and the step is latency-bound. ``S`` lanes a channel give
-    ``S`` times the warps and ``1/S`` of the registers a lane needs, for ``log2 S`` shuffles per
-    per-channel sum; on the H100 at (8, 4096, 1536, 16) fp32, fwd+bwd took 6.0 / 5.1 / 4.7 ms
-    with S = 1 / 2 / 4 (experiments/results/kernel_notes.md).
-    """
-    env = os.environ.get("EVENTSSM_BWD_LANES")
-    if env:
-        S = int(env)
-        if S not in (1, 2, 4) or N % S:
-            raise ValueError(f"EVENTSSM_BWD_LANES must be 1, 2 or 4 and divide N = {N}, got {S}")
-        return S
-    return 4 if N % 4 == 0 else (2 if N % 2 == 0 else 1)
-
-
-def _prune_bwd(configs, nargs, **kwargs):
-    """Keep the configs with K·N/S <= 32 states unrolled per lane (more spills registers: the
-    sub-chunk's K + 1 states are live at once), the smallest K in any case."""
-    arg = lambda k: kwargs.get(k, nargs.get(k))
-    per_lane = arg("N") // arg("S")
-    keep = [c for c in configs if c.kwargs["K"] * per_lane <= 32]
-    return autotune_configs(keep or [min(configs, key=lambda c: c.kwargs["K"])])
-
-
-@triton.jit
-def _load_row(X, p_bc, m, NS: tl.constexpr, S: tl.constexpr):
-    """The lane's NS states of X[t, g, :] (state ``i·S + sub`` at ``p_bc + i·S``, ``p_bc``
-    holding the sub-lane) as a tuple of fp32 ``[32]`` vectors; lanes of a channel group read
-    the same row (a broadcast load)."""
-    xs = ()
-    for i in tl.static_range(NS):
-        xs = xs + (tl.load(X + p_bc + i * S, mask=m, other=0.0).to(tl.float32),)
-    return xs
 
 
 @triton.jit
@@ -108,47 +72,8 @@ def _prefetch_rows(p, lo, T, m_d, D: tl.constexpr, K: tl.constexpr):
 
 
 @triton.jit
-def _coeffs(raw, tau, m_t, b_bias, b_rate, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
-            HAS_BIAS: tl.constexpr, MASK_T: tl.constexpr):
-    """(δ + bias, Δ, dtA, dtB) of one step; masked steps get Δ = 0 (Ā = 1, B̄ = 0)."""
-    x = raw.to(tl.float32)
-    if HAS_BIAS:
-        x += b_bias
-    if SOFTPLUS:
-        dl = softplus(x)
-    else:
-        dl = x
-    if MASK_T:
-        dl = tl.where(m_t, dl, 0.0)
-    if COUPLING != 0:
-        b_tau = tau.to(tl.float32)
-    else:
-        b_tau = 0.0
-    dtA, dtB = step_sizes(dl, b_tau, b_rate, COUPLING)
-    return x, dl, dtA, dtB
-
-
-@triton.jit
-def _advance(hs, Bs, u, dtA, dtB, As, A2s, NS: tl.constexpr, SCHEME: tl.constexpr):
-    """One forward step of the lane's NS states (the forward kernel's formulas)."""
-    if SCHEME == 0:
-        ku = dtB * u
-    else:
-        ku = u
-    out = ()
-    for n in tl.static_range(NS):
-        if SCHEME == 0 or SCHEME == 3:
-            h = exp2_fast(dtA * A2s[n]) * hs[n] + ku * Bs[n]
-        else:
-            dA, kB = discretize(dtA, dtB, As[n], A2s[n], SCHEME)
-            h = dA * hs[n] + (kB * u) * Bs[n]
-        out = out + (h,)
-    return out
-
-
-@triton.jit
 def _forward_sub(hs, cur, B, p_bc, n_valid, m_d, As, A2s, b_bias, b_rate,
-                 G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr, S: tl.constexpr,
+                 G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr, VEC: tl.constexpr,
                  K: tl.constexpr, SCHEME: tl.constexpr, COUPLING: tl.constexpr,
                  SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, MASK_T: tl.constexpr,
                  KEEP: tl.constexpr):
@@ -158,10 +83,10 @@ def _forward_sub(hs, cur, B, p_bc, n_valid, m_d, As, A2s, b_bias, b_rate,
     hs_all = (hs,)
     for k in tl.static_range(K):
         m_t = k < n_valid
-        Bs = _load_row(B, p_bc + k * G * N, tl.where(m_t, m_d, False), NS, S)
-        _, _, dtA, dtB = _coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
+        Bs = load_row_vec(B, p_bc + k * G * N, tl.where(m_t, m_d, False), NS, VEC, True)
+        _, _, dtA, dtB = step_coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
                                  HAS_BIAS, MASK_T)
-        hs = _advance(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, NS, SCHEME)
+        hs = advance_states(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, NS, SCHEME)
         if KEEP:
             hs_all = hs_all + (hs,)
     if KEEP:
@@ -174,7 +99,7 @@ def _forward_sub(hs, cur, B, p_bc, n_valid, m_d, As, A2s, b_bias, b_rate,
 def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du, p_ddl, p_dz,
                   p_dtau, p_dbc, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias, b_Dskip,
                   b_rate, D: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr,
-                  S: tl.constexpr, K: tl.constexpr,
+                  S: tl.constexpr, VEC: tl.constexpr, K: tl.constexpr,
                   SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
                   HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                   TAU_GRAD: tl.constexpr, SPLIT_GROUPS: tl.constexpr, MASK_T: tl.constexpr,
@@ -183,7 +108,7 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
     adjoint after it (``g``); returns the adjoint before it and the updated accumulators."""
     us, dls, taus, dys, zs = cur
     # the sub-chunk's states h[0..K] (h[0] = h0s) recomputed into registers
-    hs_all = _forward_sub(h0s, cur, B, p_bc, n_valid, m_d, As, A2s, b_bias, b_rate, G, N, NS, S,
+    hs_all = _forward_sub(h0s, cur, B, p_bc, n_valid, m_d, As, A2s, b_bias, b_rate, G, N, NS, VEC,
                           K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, MASK_T, True)
     # after the reduce-scatter each lane holds Q of the 2N sums (see channel_sums)
     Q: tl.constexpr = (2 * N + 31) // 32
@@ -191,10 +116,10 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         m_t = k < n_valid
         hk = hs_all[k + 1]
         hp = hs_all[k]
-        Bs = _load_row(B, p_bc + k * G * N, tl.where(m_t, m_d, False), NS, S)
-        Cs = _load_row(C, p_bc + k * G * N, tl.where(m_t, m_d, False), NS, S)
+        Bs = load_row_vec(B, p_bc + k * G * N, tl.where(m_t, m_d, False), NS, VEC, True)
+        Cs = load_row_vec(C, p_bc + k * G * N, tl.where(m_t, m_d, False), NS, VEC, True)
         b_u = us[k].to(tl.float32)
-        b_x, b_dl, dtA, dtB = _coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
+        b_x, b_dl, dtA, dtB = step_coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
                                       HAS_BIAS, MASK_T)
         b_dy = dys[k].to(tl.float32)
         if HAS_Z:
@@ -290,17 +215,17 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         if SPLIT_GROUPS:
             m = tl.where(m_t, m_d, False)
             for n in tl.static_range(NS):
-                tl.atomic_add(p_row + o_g2 + n * S + sub, dBs[n], mask=m, sem="relaxed")
-                tl.atomic_add(p_row + o_g2 + N + n * S + sub, dCs[n], mask=m, sem="relaxed")
+                tl.atomic_add(p_row + o_g2 + sub * NS + n, dBs[n], mask=m, sem="relaxed")
+                tl.atomic_add(p_row + o_g2 + N + sub * NS + n, dCs[n], mask=m, sem="relaxed")
         else:
             vals = dBs + dCs
             for _ in tl.static_range((32 // S) * Q - 2 * NS):
                 vals = vals + (tl.zeros_like(b_u),)
             sums = channel_sums(vals, lane, Q, 2 * NS, S)
             for i in tl.static_range(Q):
-                # value v of sub-lane `sub`: ∂B of state v·S + sub, or ∂C of (v - NS)·S + sub
+                # value v of sub-lane `sub`: ∂B of state sub·NS + v, or ∂C of sub·NS + v - NS
                 v = (lane // S) * Q + i
-                o = tl.where(v < NS, v * S + sub, N + (v - NS) * S + sub)
+                o = tl.where(v < NS, sub * NS + v, N + sub * NS + (v - NS))
                 m = v < 2 * NS
                 if MASK_T:
                     m = tl.where(m_t, m, False)
@@ -313,8 +238,9 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         triton.Config({"K": 4}, num_warps=1),
         triton.Config({"K": 2}, num_warps=1),
     ],
-    key=["D", "N", "G", "CK", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "DTYPE_KEY", "S"],
-    prune_configs_by={"early_config_prune": _prune_bwd},
+    key=["D", "N", "G", "CK", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "DTYPE_KEY", "S", "VEC"],
+    # the sub-chunk's K + 1 states are live at once: more than 32 a lane spills
+    prune_configs_by={"early_config_prune": prune_unrolled(32)},
     reset_to_zero=["dA", "dBC", "dDskip", "dbias", "drate", "dtau"],
 )
 @triton.heuristics({
@@ -331,8 +257,8 @@ def selective_scan_bwd_kernel(
     SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DLAST: tl.constexpr,
     STORE_DH0: tl.constexpr, TAU_GRAD: tl.constexpr, IS_VARLEN: tl.constexpr,
-    DTYPE_KEY: tl.constexpr, S: tl.constexpr, BD: tl.constexpr, K: tl.constexpr,
-    SPLIT_GROUPS: tl.constexpr, EVEN_D: tl.constexpr,
+    DTYPE_KEY: tl.constexpr, S: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr,
+    K: tl.constexpr, SPLIT_GROUPS: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     NS: tl.constexpr = N // S
@@ -358,13 +284,13 @@ def selective_scan_bwd_kernel(
     A2s = ()
     g = ()
     dA_acc = ()
-    o_dn = o_d * N + sub  # (D, N) tensors: state i·S + sub of channel o_d
+    o_dn = o_d * N + sub * NS  # (D, N) tensors: state sub·NS + i of channel o_d
     for i in tl.static_range(NS):
-        b_An = tl.load(A + o_dn + i * S, mask=m_d, other=0.0).to(tl.float32)
+        b_An = tl.load(A + o_dn + i, mask=m_d, other=0.0).to(tl.float32)
         As = As + (b_An,)
         A2s = A2s + (b_An * LOG2E,)
         if HAS_DLAST:
-            g = g + (tl.load(dlast + i_s.to(tl.int64) * D * N + o_dn + i * S, mask=m_d, other=0.0),)
+            g = g + (tl.load(dlast + i_s.to(tl.int64) * D * N + o_dn + i, mask=m_d, other=0.0),)
         else:
             g = g + (tl.zeros([32], dtype=tl.float32),)
         dA_acc = dA_acc + (tl.zeros([32], dtype=tl.float32),)
@@ -377,7 +303,7 @@ def selective_scan_bwd_kernel(
     else:
         o_g = ((i_d * BD) // (D // G)) * N
     o_g2 = 2 * o_g
-    o_bc = o_g + sub
+    o_bc = o_g + sub * NS
 
     # pointers without the sequence start: offsets are (t) * D with bos int64
     p_u = u + o_d
@@ -411,7 +337,7 @@ def selective_scan_bwd_kernel(
         # entering every sub-chunk
         hs = ()
         for i in tl.static_range(NS):
-            hs = hs + (tl.load(ckpt + ((i_ck + i_o) * N + sub + i * S) * D + o_d, mask=m_d,
+            hs = hs + (tl.load(ckpt + ((i_ck + i_o) * N + sub * NS + i) * D + o_d, mask=m_d,
                                other=0.0),)
         for i_c in range(0, n_sub):
             for i in tl.static_range(NS):
@@ -425,7 +351,7 @@ def selective_scan_bwd_kernel(
             _prefetch_rows(p_u + (t + 2 * K) * D, t - bos + 2 * K, T, m_d, D, K)
             _prefetch_rows(p_dl + (t + 2 * K) * D, t - bos + 2 * K, T, m_d, D, K)
             hs = _forward_sub(hs, cur, B, t * G * N + o_bc, n_valid, m_d, As, A2s, b_bias,
-                              b_rate, G, N, NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, True,
+                              b_rate, G, N, NS, VEC, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, True,
                               False)
         # backwards over the sub-chunks
         for i_c in range(n_sub - 1, -1, -1):
@@ -451,13 +377,13 @@ def selective_scan_bwd_kernel(
                 g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, t * G * N + o_bc,
                 p_du + t * D, p_ddl + t * D, p_dz + t * D, dtau + t, dBC + t * G * 2 * N,
                 n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias, b_Dskip, b_rate,
-                D, G, N, NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, TAU_GRAD,
+                D, G, N, NS, S, VEC, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, TAU_GRAD,
                 SPLIT_GROUPS, True, EVEN_D)
 
     for i in tl.static_range(NS):
-        tl.atomic_add(dA + o_dn + i * S, dA_acc[i], mask=m_d, sem="relaxed")
+        tl.atomic_add(dA + o_dn + i, dA_acc[i], mask=m_d, sem="relaxed")
         if STORE_DH0:
-            tl.store(dh0 + i_s.to(tl.int64) * D * N + o_dn + i * S, g[i], mask=m_d)
+            tl.store(dh0 + i_s.to(tl.int64) * D * N + o_dn + i, g[i], mask=m_d)
     if HAS_D:
         tl.atomic_add(dDskip + o_d, b_dD, mask=m_w, sem="relaxed")
     if HAS_BIAS:
@@ -492,7 +418,7 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
     # Per-program slots for the sub-chunk states of one chunk (K >= 2 steps a sub-chunk): with
     # at most a few programs per SM alive at once this stays in L2.
     slots = CK // 2
-    S = lanes_per_channel(N)
+    S = lanes_per_channel(N, "backward")
     n_dblk = triton.cdiv(D, 32 // S)
     scratch = new_empty(n_seq * n_dblk * slots * (N // S) * 32, like=u, dtype=torch.float32)
 
@@ -506,6 +432,7 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
         HAS_BIAS=delta_bias is not None, HAS_D=Dskip is not None, HAS_Z=z is not None,
         HAS_DLAST=dlast is not None, STORE_DH0=store_dh0, TAU_GRAD=tau_grad,
         IS_VARLEN=cu_seqlens is not None, DTYPE_KEY=str(u.dtype), S=S, BD=32 // S,
+        VEC=vector_bytes(N, N // S, B, C),
     )
     return dict(u=du, delta=ddelta, A=dA, B=dBC[..., :N], C=dBC[..., N:],
                 D=dDskip if Dskip is not None else None,

@@ -1,18 +1,25 @@
 """Forward selective-scan kernel: one program per (channel block, sequence), time in a loop.
 
-The recurrence is sequential in time but independent across (sequence, channel). Each program
-takes ``BD`` channels of one sequence, one channel per lane, and keeps that channel's ``N``
-states as a tuple of ``[BD]`` register vectors (every tensor in the kernel is 1-D, so Triton has
-no layout to choose: a 2-D ``[N, BD]`` tile gets N across lanes in Triton 3.6, which costs a
-shuffle tree for every y and repeats the per-channel work N times). Per state and step the
-inner loop is one multiply, one ``ex2.approx`` and two FMAs; Δ, dtA, dtB, Ā, B̄ live only in
-registers (no ``(B, L, D)`` step tensors, no ``(B, L, D, N)`` states).
+The recurrence is sequential in time but independent across (sequence, channel). A program is
+one warp: ``S`` adjacent lanes share a channel (``lanes_per_channel``: 4 when 4 divides N), so
+it takes ``32/S`` channels of one sequence, and lane ``j`` keeps states ``(j % S)·N/S`` to
+``(j % S + 1)·N/S - 1`` of channel ``j // S`` as a tuple of ``[32]`` register vectors (every
+tensor in the kernel is 1-D, so Triton has no layout to choose). Per state and step the inner
+loop is one multiply, one ``ex2.approx`` and two FMAs; ``y`` is summed over the channel's lanes
+by ``log2 S`` shuffles. Δ, dtA, dtB, Ā, B̄ live only in registers (no ``(B, L, D)`` step
+tensors, no ``(B, L, D, N)`` states).
 
-Latency: the per-channel inputs (u, δ, τ, z) of chunk c+1 (``K`` steps) are loaded before
-chunk c is computed; B[t], C[t] (read by every lane, a broadcast) are loaded one step ahead
-and their rows for the next chunk are prefetched into L1. Chunks away from the sequence end
-run without step masks. When the backward will run, the state entering every ``CK`` steps is
-saved (``ckpt``, ``(n_chunks, N, D)`` fp32: ``4N/CK`` bytes per ``(b, l, d)``).
+Why S lanes a channel: with one, a launch has batch·D/32 warps (384 at (8, 4096, 1536, 16)
+for 528 schedulers) and each lane holds N states plus the B/C rows in flight; S lanes give S
+times the warps and leave the registers to load the B/C rows a whole chunk ahead. The
+per-channel work of a step (softplus, D skip, gate, store) is shared out: the channel's lane
+``k % S`` does it for step ``k`` and passes Δ to the others by a shuffle.
+
+Latency: the inputs of chunk c+1 (``K`` steps of u, δ, τ, z and the lane's part of the B/C rows,
+those as 16-byte vector loads: ``load_row_vec``) are requested before chunk c is computed, and
+the B/C rows of chunk c+2 are prefetched into L1. Chunks away from the sequence end run without
+step masks. When the backward will run, the state entering every ``CK`` steps is saved
+(``ckpt``, ``(n_chunks, N, D)`` fp32: ``4N/CK`` bytes per ``(b, l, d)``).
 
 Layout: ``u, delta, z, y: (T, D)`` with ``T = batch·L`` (or the packed length), ``B, C: (T, G,
 N)``, ``tau: (T,)``, ``A: (D, N)``, states ``(n_seq, D, N)``.
@@ -26,118 +33,112 @@ import triton.language as tl
 
 from .utils import (
     LOG2E,
-    discretize,
-    exp2_fast,
+    advance_states,
+    group_bcast,
+    group_sum,
+    lanes_per_channel,
+    load_row_vec,
     load_steps,
     new_empty,
+    owned,
     prefetch_l1,
     prune_unrolled,
     sigmoid,
-    softplus,
+    step_coeffs,
     step_sizes,
     store_masked,
+    vector_bytes,
 )
 
 __all__ = ["selective_scan_fwd"]
 
 
 @triton.jit
-def _load_chunk(p_u, p_dl, p_tau, p_z, n_valid, m_d, D: tl.constexpr, K: tl.constexpr,
-                COUPLING: tl.constexpr, HAS_Z: tl.constexpr, MASK_T: tl.constexpr,
-                EVEN_D: tl.constexpr):
-    """The forward's per-channel inputs of K steps: (u, δ, τ, z) tuples (see ``load_steps``)."""
+def _load_chunk(p_u, p_dl, p_tau, p_z, B, C, p_bc, n_valid, m_d, m_bc, D: tl.constexpr,
+                G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr, K: tl.constexpr,
+                VEC: tl.constexpr, COUPLING: tl.constexpr, HAS_Z: tl.constexpr,
+                SPLIT_GROUPS: tl.constexpr, MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
+    """The inputs of K steps: per-channel (u, δ, τ, z) tuples (see ``load_steps``) and the
+    lane's NS entries of the B and C rows of every step (flat tuples, step k at ``k·NS``)."""
     us, dls, taus, _, zs = load_steps(p_u, p_dl, p_tau, p_dl, p_z, n_valid, m_d, D, K, COUPLING,
                                       False, HAS_Z, MASK_T, EVEN_D)
-    return us, dls, taus, zs
-
-
-@triton.jit
-def _load_bc(B, C, p_bc, m_t, m_d, N: tl.constexpr, MASK_T: tl.constexpr,
-             SPLIT_GROUPS: tl.constexpr):
-    """B[t, n], C[t, n] for every n as tuples (scalars, or ``[BD]`` when channels of the block
-    belong to different groups). Every lane reads the same address: a broadcast load."""
     Bs = ()
     Cs = ()
-    for n in tl.static_range(N):
-        if MASK_T:
-            if SPLIT_GROUPS:
-                m = tl.where(m_t, m_d, False)
-            else:
-                m = m_t
-            Bs = Bs + (tl.load(B + p_bc + n, mask=m, other=0.0),)
-            Cs = Cs + (tl.load(C + p_bc + n, mask=m, other=0.0),)
-        else:
-            Bs = Bs + (tl.load(B + p_bc + n),)
-            Cs = Cs + (tl.load(C + p_bc + n),)
-    return Bs, Cs
+    for k in tl.static_range(K):
+        m = tl.where(k < n_valid, m_bc, False) if MASK_T else m_bc
+        Bs = Bs + load_row_vec(B, p_bc + k * G * N, m, NS, VEC, MASK_T or SPLIT_GROUPS)
+        Cs = Cs + load_row_vec(C, p_bc + k * G * N, m, NS, VEC, MASK_T or SPLIT_GROUPS)
+    return us, dls, taus, zs, Bs, Cs
 
 
 @triton.jit
-def _steps(hs, Bs, Cs, cur, B, C, p_bc, p_y, n_valid, m_d, As, A2s, b_bias, b_Dskip, b_rate,
-           D: tl.constexpr, G: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
+def _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_rate,
+           D: tl.constexpr, NS: tl.constexpr, S: tl.constexpr, K: tl.constexpr,
            SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
            HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-           SPLIT_GROUPS: tl.constexpr, MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
-    """K steps of the recurrence from the chunk's inputs ``cur``; returns the state and B/C of
-    the step after the chunk. With ``MASK_T`` steps ``k >= n_valid`` leave the state unchanged
-    (dtA = dtB = 0, u = 0, B = 0: Ā = 1, B̄·u = 0) and store nothing."""
-    us, dls, taus, zs = cur
+           MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
+    """K steps of the recurrence from the chunk's inputs ``cur``; returns the state after them.
+    With ``MASK_T`` steps ``k >= n_valid`` leave the state unchanged (Δ = 0, u = 0, B = 0:
+    Ā = 1, B̄·u = 0) and store nothing.
+
+    The per-channel work of a step (Δ = softplus(δ + bias): three MUFU; the D skip, the gate:
+    two more; the store) is done once, by the lane of the channel that *owns* the step
+    (step ``j·S + sub``), not on all S lanes: Δ goes to the others by one shuffle a step."""
+    us, dls, taus, zs, Bks, Cks = cur
+    KS: tl.constexpr = (K + S - 1) // S  # steps a lane owns
+    dl_own = ()
+    for j in tl.static_range(KS):
+        m_own = (j * S + sub) < n_valid
+        _, dl, _, _ = step_coeffs(owned(dls, j, sub, S, K), 0.0, m_own, b_bias, b_rate, 0,
+                                  SOFTPLUS, HAS_BIAS, MASK_T)
+        dl_own = dl_own + (dl,)
+    ys = ()
     for k in tl.static_range(K):
-        m_t = k < n_valid
-        b_Bs = Bs
-        b_Cs = Cs
-        # B/C of the next step are requested before this step's arithmetic
-        Bs, Cs = _load_bc(B, C, p_bc + (k + 1) * G * N, k + 1 < n_valid, m_d, N, MASK_T,
-                          SPLIT_GROUPS)
         b_u = us[k].to(tl.float32)
-        b_dl = dls[k].to(tl.float32)
-        if HAS_BIAS:
-            b_dl += b_bias
-        if SOFTPLUS:
-            b_dl = softplus(b_dl)
-        if MASK_T:
-            b_dl = tl.where(m_t, b_dl, 0.0)
+        b_dl = group_bcast(dl_own[k // S], k % S, lane, S)
         if COUPLING != 0:
             b_tau = taus[k].to(tl.float32)
         else:
             b_tau = 0.0
         b_dtA, b_dtB = step_sizes(b_dl, b_tau, b_rate, COUPLING)
-        if SCHEME == 0:
-            b_ku = b_dtB * b_u
-        elif SCHEME == 3:
-            b_ku = b_u
+        b_Bs = ()
+        for i in tl.static_range(NS):
+            b_Bs = b_Bs + (Bks[k * NS + i],)
+        hs = advance_states(hs, b_Bs, b_u, b_dtA, b_dtB, As, A2s, NS, SCHEME)
         b_y = tl.zeros_like(b_u)
-        nhs = ()
-        for n in tl.static_range(N):
-            if SCHEME == 0 or SCHEME == 3:
-                # the common case spelled out: one multiply, one MUFU.EX2, two FMAs per state
-                b_hn = exp2_fast(b_dtA * A2s[n]) * hs[n] + b_ku * b_Bs[n].to(tl.float32)
-            else:
-                b_dA, b_kB = discretize(b_dtA, b_dtB, As[n], A2s[n], SCHEME)
-                b_hn = b_dA * hs[n] + (b_kB * b_u) * b_Bs[n].to(tl.float32)
-            b_y += b_hn * b_Cs[n].to(tl.float32)
-            nhs = nhs + (b_hn,)
-        hs = nhs
+        for i in tl.static_range(NS):
+            b_y += hs[i] * Cks[k * NS + i]
+        ys = ys + (group_sum(b_y, S),)  # the channel's S lanes each hold N / S of the terms
+    # the owned steps' outputs: D skip, gate, store
+    for j in tl.static_range(KS):
+        b_y = owned(ys, j, sub, S, K)
         if HAS_D:
-            b_y += b_Dskip * b_u
+            b_y += b_Dskip * owned(us, j, sub, S, K).to(tl.float32)
         if HAS_Z:
-            b_z = zs[k].to(tl.float32)
+            b_z = owned(zs, j, sub, S, K).to(tl.float32)
             b_y *= b_z * sigmoid(b_z)
-        store_masked(p_y + k * D, b_y, m_t, m_d, MASK_T, EVEN_D)
-    return hs, Bs, Cs
+        if S == 1:
+            store_masked(p_y + j * D, b_y, j < n_valid, m_d, MASK_T, EVEN_D)
+        else:
+            k_own = j * S + sub
+            m = m_d & (k_own < K)
+            if MASK_T:
+                m = m & (k_own < n_valid)
+            tl.store(p_y + k_own * D, b_y.to(p_y.dtype.element_ty), mask=m)
+    return hs
 
 
 @triton.autotune(
-    # K·N state updates are unrolled twice (masked and unmasked paths): compile time grows
-    # faster than linearly (N = 16 on one CPU core: K = 2 2.4 s, K = 4 5.7 s, K = 8 20 s).
+    # K·N/S state updates are unrolled twice (masked and unmasked paths): compile time and
+    # registers grow with it (N = 16, S = 1 on one CPU core: K = 2 2.4 s, K = 4 5.7 s, K = 8 20 s).
     configs=[
-        triton.Config({"BD": 32, "K": 4}, num_warps=1),
-        triton.Config({"BD": 32, "K": 2}, num_warps=1),
-        triton.Config({"BD": 64, "K": 4}, num_warps=2),
+        triton.Config({"K": 4}, num_warps=1),
+        triton.Config({"K": 2}, num_warps=1),
     ],
-    key=["D", "N", "G", "CK", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "SAVE_CKPT", "DTYPE_KEY"],
-    # N = 64 with K = 4 already spills (registers hold the state, A and two steps of B/C)
-    prune_configs_by={"early_config_prune": prune_unrolled(128)},
+    key=["D", "N", "G", "CK", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "SAVE_CKPT", "DTYPE_KEY",
+         "S", "VEC"],
+    # the B/C rows of two chunks (4·K·N/S values) live in registers: K·N/S > 32 spills
+    prune_configs_by={"early_config_prune": prune_unrolled(32)},
 )
 @triton.heuristics({
     "SPLIT_GROUPS": lambda a: a["G"] > 1 and (a["D"] // a["G"]) % a["BD"] != 0,
@@ -152,10 +153,11 @@ def selective_scan_fwd_kernel(
     SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_H0: tl.constexpr,
     STORE_LAST: tl.constexpr, SAVE_CKPT: tl.constexpr, IS_VARLEN: tl.constexpr,
-    DTYPE_KEY: tl.constexpr, BD: tl.constexpr, K: tl.constexpr, SPLIT_GROUPS: tl.constexpr,
-    EVEN_D: tl.constexpr,
+    DTYPE_KEY: tl.constexpr, S: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr,
+    K: tl.constexpr, SPLIT_GROUPS: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     i_d, i_s = tl.program_id(0), tl.program_id(1)
+    NS: tl.constexpr = N // S
     if IS_VARLEN:
         bos = tl.load(cu_seqlens + i_s).to(tl.int64)
         eos = tl.load(cu_seqlens + i_s + 1).to(tl.int64)
@@ -165,40 +167,38 @@ def selective_scan_fwd_kernel(
         eos = bos + L
         i_ck = i_s.to(tl.int64) * tl.cdiv(L, CK)
     T = (eos - bos).to(tl.int32)
-    o_d = i_d * BD + tl.arange(0, BD)
+    # lane j: channel j // S, states (j % S)·NS ... (j % S)·NS + NS - 1 (S lanes a channel;
+    # contiguous, so that B/C rows load as vectors)
+    lane = tl.arange(0, 32)
+    sub = lane % S
+    o_d = i_d * BD + lane // S
     m_d = o_d < D
-    if HAS_BIAS:
-        b_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32)
-    else:
-        b_bias = 0.0
-    if HAS_D:
-        b_Dskip = tl.load(Dskip + o_d, mask=m_d, other=0.0).to(tl.float32)
-    else:
-        b_Dskip = 0.0
-    if COUPLING == 1:
-        b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32)
-    else:
-        b_rate = 0.0
-    # Layout: channels across lanes, the N states of a channel a tuple of registers in its
-    # thread. Every tensor is a [BD] vector, so Triton has no layout to choose (a 2-D [N, BD]
-    # tile gets N across lanes in some Triton versions: shuffles for y, per-channel work 16×).
+    b_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
+    b_Dskip = tl.load(Dskip + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_D else 0.0
+    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == 1 else 0.0
+    # Every tensor is a [32] vector, so Triton has no layout to choose (a 2-D [N, BD] tile gets
+    # N across lanes in some Triton versions: shuffles for y, per-channel work N times).
     As = ()
     A2s = ()
     hs = ()
-    for n in tl.static_range(N):
-        b_An = tl.load(A + o_d * N + n, mask=m_d, other=0.0).to(tl.float32)
+    o_dn = o_d * N + sub * NS  # (D, N) tensors: state sub·NS + i of channel o_d
+    for i in tl.static_range(NS):
+        b_An = tl.load(A + o_dn + i, mask=m_d, other=0.0).to(tl.float32)
         As = As + (b_An,)
         A2s = A2s + (b_An * LOG2E,)
         if HAS_H0:
-            hs = hs + (tl.load(h0 + (i_s.to(tl.int64) * D + o_d) * N + n, mask=m_d,
+            hs = hs + (tl.load(h0 + i_s.to(tl.int64) * D * N + o_dn + i, mask=m_d,
                                other=0.0).to(tl.float32),)
         else:
-            hs = hs + (tl.zeros([BD], dtype=tl.float32),)
+            hs = hs + (tl.zeros([32], dtype=tl.float32),)
     # B/C of channel d come from group d // (D / G); a block inside one group reads one row.
+    # Without split groups every lane reads a valid row (its block's), masked channels too.
     if SPLIT_GROUPS:
         o_g = (o_d // (D // G)) * N
+        m_bc = m_d
     else:
         o_g = ((i_d * BD) // (D // G)) * N
+        m_bc = lane >= 0
 
     # Pointers advance by whole chunks; inside a chunk every access is base + a compile-time
     # offset (no per-step 64-bit address arithmetic).
@@ -214,45 +214,45 @@ def selective_scan_fwd_kernel(
         p_tau = tau + bos
     else:
         p_tau = u + bos
-    p_bc = bos * G * N + o_g  # an offset: B and C share it
+    p_bc = bos * G * N + o_g + sub * NS  # an offset: B and C share it
     # lane j of the L1 prefetch covers cache line j // K of the group's row at step j % K
     LINE = 1024 // B.dtype.element_ty.primitive_bitwidth  # elements per 128-byte line
-    o_pf = tl.arange(0, BD) % K
-    l_pf = tl.arange(0, BD) // K
+    o_pf = lane % K
+    l_pf = lane // K
     m_pf = l_pf * LINE < N
     p_bc_pf = bos * G * N + o_pf * G * N + ((i_d * BD) // (D // G)) * N + l_pf * LINE
-    # Software pipeline: the per-channel inputs of chunk c+1 are requested before chunk c is
-    # computed (their DRAM latency hides behind K steps of work), B/C of step t+1 before step t.
-    # Chunks away from the end take a path without step masks.
-    nxt = _load_chunk(p_u, p_dl, p_tau, p_z, T, m_d, D, K, COUPLING, HAS_Z, True, EVEN_D)
-    Bs, Cs = _load_bc(B, C, p_bc, T > 0, m_d, N, True, SPLIT_GROUPS)
+    # Software pipeline: the inputs of chunk c+1 (u, δ, τ, z and the B/C rows) are requested
+    # before chunk c is computed, and the B/C rows of chunk c+2 are prefetched into L1: every
+    # lane reads the same rows, and a load that waits on L2 each step (one step ahead was the
+    # first design) bounded the step time at the L2 latency. Chunks away from the end take a
+    # path without step masks.
+    nxt = _load_chunk(p_u, p_dl, p_tau, p_z, B, C, p_bc, T, m_d, m_bc, D, G, N, NS, K, VEC,
+                      COUPLING, HAS_Z, SPLIT_GROUPS, True, EVEN_D)
     for i_c in range(0, tl.cdiv(T, K)):
         if SAVE_CKPT:
             if i_c % (CK // K) == 0:
-                # saved states are (n_chunks, N, D): coalesced along the lanes
-                p_ck = ckpt + (i_ck + i_c // (CK // K)) * D * N + o_d
-                for n in tl.static_range(N):
-                    tl.store(p_ck + n * D, hs[n], mask=m_d)
+                # saved states are (n_chunks, N, D): coalesced along the channels
+                p_ck = ckpt + ((i_ck + i_c // (CK // K)) * N + sub * NS) * D + o_d
+                for i in tl.static_range(NS):
+                    tl.store(p_ck + i * D, hs[i], mask=m_d)
         cur = nxt
         n_valid = T - i_c * K
-        # B/C rows of the next chunk into L1: the per-step loads below are issued only one step
-        # ahead and would otherwise wait on L2 every step (every lane reads the same address).
-        prefetch_l1(B + p_bc_pf + K * G * N, m_pf & (o_pf < n_valid - K))
-        prefetch_l1(C + p_bc_pf + K * G * N, m_pf & (o_pf < n_valid - K))
+        prefetch_l1(B + p_bc_pf + 2 * K * G * N, m_pf & (o_pf < n_valid - 2 * K))
+        prefetch_l1(C + p_bc_pf + 2 * K * G * N, m_pf & (o_pf < n_valid - 2 * K))
         if n_valid >= 2 * K:
-            nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * D, K, m_d, D, K,
-                              COUPLING, HAS_Z, False, EVEN_D)
+            nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * D, B, C,
+                              p_bc + K * G * N, K, m_d, m_bc, D, G, N, NS, K, VEC, COUPLING, HAS_Z,
+                              SPLIT_GROUPS, False, EVEN_D)
         else:
-            nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * D, n_valid - K, m_d,
-                              D, K, COUPLING, HAS_Z, True, EVEN_D)
+            nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * D, B, C,
+                              p_bc + K * G * N, n_valid - K, m_d, m_bc, D, G, N, NS, K, VEC,
+                              COUPLING, HAS_Z, SPLIT_GROUPS, True, EVEN_D)
         if n_valid > K:
-            hs, Bs, Cs = _steps(
-                hs, Bs, Cs, cur, B, C, p_bc, p_y, n_valid, m_d, As, A2s, b_bias, b_Dskip, b_rate,
-                D, G, N, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, SPLIT_GROUPS, False, EVEN_D)
+            hs = _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D,
+                        NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, False, EVEN_D)
         else:
-            hs, Bs, Cs = _steps(
-                hs, Bs, Cs, cur, B, C, p_bc, p_y, n_valid, m_d, As, A2s, b_bias, b_Dskip, b_rate,
-                D, G, N, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, SPLIT_GROUPS, True, EVEN_D)
+            hs = _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D,
+                        NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, True, EVEN_D)
         p_u += K * D
         p_dl += K * D
         p_y += K * D
@@ -261,19 +261,24 @@ def selective_scan_fwd_kernel(
         p_bc += K * G * N
         p_bc_pf += K * G * N
     if STORE_LAST:
-        p_last = last + (i_s.to(tl.int64) * D + o_d) * N
-        for n in tl.static_range(N):
-            tl.store(p_last + n, hs[n], mask=m_d)
+        p_last = last + i_s.to(tl.int64) * D * N + o_dn
+        for i in tl.static_range(NS):
+            tl.store(p_last + i, hs[i], mask=m_d)
 
 
-def chunk_offsets_of(cu_seqlens: torch.Tensor | None, n_seq: int, L: int, K: int) -> torch.Tensor:
-    """(n_seq + 1,) int32: index of each sequence's first saved chunk state (K steps a chunk)."""
+def chunk_offsets_of(cu_seqlens: torch.Tensor | None, n_seq: int, L: int, CK: int,
+                     device: torch.device) -> tuple[torch.Tensor, int]:
+    """Index of each sequence's first saved chunk state (``(n_seq + 1,)`` int32, on ``device``)
+    and a number of chunk slots that is enough for all of them, computed without reading
+    anything back from the device (a host sync would stall the launch queue): packed
+    sequences of ``L`` steps in all need at most ``cdiv(L, CK) + n_seq`` chunks (a partial
+    chunk each)."""
     if cu_seqlens is None:
-        n = torch.full((n_seq,), triton.cdiv(L, K), dtype=torch.int64)
-    else:
-        n = (cu_seqlens[1:] - cu_seqlens[:-1]).long().cpu()
-        n = (n + K - 1) // K
-    return torch.cat([n.new_zeros(1), n.cumsum(0)]).to(torch.int32)
+        n_ck = triton.cdiv(L, CK)
+        return torch.arange(n_seq + 1, device=device, dtype=torch.int32) * n_ck, n_seq * n_ck
+    n = (cu_seqlens[1:] - cu_seqlens[:-1] + CK - 1) // CK
+    offsets = torch.cat([n.new_zeros(1), n.cumsum(0)]).to(torch.int32)
+    return offsets, triton.cdiv(L, CK) + n_seq
 
 
 def selective_scan_fwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, rate, h0,
@@ -293,13 +298,12 @@ def selective_scan_fwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
     last = new_empty(n_seq, D, N, like=u, dtype=torch.float32) if store_last else None
     offsets = ckpt = None
     if save_ckpt:
-        offsets = chunk_offsets_of(cu_seqlens, n_seq, L, CK)
-        ckpt = new_empty(int(offsets[-1]), N, D, like=u, dtype=torch.float32)
-        offsets = offsets.to(u.device)
+        offsets, n_ck = chunk_offsets_of(cu_seqlens, n_seq, L, CK, u.device)
+        ckpt = new_empty(n_ck, N, D, like=u, dtype=torch.float32)
 
-    def grid(meta):
-        return (triton.cdiv(D, meta["BD"]), n_seq)
-
+    S = lanes_per_channel(N, "forward")
+    vec = vector_bytes(N, N // S, B, C)
+    grid = (triton.cdiv(D, 32 // S), n_seq)
     selective_scan_fwd_kernel[grid](
         u, delta, delta_bias, A, B, C, Dskip, z, tau, rate, h0,
         y, last, ckpt,
@@ -308,6 +312,7 @@ def selective_scan_fwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
         SCHEME=scheme, COUPLING=coupling, SOFTPLUS=softplus_,
         HAS_BIAS=delta_bias is not None, HAS_D=Dskip is not None, HAS_Z=z is not None,
         HAS_H0=h0 is not None, STORE_LAST=store_last, SAVE_CKPT=save_ckpt,
-        IS_VARLEN=cu_seqlens is not None, DTYPE_KEY=str(u.dtype),
+        IS_VARLEN=cu_seqlens is not None, DTYPE_KEY=str(u.dtype), S=S, BD=32 // S,
+        VEC=vec,
     )
     return y, last, ckpt, offsets

@@ -41,18 +41,42 @@ def is_interpreting() -> bool:
 
 
 def prune_unrolled(max_unrolled: int):
-    """An ``early_config_prune`` for kernels that unroll K steps of N state updates: keeps the
-    configs with ``K·N <= max_unrolled`` (compile time and registers grow with it; the smallest
-    K survives in any case), then only the first one when not autotuning (see
-    ``autotune_configs``)."""
+    """An ``early_config_prune`` for the scan kernels, which unroll K steps of the N / S states a
+    lane holds: keeps the configs with ``K·N/S <= max_unrolled`` (compile time and registers
+    grow with it; the smallest K survives in any case), then only the first one when not
+    autotuning (see ``autotune_configs``)."""
 
     def prune(configs, nargs, **kwargs):
-        N = kwargs.get("N", nargs.get("N"))
-        keep = [c for c in configs if c.kwargs["K"] * N <= max_unrolled]
+        arg = lambda k, default=None: kwargs.get(k, nargs.get(k, default))
+        per_lane = arg("N") // arg("S", 1)
+        keep = [c for c in configs if c.kwargs["K"] * per_lane <= max_unrolled]
         keep = keep or [min(configs, key=lambda c: c.kwargs["K"])]
         return autotune_configs(keep)
 
     return prune
+
+
+def lanes_per_channel(N: int, kernel: str) -> int:
+    """Lanes S sharing one channel's N states in a scan kernel (``"forward"`` or ``"backward"``;
+    ``EVENTSSM_FWD_LANES`` / ``EVENTSSM_BWD_LANES`` override).
+
+    With one lane a channel a launch has only sequences·D/32 warps (384 at (8, 4096, 1536,
+    16), fewer than the H100's 528 schedulers) and the step is latency-bound. ``S`` lanes a
+    channel give ``S`` times the warps and ``1/S`` of the registers a lane needs (room for the
+    forward's B/C rows of two chunks, and N = 64 without spills), for ``log2 S`` shuffles per
+    per-channel sum. Measured on the H100 (experiments/results/kernel_notes.md): backward at
+    (8, 4096, 1536, 16) fp32, fwd+bwd 6.0 / 5.1 / 4.7 ms with S = 1 / 2 / 4; forward 0.82 /
+    0.73 ms with S = 2 / 4 there, 3.3 / 3.6 ms with S = 4 / 8 at (16, 8192, 512, 64).
+    """
+    var = {"forward": "EVENTSSM_FWD_LANES", "backward": "EVENTSSM_BWD_LANES"}[kernel]
+    env = os.environ.get(var)
+    if env:
+        S = int(env)
+        allowed = (1, 2, 4, 8) if kernel == "forward" else (1, 2, 4)
+        if S not in allowed or N % S:
+            raise ValueError(f"{var} must be one of {allowed} and divide N = {N}, got {S}")
+        return S
+    return 4 if N % 4 == 0 else (2 if N % 2 == 0 else 1)
 
 
 def autotune_configs(configs: list[triton.Config]) -> list[triton.Config]:
@@ -243,12 +267,43 @@ def group_sum(x, S: tl.constexpr):
     else:
         if _PTX:
             x = x + shfl_xor(x, 1)
-            if S == 4:
+            if S >= 4:
                 x = x + shfl_xor(x, 2)
+            if S >= 8:
+                x = x + shfl_xor(x, 4)
             return x
         else:
             sums = tl.sum(tl.reshape(x, [x.shape[0] // S, S]), 1)
             return tl.reshape(tl.broadcast_to(sums[:, None], [x.shape[0] // S, S]), [x.shape[0]])
+
+
+@triton.jit
+def group_bcast(x, SRC: tl.constexpr, lane, S: tl.constexpr):
+    """``x`` of sub-lane ``SRC`` of each group of ``S`` adjacent lanes, on every lane of the group
+    (``shfl.sync.idx``; ``lane`` is ``tl.arange(0, 32)``)."""
+    if S == 1:
+        return x
+    else:
+        if _PTX:
+            src = (lane & (32 - S)) | SRC
+            return tl.inline_asm_elementwise("shfl.sync.idx.b32 $0, $1, $2, 0x1f, -1;", "=f,f,r",
+                                             [x, src], dtype=tl.float32, is_pure=True, pack=1)
+        else:
+            x2 = tl.reshape(x, [x.shape[0] // S, S])
+            pick = tl.sum(tl.where(tl.arange(0, S)[None, :] == SRC, x2, 0.0), 1)
+            return tl.reshape(tl.broadcast_to(pick[:, None], [x.shape[0] // S, S]), [x.shape[0]])
+
+
+@triton.jit
+def owned(xs, J: tl.constexpr, sub, S: tl.constexpr, K: tl.constexpr):
+    """Of the K per-step values ``xs``, the one of step ``J·S + sub`` on each lane (the step a
+    lane *owns* when the S lanes of a channel share out a chunk's per-channel work; lanes
+    whose step is past K get step ``J·S``)."""
+    v = xs[J * S]
+    for s in tl.static_range(1, S):
+        if J * S + s < K:
+            v = tl.where(sub == s, xs[J * S + s], v)
+    return v
 
 
 @triton.jit
@@ -364,3 +419,148 @@ def discretize_grad(dtA, dtB, A, dA, kB, SCHEME: tl.constexpr):
         dk_ddtB = tl.zeros(dtB.shape, tl.float32)
         dk_dA = tl.zeros(dtB.shape, tl.float32)
     return dA_ddtA, dA_dA, dk_ddtB, dk_dA
+
+
+# ---- one step of the recurrence on a lane's states (shared by the forward and the backward) ----
+# Both scan kernels lay a program out as 32 lanes, S adjacent lanes a channel; lane j holds
+# states ``j % S``, ``j % S + S``, ... (NS = N / S of them) of channel ``j // S`` as a tuple of
+# ``[32]`` vectors.
+
+
+@triton.jit
+def load_row(X, p, m, NS: tl.constexpr, S: tl.constexpr, MASK: tl.constexpr):
+    """The lane's NS entries of a row X[t, g, :] (entry ``i·S + sub`` at ``p + i·S``, ``p``
+    holding the sub-lane) as fp32 ``[32]`` vectors; the lanes of a channel group read the same
+    addresses (a broadcast load). ``MASK`` False: no mask (a masked load also zero-fills)."""
+    xs = ()
+    for i in tl.static_range(NS):
+        if MASK:
+            xs = xs + (tl.load(X + p + i * S, mask=m, other=0.0).to(tl.float32),)
+        else:
+            xs = xs + (tl.load(X + p + i * S).to(tl.float32),)
+    return xs
+
+
+def vector_bytes(N: int, NS: int, *tensors: torch.Tensor) -> int:
+    """Widest access (16, 8 or 4 bytes; 0: element by element) that ``load_row_vec`` may use to
+    read a lane's NS contiguous entries of rows of N elements from every one of ``tensors``:
+    it must divide the lane's span, the row length and each base address."""
+    es = tensors[0].element_size()
+    for a in (16, 8, 4):
+        if (NS * es) % a == 0 and (N * es) % a == 0 and all(t.data_ptr() % a == 0 for t in tensors):
+            return a
+    return 0
+
+
+def _ld_asm(words: int, masked: bool) -> tl.constexpr:
+    """PTX for ``words`` (1, 2 or 4) consecutive 32-bit words with one ``ld.global`` (operands:
+    the outputs, the address and, when ``masked``, a predicate word: off reads zeros)."""
+    outs = ", ".join(f"${i}" for i in range(words))
+    ld = f"ld.global.b32 {outs}, [${words}];" if words == 1 else \
+        f"ld.global.v{words}.b32 {{{outs}}}, [${words}];"
+    if not masked:
+        return tl.constexpr(ld)
+    zero = " ".join(f"mov.b32 ${i}, 0;" for i in range(words))
+    return tl.constexpr(f"{{ .reg .pred q; setp.ne.b32 q, ${words + 1}, 0; {zero} @q {ld} }}")
+
+
+_LD1, _LD2, _LD4 = _ld_asm(1, False), _ld_asm(2, False), _ld_asm(4, False)
+_LD1M, _LD2M, _LD4M = _ld_asm(1, True), _ld_asm(2, True), _ld_asm(4, True)
+
+
+@triton.jit
+def _ld_words(p, m, WORDS: tl.constexpr, MASK: tl.constexpr):
+    """WORDS consecutive 32-bit words at ``p`` (aligned to 4·WORDS bytes) as int32 tensors."""
+    if MASK:
+        mi = m.to(tl.int32)
+        if WORDS == 4:
+            return tl.inline_asm_elementwise(_LD4M, "=r,=r,=r,=r,l,r", [p, mi],
+                                             dtype=(tl.int32, tl.int32, tl.int32, tl.int32),
+                                             is_pure=True, pack=1)
+        elif WORDS == 2:
+            return tl.inline_asm_elementwise(_LD2M, "=r,=r,l,r", [p, mi], dtype=(tl.int32, tl.int32),
+                                             is_pure=True, pack=1)
+        else:
+            return (tl.inline_asm_elementwise(_LD1M, "=r,l,r", [p, mi], dtype=tl.int32,
+                                              is_pure=True, pack=1),)
+    else:
+        if WORDS == 4:
+            return tl.inline_asm_elementwise(_LD4, "=r,=r,=r,=r,l", [p],
+                                             dtype=(tl.int32, tl.int32, tl.int32, tl.int32),
+                                             is_pure=True, pack=1)
+        elif WORDS == 2:
+            return tl.inline_asm_elementwise(_LD2, "=r,=r,l", [p], dtype=(tl.int32, tl.int32),
+                                             is_pure=True, pack=1)
+        else:
+            return (tl.inline_asm_elementwise(_LD1, "=r,l", [p], dtype=tl.int32, is_pure=True,
+                                              pack=1),)
+
+
+@triton.jit
+def load_row_vec(X, p, m, NS: tl.constexpr, VEC: tl.constexpr, MASK: tl.constexpr):
+    """The lane's NS *contiguous* entries ``X[p : p + NS]`` of a row as fp32 ``[32]`` vectors,
+    read ``VEC`` bytes per instruction (``vector_bytes``; 0: element by element, as under the
+    interpreter). All lanes of a channel group read the same addresses, so without vectors
+    every value costs a load instruction per lane; with 16-byte loads a quarter (fp32) or an
+    eighth (bf16/fp16) of that."""
+    if VEC == 0 or not _PTX:
+        return load_row(X, p, m, NS, 1, MASK)
+    else:
+        BITS: tl.constexpr = X.dtype.element_ty.primitive_bitwidth
+        WORDS: tl.constexpr = VEC // 4
+        PER: tl.constexpr = VEC * 8 // BITS  # values per access
+        xs = ()
+        for j in tl.static_range(NS // PER):
+            ws = _ld_words(X + p + j * PER, m, WORDS, MASK)
+            for w in tl.static_range(WORDS):
+                if BITS == 32:
+                    xs = xs + (ws[w].to(tl.float32, bitcast=True),)
+                elif X.dtype.element_ty == tl.bfloat16:
+                    # bf16 is the high half of an fp32: shift or mask into place
+                    xs = xs + ((ws[w] << 16).to(tl.float32, bitcast=True),
+                               (ws[w] & -65536).to(tl.float32, bitcast=True))
+                else:
+                    xs = xs + (ws[w].to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32),
+                               (ws[w] >> 16).to(tl.int16).to(tl.float16, bitcast=True)
+                               .to(tl.float32))
+        return xs
+
+
+@triton.jit
+def step_coeffs(raw, tau, m_t, b_bias, b_rate, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
+                HAS_BIAS: tl.constexpr, MASK_T: tl.constexpr):
+    """(δ + bias, Δ, dtA, dtB) of one step; masked steps get Δ = 0 (Ā = 1, B̄ = 0)."""
+    x = raw.to(tl.float32)
+    if HAS_BIAS:
+        x += b_bias
+    if SOFTPLUS:
+        dl = softplus(x)
+    else:
+        dl = x
+    if MASK_T:
+        dl = tl.where(m_t, dl, 0.0)
+    if COUPLING != 0:
+        b_tau = tau.to(tl.float32)
+    else:
+        b_tau = 0.0
+    dtA, dtB = step_sizes(dl, b_tau, b_rate, COUPLING)
+    return x, dl, dtA, dtB
+
+
+@triton.jit
+def advance_states(hs, Bs, u, dtA, dtB, As, A2s, NS: tl.constexpr, SCHEME: tl.constexpr):
+    """One step ``h ← Ā h + k B u`` of the lane's NS states (``A2 = A·log2 e``)."""
+    if SCHEME == 0:
+        ku = dtB * u
+    else:
+        ku = u
+    out = ()
+    for n in tl.static_range(NS):
+        if SCHEME == 0 or SCHEME == 3:
+            # the common case spelled out: one multiply, one MUFU.EX2, two FMAs per state
+            h = exp2_fast(dtA * A2s[n]) * hs[n] + ku * Bs[n]
+        else:
+            dA, kB = discretize(dtA, dtB, As[n], A2s[n], SCHEME)
+            h = dA * hs[n] + (kB * u) * Bs[n]
+        out = out + (h,)
+    return out
