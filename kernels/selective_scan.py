@@ -12,13 +12,12 @@ needed; the backward recomputes the chunk from it (see :mod:`.selective_scan_bwd
 from __future__ import annotations
 
 import torch
-import triton
 from torch import Tensor
 
 from eventssm.discretization import Discretization, as_discretization
 
 from .selective_scan_bwd import selective_scan_bwd
-from .selective_scan_fwd import selective_scan_fwd
+from .selective_scan_fwd import chunk_slots, selective_scan_fwd
 from .utils import is_interpreting
 
 __all__ = ["selective_scan_triton", "chunk_size"]
@@ -64,9 +63,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, tau, rate, h0, cu_seqlens, softplus, 
     last = u.new_empty(n_seq, Dm, N, dtype=torch.float32)
     if not save_ckpt:
         return torch.empty_like(u), last, last.new_empty(0), last.new_empty(0, dtype=torch.int32)
-    # as in chunk_offsets_of: a bound on the chunks that needs no device read
-    n_ck = n_seq * triton.cdiv(L, chunk_size(N)) if cu_seqlens is None else \
-        triton.cdiv(L, chunk_size(N)) + n_seq
+    n_ck = chunk_slots(n_seq, L, chunk_size(N), packed=cu_seqlens is not None)
     ckpt = u.new_empty(n_ck, N, Dm, dtype=torch.float32)
     return torch.empty_like(u), last, ckpt, last.new_empty(n_seq + 1, dtype=torch.int32)
 

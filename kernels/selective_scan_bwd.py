@@ -43,6 +43,7 @@ from .utils import (
     LN2,
     LOG2E,
     advance_states,
+    channel_params,
     channel_sums,
     discretize,
     discretize_grad,
@@ -277,18 +278,12 @@ def selective_scan_bwd_kernel(
     o_d = i_d * BD + lane // S
     m_d = o_d < D
     m_w = m_d & (sub == 0)  # per-channel outputs are written by the channel's first lane
-    b_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
-    b_Dskip = tl.load(Dskip + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_D else 0.0
-    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == 1 else 0.0
-    As = ()
-    A2s = ()
+    o_dn = o_d * N + sub * NS  # (D, N) tensors: state sub·NS + i of channel o_d
+    b_bias, b_Dskip, b_rate, As, A2s = channel_params(A, delta_bias, Dskip, rate, o_d, m_d, o_dn,
+                                                      NS, HAS_BIAS, HAS_D, COUPLING)
     g = ()
     dA_acc = ()
-    o_dn = o_d * N + sub * NS  # (D, N) tensors: state sub·NS + i of channel o_d
     for i in tl.static_range(NS):
-        b_An = tl.load(A + o_dn + i, mask=m_d, other=0.0).to(tl.float32)
-        As = As + (b_An,)
-        A2s = A2s + (b_An * LOG2E,)
         if HAS_DLAST:
             g = g + (tl.load(dlast + i_s.to(tl.int64) * D * N + o_dn + i, mask=m_d, other=0.0),)
         else:

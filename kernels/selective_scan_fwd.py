@@ -32,8 +32,8 @@ import triton
 import triton.language as tl
 
 from .utils import (
-    LOG2E,
     advance_states,
+    channel_params,
     group_bcast,
     group_sum,
     lanes_per_channel,
@@ -173,19 +173,13 @@ def selective_scan_fwd_kernel(
     sub = lane % S
     o_d = i_d * BD + lane // S
     m_d = o_d < D
-    b_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
-    b_Dskip = tl.load(Dskip + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_D else 0.0
-    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == 1 else 0.0
     # Every tensor is a [32] vector, so Triton has no layout to choose (a 2-D [N, BD] tile gets
     # N across lanes in some Triton versions: shuffles for y, per-channel work N times).
-    As = ()
-    A2s = ()
-    hs = ()
     o_dn = o_d * N + sub * NS  # (D, N) tensors: state sub·NS + i of channel o_d
+    b_bias, b_Dskip, b_rate, As, A2s = channel_params(A, delta_bias, Dskip, rate, o_d, m_d, o_dn,
+                                                      NS, HAS_BIAS, HAS_D, COUPLING)
+    hs = ()
     for i in tl.static_range(NS):
-        b_An = tl.load(A + o_dn + i, mask=m_d, other=0.0).to(tl.float32)
-        As = As + (b_An,)
-        A2s = A2s + (b_An * LOG2E,)
         if HAS_H0:
             hs = hs + (tl.load(h0 + i_s.to(tl.int64) * D * N + o_dn + i, mask=m_d,
                                other=0.0).to(tl.float32),)
@@ -266,19 +260,25 @@ def selective_scan_fwd_kernel(
             tl.store(p_last + i, hs[i], mask=m_d)
 
 
+def chunk_slots(n_seq: int, L: int, CK: int, packed: bool) -> int:
+    """Chunk states to allocate for ``n_seq`` sequences of ``L`` steps each, or (``packed``)
+    ``L`` steps in all: at most ``cdiv(L, CK) + n_seq`` chunks then (a partial chunk each), a
+    bound that needs no read of the lengths from the device."""
+    return triton.cdiv(L, CK) + n_seq if packed else n_seq * triton.cdiv(L, CK)
+
+
 def chunk_offsets_of(cu_seqlens: torch.Tensor | None, n_seq: int, L: int, CK: int,
                      device: torch.device) -> tuple[torch.Tensor, int]:
     """Index of each sequence's first saved chunk state (``(n_seq + 1,)`` int32, on ``device``)
     and a number of chunk slots that is enough for all of them, computed without reading
-    anything back from the device (a host sync would stall the launch queue): packed
-    sequences of ``L`` steps in all need at most ``cdiv(L, CK) + n_seq`` chunks (a partial
-    chunk each)."""
+    anything back from the device (a host sync would stall the launch queue: see
+    ``chunk_slots``)."""
+    n_slots = chunk_slots(n_seq, L, CK, packed=cu_seqlens is not None)
     if cu_seqlens is None:
-        n_ck = triton.cdiv(L, CK)
-        return torch.arange(n_seq + 1, device=device, dtype=torch.int32) * n_ck, n_seq * n_ck
+        offsets = torch.arange(n_seq + 1, device=device, dtype=torch.int32) * triton.cdiv(L, CK)
+        return offsets, n_slots
     n = (cu_seqlens[1:] - cu_seqlens[:-1] + CK - 1) // CK
-    offsets = torch.cat([n.new_zeros(1), n.cumsum(0)]).to(torch.int32)
-    return offsets, triton.cdiv(L, CK) + n_seq
+    return torch.cat([n.new_zeros(1), n.cumsum(0)]).to(torch.int32), n_slots
 
 
 def selective_scan_fwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, rate, h0,

@@ -421,24 +421,10 @@ def discretize_grad(dtA, dtB, A, dA, kB, SCHEME: tl.constexpr):
     return dA_ddtA, dA_dA, dk_ddtB, dk_dA
 
 
-# ---- one step of the recurrence on a lane's states (shared by the forward and the backward) ----
+# ---- a lane's states: parameters, rows and one step (shared by the forward and the backward) ----
 # Both scan kernels lay a program out as 32 lanes, S adjacent lanes a channel; lane j holds
 # states ``j % S``, ``j % S + S``, ... (NS = N / S of them) of channel ``j // S`` as a tuple of
 # ``[32]`` vectors.
-
-
-@triton.jit
-def load_row(X, p, m, NS: tl.constexpr, S: tl.constexpr, MASK: tl.constexpr):
-    """The lane's NS entries of a row X[t, g, :] (entry ``i·S + sub`` at ``p + i·S``, ``p``
-    holding the sub-lane) as fp32 ``[32]`` vectors; the lanes of a channel group read the same
-    addresses (a broadcast load). ``MASK`` False: no mask (a masked load also zero-fills)."""
-    xs = ()
-    for i in tl.static_range(NS):
-        if MASK:
-            xs = xs + (tl.load(X + p + i * S, mask=m, other=0.0).to(tl.float32),)
-        else:
-            xs = xs + (tl.load(X + p + i * S).to(tl.float32),)
-    return xs
 
 
 def vector_bytes(N: int, NS: int, *tensors: torch.Tensor) -> int:
@@ -504,7 +490,13 @@ def load_row_vec(X, p, m, NS: tl.constexpr, VEC: tl.constexpr, MASK: tl.constexp
     every value costs a load instruction per lane; with 16-byte loads a quarter (fp32) or an
     eighth (bf16/fp16) of that."""
     if VEC == 0 or not _PTX:
-        return load_row(X, p, m, NS, 1, MASK)
+        xs = ()
+        for i in tl.static_range(NS):
+            if MASK:  # a masked load also zero-fills: only where needed
+                xs = xs + (tl.load(X + p + i, mask=m, other=0.0).to(tl.float32),)
+            else:
+                xs = xs + (tl.load(X + p + i).to(tl.float32),)
+        return xs
     else:
         BITS: tl.constexpr = X.dtype.element_ty.primitive_bitwidth
         WORDS: tl.constexpr = VEC // 4
@@ -524,6 +516,24 @@ def load_row_vec(X, p, m, NS: tl.constexpr, VEC: tl.constexpr, MASK: tl.constexp
                                (ws[w] >> 16).to(tl.int16).to(tl.float16, bitcast=True)
                                .to(tl.float32))
         return xs
+
+
+@triton.jit
+def channel_params(A, delta_bias, Dskip, rate, o_d, m_d, o_dn, NS: tl.constexpr,
+                   HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, COUPLING: tl.constexpr):
+    """The per-channel parameters both scan kernels start from: ``(bias, D skip, rate)`` as fp32
+    ``[32]`` vectors (0.0 where absent) and the lane's NS entries of A (``A + o_dn + i``) as
+    tuples ``As`` and ``A2s = A·log2 e`` (Ā = 2^(dtA·A2): one multiply and one MUFU.EX2)."""
+    b_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
+    b_Dskip = tl.load(Dskip + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_D else 0.0
+    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == 1 else 0.0
+    As = ()
+    A2s = ()
+    for i in tl.static_range(NS):
+        b_An = tl.load(A + o_dn + i, mask=m_d, other=0.0).to(tl.float32)
+        As = As + (b_An,)
+        A2s = A2s + (b_An * LOG2E,)
+    return b_bias, b_Dskip, b_rate, As, A2s
 
 
 @triton.jit

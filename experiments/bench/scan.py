@@ -101,6 +101,19 @@ def time_scan(kw, disc, backend, grad, rep=200, check_values=False):
     return t_f, t_fb, peak
 
 
+def wall_time(fn, n, warmup):
+    """Seconds per call of ``fn`` by the wall clock over ``n`` calls after ``warmup``, the GPU
+    synchronised before and after (host and GPU time together, whichever bounds)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n
+
+
 def host_overhead(calls=200):
     """Host µs per ``selective_scan`` call (validation, dispatch, launch), measured where the
     GPU work is negligible: (1, 64, 64, 16), forward and forward+backward, both modes."""
@@ -115,15 +128,8 @@ def host_overhead(calls=200):
                                        check_values=False)
                     if grad:
                         y.sum().backward()
-            for _ in range(10):
-                call()
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                call()
-            torch.cuda.synchronize()
             out[("event" if event else "standard", "fwd+bwd" if grad else "fwd")] = \
-                (time.perf_counter() - t0) / calls * 1e6
+                wall_time(call, calls, warmup=10) * 1e6
     return out
 
 
@@ -185,14 +191,7 @@ def mamba_step(fast: bool, steps=10):
         m(x).float().square().mean().backward()
         opt.step()
 
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    dt = (time.perf_counter() - t0) / steps
+    dt = wall_time(step, steps, warmup=3)
     return 8 * 2048 / dt, dt * 1e3
 
 
