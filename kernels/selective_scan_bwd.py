@@ -22,8 +22,14 @@ a lane there are only batch·D/32 of them and the step is latency-bound. ``h[l-1
 reverse order: for each chunk of ``CK`` steps (reverse order) the program reloads the state the
 forward saved, runs the chunk forward storing the state entering every sub-chunk of ``K``
 steps to a per-program scratch (small: it stays in L2), then walks the sub-chunks backwards,
-recomputing each one's ``K`` states into registers. Inputs of the next sub-chunk are prefetched
-into L1 while the current one is computed.
+recomputing each one's ``K`` states into registers.
+
+Latency (Nsight Compute showed most of the stall samples on loads used right after they were
+issued): both passes request the inputs of the next sub-chunk (u, δ, τ, the saved state, and
+the B rows in the chunk pass) before computing the current one; the reverse pass loads a whole
+sub-chunk's B and C rows before its recompute; full sub-chunks take a path without step masks
+(the masked path's branches kept the loads from being hoisted); and inputs are prefetched into
+L2 ``prefetch_distance()`` sub-chunks ahead (dy, C and z of a sub-chunk during its chunk pass).
 
 The per-step channel sums ∂B[t, :] and ∂C[t, :] (2N values, each a sum over the warp's
 channels) are reduced together by a butterfly reduce-scatter (``channel_sums``): ``32/S - 1``
@@ -50,10 +56,13 @@ from .utils import (
     exp2_fast,
     group_sum,
     lanes_per_channel,
+    load_cols,
     load_row_vec,
     load_steps,
     new_empty,
-    prefetch_l1,
+    prefetch_distance,
+    prefetch_l2,
+    prefetch_rows_l2,
     prune_unrolled,
     sigmoid,
     step_coeffs,
@@ -65,28 +74,46 @@ __all__ = ["selective_scan_bwd"]
 
 
 @triton.jit
-def _prefetch_rows(p, lo, T, m_d, D: tl.constexpr, K: tl.constexpr):
-    """Bring the K rows ``p + k·D`` (steps ``lo + k`` of the sequence, those in ``[0, T)``) into
-    L1: no registers and no wait, so the loads of a later sub-chunk find them there."""
+def _load_rows(X, p_bc, n_valid, m_d, G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr,
+               VEC: tl.constexpr, K: tl.constexpr, MASK_T: tl.constexpr,
+               SPLIT_GROUPS: tl.constexpr):
+    """The lane's NS entries of the B (or C) rows of K steps, a flat tuple (step k at k·NS).
+    Without split groups every lane reads its block's group row, so only the steps need masks."""
+    xs = ()
     for k in tl.static_range(K):
-        prefetch_l1(p + k * D, tl.where((lo + k >= 0) & (lo + k < T), m_d, False))
+        m = tl.where(k < n_valid, m_d, False) if MASK_T else m_d
+        xs = xs + load_row_vec(X, p_bc + k * G * N, m, NS, VEC, MASK_T or SPLIT_GROUPS)
+    return xs
 
 
 @triton.jit
-def _forward_sub(hs, cur, B, p_bc, n_valid, m_d, As, A2s, b_bias, b_rate,
-                 G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr, VEC: tl.constexpr,
+def _sub_inputs(p_u, p_dl, p_tau, B, t, n_valid, m_d, o_bc, D: tl.constexpr, G: tl.constexpr,
+                N: tl.constexpr, NS: tl.constexpr, VEC: tl.constexpr, K: tl.constexpr,
+                COUPLING: tl.constexpr, MASK_T: tl.constexpr, SPLIT_GROUPS: tl.constexpr,
+                EVEN_D: tl.constexpr):
+    """What the chunk pass reads for the K steps from ``t``: (u, δ, τ) tuples and B rows."""
+    cur = load_steps(p_u + t * D, p_dl + t * D, p_tau + t, p_dl, p_dl, n_valid, m_d, D, K,
+                     COUPLING, False, False, MASK_T, EVEN_D)
+    return cur, _load_rows(B, t * G * N + o_bc, n_valid, m_d, G, N, NS, VEC, K, MASK_T,
+                           SPLIT_GROUPS)
+
+
+@triton.jit
+def _forward_sub(hs, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS: tl.constexpr,
                  K: tl.constexpr, SCHEME: tl.constexpr, COUPLING: tl.constexpr,
                  SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, MASK_T: tl.constexpr,
                  KEEP: tl.constexpr):
-    """K forward steps from ``hs``: the state after the sub-chunk, or with ``KEEP`` the tuple of
-    its K + 1 states ``h[0..K]`` (``h[0] = hs``)."""
+    """K forward steps from ``hs`` (B rows ``Bks`` from ``_load_rows``): the state after the
+    sub-chunk, or with ``KEEP`` the tuple of its K + 1 states ``h[0..K]`` (``h[0] = hs``)."""
     us, dls, taus, dys, zs = cur
     hs_all = (hs,)
     for k in tl.static_range(K):
         m_t = k < n_valid
-        Bs = load_row_vec(B, p_bc + k * G * N, tl.where(m_t, m_d, False), NS, VEC, True)
+        Bs = ()
+        for i in tl.static_range(NS):
+            Bs = Bs + (Bks[k * NS + i],)
         _, _, dtA, dtB = step_coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
-                                 HAS_BIAS, MASK_T)
+                                     HAS_BIAS, MASK_T)
         hs = advance_states(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, NS, SCHEME)
         if KEEP:
             hs_all = hs_all + (hs,)
@@ -108,17 +135,24 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
     """The K steps of one sub-chunk in reverse, from the state entering it (``h0s``) and the
     adjoint after it (``g``); returns the adjoint before it and the updated accumulators."""
     us, dls, taus, dys, zs = cur
+    # B and C rows of the whole sub-chunk first: C is not needed before the reverse steps, so
+    # its loads overlap the recompute
+    Bks = _load_rows(B, p_bc, n_valid, m_d, G, N, NS, VEC, K, MASK_T, SPLIT_GROUPS)
+    Cks = _load_rows(C, p_bc, n_valid, m_d, G, N, NS, VEC, K, MASK_T, SPLIT_GROUPS)
     # the sub-chunk's states h[0..K] (h[0] = h0s) recomputed into registers
-    hs_all = _forward_sub(h0s, cur, B, p_bc, n_valid, m_d, As, A2s, b_bias, b_rate, G, N, NS, VEC,
-                          K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, MASK_T, True)
+    hs_all = _forward_sub(h0s, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS, K, SCHEME,
+                          COUPLING, SOFTPLUS, HAS_BIAS, MASK_T, True)
     # after the reduce-scatter each lane holds Q of the 2N sums (see channel_sums)
     Q: tl.constexpr = (2 * N + 31) // 32
     for k in tl.static_range(K - 1, -1, -1):
         m_t = k < n_valid
         hk = hs_all[k + 1]
         hp = hs_all[k]
-        Bs = load_row_vec(B, p_bc + k * G * N, tl.where(m_t, m_d, False), NS, VEC, True)
-        Cs = load_row_vec(C, p_bc + k * G * N, tl.where(m_t, m_d, False), NS, VEC, True)
+        Bs = ()
+        Cs = ()
+        for i in tl.static_range(NS):
+            Bs = Bs + (Bks[k * NS + i],)
+            Cs = Cs + (Cks[k * NS + i],)
         b_u = us[k].to(tl.float32)
         b_x, b_dl, dtA, dtB = step_coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
                                       HAS_BIAS, MASK_T)
@@ -235,8 +269,11 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
 
 
 @triton.autotune(
+    # K = 4 capped at 168 registers: 12 one-warp programs an SM, enough for (8, 4096, 1536, 16)
+    # in one wave (with z or τ ptxas otherwise took 240-245 registers, 8 programs an SM);
+    # ptxas fits the N = 16 cases in it with at most 8 bytes of spills.
     configs=[
-        triton.Config({"K": 4}, num_warps=1),
+        triton.Config({"K": 4}, num_warps=1, maxnreg=168),
         triton.Config({"K": 2}, num_warps=1),
     ],
     key=["D", "N", "G", "CK", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "DTYPE_KEY", "S", "VEC"],
@@ -260,6 +297,7 @@ def selective_scan_bwd_kernel(
     STORE_DH0: tl.constexpr, TAU_GRAD: tl.constexpr, IS_VARLEN: tl.constexpr,
     DTYPE_KEY: tl.constexpr, S: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr,
     K: tl.constexpr, SPLIT_GROUPS: tl.constexpr, EVEN_D: tl.constexpr,
+    PF_DIST: tl.constexpr,
 ):
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     NS: tl.constexpr = N // S
@@ -318,12 +356,13 @@ def selective_scan_bwd_kernel(
         p_tau = u
     # this program's scratch: the state entering each sub-chunk of a chunk, (SLOTS, NS, 32)
     p_scr = scratch + (i_s.to(tl.int64) * tl.num_programs(0) + i_d) * SLOTS * NS * 32 + lane
-    # L1 prefetch of a B/C row: lane j covers cache line j // K of the row at step j % K
-    LINE = 1024 // B.dtype.element_ty.primitive_bitwidth
+    # a B/C prefetch: lane j covers 32-byte sector j // K of the group's row at step j % K
+    SECT = 256 // B.dtype.element_ty.primitive_bitwidth
     o_pf = lane % K
     l_pf = lane // K
-    m_pf = l_pf * LINE < N
-    o_bc_pf = o_pf * G * N + ((i_d * BD) // (D // G)) * N + l_pf * LINE
+    m_pf = l_pf * SECT < N
+    o_bc_pf = o_pf * G * N + ((i_d * BD) // (D // G)) * N + l_pf * SECT
+    FAR: tl.constexpr = PF_DIST * K  # L2 prefetch distance in steps (see prefetch_distance)
 
     for i_o in range(tl.cdiv(T, CK) - 1, -1, -1):
         n_ck = tl.minimum(T - i_o * CK, CK)
@@ -334,46 +373,94 @@ def selective_scan_bwd_kernel(
         for i in tl.static_range(NS):
             hs = hs + (tl.load(ckpt + ((i_ck + i_o) * N + sub * NS + i) * D + o_d, mask=m_d,
                                other=0.0),)
+        # Chunk pass. Software pipeline: the inputs of sub-chunk i_c + 1 are requested before
+        # sub-chunk i_c is computed (a load used right away waited on L2 every sub-chunk).
+        t0 = bos + i_o * CK
+        nxt, nxt_B = _sub_inputs(p_u, p_dl, p_tau, B, t0, n_ck, m_d, o_bc, D, G, N, NS, VEC, K,
+                                 COUPLING, True, SPLIT_GROUPS, EVEN_D)
         for i_c in range(0, n_sub):
+            cur = nxt
+            Bks = nxt_B
             for i in tl.static_range(NS):
                 tl.store(p_scr + (i_c * NS + i) * 32, hs[i])
-            t = bos + i_o * CK + i_c * K
+            t = t0 + i_c * K
             n_valid = n_ck - i_c * K
-            cur = load_steps(p_u + t * D, p_dl + t * D, p_tau + t, p_dy, p_z, n_valid, m_d, D, K,
-                             COUPLING, False, False, True, EVEN_D)
-            prefetch_l1(B + (t + K) * G * N + o_bc_pf, m_pf & (o_pf < n_valid - K))
-            # the inputs two sub-chunks ahead: DRAM latency is about one sub-chunk of work
-            _prefetch_rows(p_u + (t + 2 * K) * D, t - bos + 2 * K, T, m_d, D, K)
-            _prefetch_rows(p_dl + (t + 2 * K) * D, t - bos + 2 * K, T, m_d, D, K)
-            hs = _forward_sub(hs, cur, B, t * G * N + o_bc, n_valid, m_d, As, A2s, b_bias,
-                              b_rate, G, N, NS, VEC, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, True,
-                              False)
-        # backwards over the sub-chunks
+            if n_valid >= 2 * K:
+                nxt, nxt_B = _sub_inputs(p_u, p_dl, p_tau, B, t + K, K, m_d, o_bc, D, G, N, NS,
+                                         VEC, K, COUPLING, False, SPLIT_GROUPS, EVEN_D)
+            else:
+                nxt, nxt_B = _sub_inputs(p_u, p_dl, p_tau, B, t + K, n_valid - K, m_d, o_bc, D,
+                                         G, N, NS, VEC, K, COUPLING, True, SPLIT_GROUPS, EVEN_D)
+            # into L2: what the chunk pass reads FAR steps on, and what the reverse pass reads
+            # first (dy, C, z) of this sub-chunk
+            if PF_DIST > 0:
+                prefetch_l2(B + (t + FAR) * G * N + o_bc_pf, m_pf & (o_pf < n_valid - FAR))
+                prefetch_rows_l2(p_u + (t + FAR) * D, t - bos + FAR, T, m_d, D, K)
+                prefetch_rows_l2(p_dl + (t + FAR) * D, t - bos + FAR, T, m_d, D, K)
+                if COUPLING != 0:
+                    prefetch_l2(p_tau + t + FAR + o_pf, (l_pf == 0) & (o_pf < n_valid - FAR))
+                prefetch_l2(C + t * G * N + o_bc_pf, m_pf & (o_pf < n_valid))
+                prefetch_rows_l2(p_dy + t * D, t - bos, T, m_d, D, K)
+                if HAS_Z:
+                    prefetch_rows_l2(p_z + t * D, t - bos, T, m_d, D, K)
+            # full sub-chunks take the path without step masks
+            if n_valid >= K:
+                hs = _forward_sub(hs, cur, Bks, K, As, A2s, b_bias, b_rate, NS, K, SCHEME,
+                                  COUPLING, SOFTPLUS, HAS_BIAS, False, False)
+            else:
+                hs = _forward_sub(hs, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS, K, SCHEME,
+                                  COUPLING, SOFTPLUS, HAS_BIAS, True, False)
+        # Reverse pass over the sub-chunks; the state entering sub-chunk i_c - 1 and its u, δ, τ
+        # are requested before sub-chunk i_c is computed (the recompute needs them first).
+        t_last = t0 + (n_sub - 1) * K
+        nxt = load_steps(p_u + t_last * D, p_dl + t_last * D, p_tau + t_last, p_dy, p_z,
+                         (t0 + n_ck - t_last).to(tl.int32), m_d, D, K, COUPLING, False, False,
+                         True, EVEN_D)
+        nxt_h = ()
+        for i in tl.static_range(NS):
+            nxt_h = nxt_h + (tl.load(p_scr + ((n_sub - 1) * NS + i) * 32),)
         for i_c in range(n_sub - 1, -1, -1):
-            h0s = ()
-            for i in tl.static_range(NS):
-                h0s = h0s + (tl.load(p_scr + (i_c * NS + i) * 32),)
-            t = bos + i_o * CK + i_c * K
+            us, dls, taus, _, _ = nxt
+            h0s = nxt_h
+            t = t0 + i_c * K
             n_valid = n_ck - i_c * K
-            cur = load_steps(p_u + t * D, p_dl + t * D, p_tau + t, p_dy + t * D, p_z + t * D,
-                             n_valid, m_d, D, K, COUPLING, True, HAS_Z, True, EVEN_D)
-            prefetch_l1(B + (t - K) * G * N + o_bc_pf, m_pf & (t - bos >= K))
-            prefetch_l1(C + (t - K) * G * N + o_bc_pf, m_pf & (t - bos >= K))
-            prefetch_l1(C + (t) * G * N + o_bc_pf, m_pf & (o_pf < n_valid))
-            # the previous sub-chunk's state and inputs (dy and z two back: first read here)
-            for i in tl.static_range(NS):
-                prefetch_l1(p_scr + ((i_c - 1) * NS + i) * 32, m_d & (i_c > 0))
-            _prefetch_rows(p_u + (t - K) * D, t - bos - K, T, m_d, D, K)
-            _prefetch_rows(p_dl + (t - K) * D, t - bos - K, T, m_d, D, K)
-            _prefetch_rows(p_dy + (t - 2 * K) * D, t - bos - 2 * K, T, m_d, D, K)
-            if HAS_Z:
-                _prefetch_rows(p_z + (t - 2 * K) * D, t - bos - 2 * K, T, m_d, D, K)
-            g, dA_acc, b_dD, b_dbias, b_drate = _backward_sub(
-                g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, t * G * N + o_bc,
-                p_du + t * D, p_ddl + t * D, p_dz + t * D, dtau + t, dBC + t * G * 2 * N,
-                n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias, b_Dskip, b_rate,
-                D, G, N, NS, S, VEC, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, TAU_GRAD,
-                SPLIT_GROUPS, True, EVEN_D)
+            if i_c > 0:  # sub-chunk i_c - 1 is a full one
+                nxt = load_steps(p_u + (t - K) * D, p_dl + (t - K) * D, p_tau + t - K, p_dy, p_z,
+                                 K, m_d, D, K, COUPLING, False, False, False, EVEN_D)
+                nxt_h = ()
+                for i in tl.static_range(NS):
+                    nxt_h = nxt_h + (tl.load(p_scr + ((i_c - 1) * NS + i) * 32),)
+            # the previous chunk's first sub-chunks into L2 (its chunk pass starts right after
+            # this one's last sub-chunks)
+            if PF_DIST > 0:
+                if i_c < PF_DIST:
+                    prefetch_l2(B + (t - CK) * G * N + o_bc_pf, m_pf & (t - bos >= CK))
+                    prefetch_rows_l2(p_u + (t - CK) * D, t - bos - CK, T, m_d, D, K)
+                    prefetch_rows_l2(p_dl + (t - CK) * D, t - bos - CK, T, m_d, D, K)
+                    if COUPLING != 0:
+                        prefetch_l2(p_tau + t - CK + o_pf, (l_pf == 0) & (t - bos >= CK))
+            if n_valid >= K:
+                dys = load_cols(p_dy + t * D, K, m_d, D, K, False, EVEN_D)
+                zs = dys
+                if HAS_Z:
+                    zs = load_cols(p_z + t * D, K, m_d, D, K, False, EVEN_D)
+                g, dA_acc, b_dD, b_dbias, b_drate = _backward_sub(
+                    g, dA_acc, b_dD, b_dbias, b_drate, h0s, (us, dls, taus, dys, zs), B, C,
+                    t * G * N + o_bc, p_du + t * D, p_ddl + t * D, p_dz + t * D, dtau + t,
+                    dBC + t * G * 2 * N, K, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias, b_Dskip,
+                    b_rate, D, G, N, NS, S, VEC, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D,
+                    HAS_Z, TAU_GRAD, SPLIT_GROUPS, False, EVEN_D)
+            else:
+                dys = load_cols(p_dy + t * D, n_valid, m_d, D, K, True, EVEN_D)
+                zs = dys
+                if HAS_Z:
+                    zs = load_cols(p_z + t * D, n_valid, m_d, D, K, True, EVEN_D)
+                g, dA_acc, b_dD, b_dbias, b_drate = _backward_sub(
+                    g, dA_acc, b_dD, b_dbias, b_drate, h0s, (us, dls, taus, dys, zs), B, C,
+                    t * G * N + o_bc, p_du + t * D, p_ddl + t * D, p_dz + t * D, dtau + t,
+                    dBC + t * G * 2 * N, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias,
+                    b_Dskip, b_rate, D, G, N, NS, S, VEC, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS,
+                    HAS_D, HAS_Z, TAU_GRAD, SPLIT_GROUPS, True, EVEN_D)
 
     for i in tl.static_range(NS):
         tl.atomic_add(dA + o_dn + i, dA_acc[i], mask=m_d, sem="relaxed")
@@ -427,7 +514,7 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
         HAS_BIAS=delta_bias is not None, HAS_D=Dskip is not None, HAS_Z=z is not None,
         HAS_DLAST=dlast is not None, STORE_DH0=store_dh0, TAU_GRAD=tau_grad,
         IS_VARLEN=cu_seqlens is not None, DTYPE_KEY=str(u.dtype), S=S, BD=32 // S,
-        VEC=vector_bytes(N, N // S, B, C),
+        VEC=vector_bytes(N, N // S, B, C), PF_DIST=prefetch_distance(),
     )
     return dict(u=du, delta=ddelta, A=dA, B=dBC[..., :N], C=dBC[..., N:],
                 D=dDskip if Dskip is not None else None,

@@ -17,8 +17,9 @@ per-channel work of a step (softplus, D skip, gate, store) is shared out: the ch
 
 Latency: the inputs of chunk c+1 (``K`` steps of u, δ, τ, z and the lane's part of the B/C rows,
 those as 16-byte vector loads: ``load_row_vec``) are requested before chunk c is computed, and
-the B/C rows of chunk c+2 are prefetched into L1. Chunks away from the sequence end run without
-step masks. When the backward will run, the state entering every ``CK`` steps is saved
+every input ``prefetch_distance()`` chunks ahead (4 by default) is prefetched into L2, so that
+those register loads hit L2 instead of waiting on DRAM. Chunks away from the sequence end run
+without step masks. When the backward will run, the state entering every ``CK`` steps is saved
 (``ckpt``, ``(n_chunks, N, D)`` fp32: ``4N/CK`` bytes per ``(b, l, d)``).
 
 Layout: ``u, delta, z, y: (T, D)`` with ``T = batch·L`` (or the packed length), ``B, C: (T, G,
@@ -41,7 +42,9 @@ from .utils import (
     load_steps,
     new_empty,
     owned,
-    prefetch_l1,
+    prefetch_distance,
+    prefetch_l2,
+    prefetch_rows_l2,
     prune_unrolled,
     sigmoid,
     step_coeffs,
@@ -128,6 +131,46 @@ def _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_ra
     return hs
 
 
+@triton.jit
+def _chunk(hs, cur, i_c, T, p_u, p_dl, p_tau, p_z, p_y, B, C, p_bc, p_bc_pf, m_d, m_bc, m_pf,
+           o_pf, l_pf, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D: tl.constexpr,
+           G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr, S: tl.constexpr, K: tl.constexpr,
+           VEC: tl.constexpr, SCHEME: tl.constexpr, COUPLING: tl.constexpr,
+           SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
+           HAS_Z: tl.constexpr, SPLIT_GROUPS: tl.constexpr, EVEN_D: tl.constexpr,
+           PF_DIST: tl.constexpr):
+    """Chunk ``i_c`` (pointers at its first step) from its inputs ``cur``: prefetches chunk
+    ``i_c + PF_DIST`` into L2, requests the inputs of chunk ``i_c + 1``, runs the K steps.
+    Returns the state after them and the next chunk's inputs."""
+    n_valid = T - i_c * K
+    # every input PF_DIST chunks ahead into L2 (see prefetch_distance)
+    if PF_DIST > 0:
+        FAR: tl.constexpr = PF_DIST * K
+        prefetch_l2(B + p_bc_pf + FAR * G * N, m_pf & (o_pf < n_valid - FAR))
+        prefetch_l2(C + p_bc_pf + FAR * G * N, m_pf & (o_pf < n_valid - FAR))
+        prefetch_rows_l2(p_u + FAR * D, i_c * K + FAR, T, m_d, D, K)
+        prefetch_rows_l2(p_dl + FAR * D, i_c * K + FAR, T, m_d, D, K)
+        if HAS_Z:
+            prefetch_rows_l2(p_z + FAR * D, i_c * K + FAR, T, m_d, D, K)
+        if COUPLING != 0:
+            prefetch_l2(p_tau + FAR + o_pf, (l_pf == 0) & (o_pf < n_valid - FAR))
+    if n_valid >= 2 * K:
+        nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * D, B, C,
+                          p_bc + K * G * N, K, m_d, m_bc, D, G, N, NS, K, VEC, COUPLING, HAS_Z,
+                          SPLIT_GROUPS, False, EVEN_D)
+    else:
+        nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * D, B, C,
+                          p_bc + K * G * N, n_valid - K, m_d, m_bc, D, G, N, NS, K, VEC,
+                          COUPLING, HAS_Z, SPLIT_GROUPS, True, EVEN_D)
+    if n_valid > K:
+        hs = _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D,
+                    NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, False, EVEN_D)
+    else:
+        hs = _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D,
+                    NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, True, EVEN_D)
+    return hs, nxt
+
+
 @triton.autotune(
     # K·N/S state updates are unrolled twice (masked and unmasked paths): compile time and
     # registers grow with it (N = 16, S = 1 on one CPU core: K = 2 2.4 s, K = 4 5.7 s, K = 8 20 s).
@@ -155,6 +198,7 @@ def selective_scan_fwd_kernel(
     STORE_LAST: tl.constexpr, SAVE_CKPT: tl.constexpr, IS_VARLEN: tl.constexpr,
     DTYPE_KEY: tl.constexpr, S: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr,
     K: tl.constexpr, SPLIT_GROUPS: tl.constexpr, EVEN_D: tl.constexpr,
+    PF_DIST: tl.constexpr,
 ):
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     NS: tl.constexpr = N // S
@@ -209,17 +253,17 @@ def selective_scan_fwd_kernel(
     else:
         p_tau = u + bos
     p_bc = bos * G * N + o_g + sub * NS  # an offset: B and C share it
-    # lane j of the L1 prefetch covers cache line j // K of the group's row at step j % K
-    LINE = 1024 // B.dtype.element_ty.primitive_bitwidth  # elements per 128-byte line
+    # lane j of a B/C prefetch covers 32-byte sector j // K of the group's row at step j % K
+    SECT = 256 // B.dtype.element_ty.primitive_bitwidth  # elements per sector
     o_pf = lane % K
     l_pf = lane // K
-    m_pf = l_pf * LINE < N
-    p_bc_pf = bos * G * N + o_pf * G * N + ((i_d * BD) // (D // G)) * N + l_pf * LINE
+    m_pf = l_pf * SECT < N
+    p_bc_pf = bos * G * N + o_pf * G * N + ((i_d * BD) // (D // G)) * N + l_pf * SECT
     # Software pipeline: the inputs of chunk c+1 (u, δ, τ, z and the B/C rows) are requested
-    # before chunk c is computed, and the B/C rows of chunk c+2 are prefetched into L1: every
-    # lane reads the same rows, and a load that waits on L2 each step (one step ahead was the
-    # first design) bounded the step time at the L2 latency. Chunks away from the end take a
-    # path without step masks.
+    # before chunk c is computed (a load one step ahead, the first design, bounded the step time
+    # at the memory latency), and the inputs of chunk c+PF_DIST are prefetched into L2: a chunk
+    # of work is shorter than a DRAM access. Chunks away from the end take a path without step
+    # masks.
     nxt = _load_chunk(p_u, p_dl, p_tau, p_z, B, C, p_bc, T, m_d, m_bc, D, G, N, NS, K, VEC,
                       COUPLING, HAS_Z, SPLIT_GROUPS, True, EVEN_D)
     for i_c in range(0, tl.cdiv(T, K)):
@@ -229,24 +273,12 @@ def selective_scan_fwd_kernel(
                 p_ck = ckpt + ((i_ck + i_c // (CK // K)) * N + sub * NS) * D + o_d
                 for i in tl.static_range(NS):
                     tl.store(p_ck + i * D, hs[i], mask=m_d)
-        cur = nxt
-        n_valid = T - i_c * K
-        prefetch_l1(B + p_bc_pf + 2 * K * G * N, m_pf & (o_pf < n_valid - 2 * K))
-        prefetch_l1(C + p_bc_pf + 2 * K * G * N, m_pf & (o_pf < n_valid - 2 * K))
-        if n_valid >= 2 * K:
-            nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * D, B, C,
-                              p_bc + K * G * N, K, m_d, m_bc, D, G, N, NS, K, VEC, COUPLING, HAS_Z,
-                              SPLIT_GROUPS, False, EVEN_D)
-        else:
-            nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * D, B, C,
-                              p_bc + K * G * N, n_valid - K, m_d, m_bc, D, G, N, NS, K, VEC,
-                              COUPLING, HAS_Z, SPLIT_GROUPS, True, EVEN_D)
-        if n_valid > K:
-            hs = _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D,
-                        NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, False, EVEN_D)
-        else:
-            hs = _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D,
-                        NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, True, EVEN_D)
+        # (a ping-pong over two register sets, two chunks an iteration, removed the copies of
+        # nxt into cur at the loop's end but was not faster: kernel_notes.md, session 7)
+        hs, nxt = _chunk(hs, nxt, i_c, T, p_u, p_dl, p_tau, p_z, p_y, B, C, p_bc, p_bc_pf, m_d,
+                         m_bc, m_pf, o_pf, l_pf, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D, G,
+                         N, NS, S, K, VEC, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z,
+                         SPLIT_GROUPS, EVEN_D, PF_DIST)
         p_u += K * D
         p_dl += K * D
         p_y += K * D
@@ -313,6 +345,6 @@ def selective_scan_fwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
         HAS_BIAS=delta_bias is not None, HAS_D=Dskip is not None, HAS_Z=z is not None,
         HAS_H0=h0 is not None, STORE_LAST=store_last, SAVE_CKPT=save_ckpt,
         IS_VARLEN=cu_seqlens is not None, DTYPE_KEY=str(u.dtype), S=S, BD=32 // S,
-        VEC=vec,
+        VEC=vec, PF_DIST=prefetch_distance(),
     )
     return y, last, ckpt, offsets

@@ -79,6 +79,29 @@ def lanes_per_channel(N: int, kernel: str) -> int:
     return 4 if N % 4 == 0 else (2 if N % 2 == 0 else 1)
 
 
+def prefetch_distance() -> int:
+    """How many chunks ahead the scan kernels prefetch their inputs into L2 (0: not at all;
+    ``EVENTSSM_PREFETCH`` overrides).
+
+    The register loads of a chunk are issued one chunk ahead, about 600 cycles of work, less
+    than a DRAM access under load: with only an L1 prefetch of the B/C rows two chunks ahead
+    (the former design) the forward waited on those rows at the end of every chunk (42 % of its
+    stall samples in Nsight Compute). Measured on the H100 at (8, 4096, 1536, 16) fp32: forward
+    0.73 ms with the L1 prefetch, 0.58 with L2 prefetch 2 or 4 chunks ahead, 0.60 with 8
+    (kernel_notes.md, session 7).
+    """
+    env = os.environ.get("EVENTSSM_PREFETCH")
+    if env is None or env == "":
+        return 4
+    try:
+        dist = int(env)
+    except ValueError:
+        dist = -1
+    if not 0 <= dist <= 64:
+        raise ValueError(f"EVENTSSM_PREFETCH must be a number of chunks in 0..64, got {env!r}")
+    return dist
+
+
 def autotune_configs(configs: list[triton.Config]) -> list[triton.Config]:
     """All configs on a GPU; only the first under the interpreter (each would run serially) or
     with ``EVENTSSM_AUTOTUNE=0`` (tests: one compilation per specialization)."""
@@ -126,13 +149,22 @@ def rcp_fast(x):
 
 
 @triton.jit
-def prefetch_l1(p, mask):
-    """Ask for the cache lines at ``p`` to be brought into L1 (no registers, no wait); a no-op
-    under the interpreter. Used one chunk ahead for data that many lanes read later."""
+def prefetch_l2(p, mask):
+    """Ask for the sector at ``p`` to be brought into L2 (no registers, no wait); a no-op under
+    the interpreter. Issued several chunks ahead, so that the register loads of a chunk (one
+    chunk ahead) find their data in L2 instead of waiting on DRAM."""
     if _PTX:
-        tl.inline_asm_elementwise("{ .reg .pred q; setp.ne.b32 q, $2, 0; @q prefetch.global.L1 [$1]; }",
+        tl.inline_asm_elementwise("{ .reg .pred q; setp.ne.b32 q, $2, 0; @q prefetch.global.L2 [$1]; }",
                                   "=r,l,r", [p, mask.to(tl.int32)], dtype=tl.int32, is_pure=False,
                                   pack=1)
+
+
+@triton.jit
+def prefetch_rows_l2(p, lo, T, m_d, D: tl.constexpr, K: tl.constexpr):
+    """``prefetch_l2`` of the K rows ``p + k·D`` (steps ``lo + k`` of the sequence, those in
+    ``[0, T)``) of a (T, D) tensor: the lanes' channels of each row, one sector a row."""
+    for k in tl.static_range(K):
+        prefetch_l2(p + k * D, tl.where((lo + k >= 0) & (lo + k < T), m_d, False))
 
 
 @triton.jit
@@ -196,6 +228,17 @@ def load_steps(p_u, p_dl, p_tau, p_dy, p_z, n_valid, m_d, D: tl.constexpr, K: tl
     if not HAS_Z:
         zs = dls
     return us, dls, taus, dys, zs
+
+
+@triton.jit
+def load_cols(p, n_valid, m_d, D: tl.constexpr, K: tl.constexpr, MASK_T: tl.constexpr,
+              EVEN_D: tl.constexpr):
+    """The lanes' channels of K rows ``p + k·D`` of a (T, D) tensor, a tuple of ``[32]``
+    vectors (rows ``k >= n_valid`` read as 0 when ``MASK_T``)."""
+    xs = ()
+    for k in tl.static_range(K):
+        xs = xs + (load_masked(p + k * D, k < n_valid, m_d, MASK_T, EVEN_D),)
+    return xs
 
 
 @triton.jit

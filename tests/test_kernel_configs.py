@@ -34,6 +34,20 @@ def test_prune_unrolled_keeps_smallest_k_when_none_fit(monkeypatch):
     assert [c.kwargs["K"] for c in kept] == [2]
 
 
+def test_prefetch_distance(monkeypatch):
+    monkeypatch.delenv("EVENTSSM_PREFETCH", raising=False)
+    default = utils.prefetch_distance()
+    print("default L2 prefetch distance (chunks)", default)
+    assert 1 <= default <= 64
+    for value, want in (("0", 0), ("2", 2), ("64", 64)):
+        monkeypatch.setenv("EVENTSSM_PREFETCH", value)
+        assert utils.prefetch_distance() == want
+    for bad in ("-1", "65", "two", "2,4"):
+        monkeypatch.setenv("EVENTSSM_PREFETCH", bad)
+        with pytest.raises(ValueError, match="EVENTSSM_PREFETCH"):
+            utils.prefetch_distance()
+
+
 @pytest.mark.parametrize("kernel", ["forward", "backward"])
 def test_lanes_per_channel(monkeypatch, kernel):
     var = "EVENTSSM_FWD_LANES" if kernel == "forward" else "EVENTSSM_BWD_LANES"

@@ -149,6 +149,14 @@ def test_scan_cases(case):
     check_scan(disc, **kw)
 
 
+@pytest.mark.parametrize("distance", ["0", "64"])
+def test_scan_prefetch_distance(monkeypatch, distance):
+    """Both kernels without L2 prefetch (PF_DIST = 0 compiles the prefetches out) and with a
+    distance past the sequence's end (every prefetch masked off): same results."""
+    monkeypatch.setenv("EVENTSSM_PREFETCH", distance)
+    check_scan(Asymmetric("mamba"), L=41, D=32, N=4)
+
+
 def test_scan_without_grad_saves_nothing_and_matches():
     gen = torch.Generator().manual_seed(3)
     kw = scan_inputs(b=2, L=19, D=6, N=4, dtype=torch.float32, generator=gen)
