@@ -101,7 +101,8 @@ class Mamba(SelectiveSSM):
         # float64 for a float64 model so that tests against the oracle stay exact.
         return torch.float64 if dtype == torch.float64 else torch.float32
 
-    def _gaps(self, L, Bsz, device, dtype, integration_timesteps, timestamps, lengths, cache):
+    def _gaps(self, L, Bsz, device, dtype, integration_timesteps, timestamps, lengths, cache,
+              check_values=True):
         """Integration timesteps ``(B, L)`` or None, and the last absolute time ``(B,)``."""
         if integration_timesteps is not None and timestamps is not None:
             raise ValueError("pass either integration_timesteps or timestamps, not both")
@@ -113,7 +114,8 @@ class Mamba(SelectiveSSM):
                 raise ValueError(f"timestamps must have shape ({Bsz}, {L}), got {tuple(ts.shape)}")
             prev = cache.last_time if (cache is not None and cache.seqlen_offset > 0) else None
             tau = timesteps_from_timestamps(ts, time_scale=self.time_scale, last_time=prev,
-                                            lengths=lengths, name="timestamps")
+                                            lengths=lengths, name="timestamps",
+                                            check_values=check_values)
             idx = (lengths - 1).clamp(min=0) if lengths is not None else torch.full((Bsz,), L - 1, device=device)
             last_time = ts.gather(1, idx[:, None].long())[:, 0].to(torch.float64)
             if lengths is not None and prev is not None:
@@ -128,8 +130,9 @@ class Mamba(SelectiveSSM):
         if not tau.dtype.is_floating_point:
             tau = tau.double()
         if lengths is not None:  # padding may hold anything: zero it, then validate the rest
-            tau = tau.masked_fill(~length_mask(lengths, L), 0.0)
-        check_timesteps(tau, "integration_timesteps")
+            tau = tau.masked_fill(~length_mask(lengths, L, check_values=False), 0.0)
+        if check_values:
+            check_timesteps(tau, "integration_timesteps")
         return tau.to(self._tau_dtype(dtype)), None
 
     def _conv(self, x: Tensor, conv_state: Tensor | None) -> Tensor:
@@ -150,6 +153,7 @@ class Mamba(SelectiveSSM):
         inference_cache: InferenceCache | None = None,
         *,
         timestamps: Tensor | None = None,
+        check_values: bool = True,
     ) -> Tensor:
         """``hidden_states (B, L, d_model)`` or ``(L, d_model)`` -> same shape.
 
@@ -161,6 +165,12 @@ class Mamba(SelectiveSSM):
                 from its state (prefill / chunked processing) and updates it in place.
             timestamps: ``(B, L)`` absolute times (float or int); gaps are formed in float64 as
                 backward differences (``τ[0] = 0``, or ``t[0]`` minus the cache's last time).
+            check_values: check the values of ``integration_timesteps`` (finite, ``>= 0``) and
+                ``lengths`` (in ``[0, L]``): a host sync each, which also splits a
+                ``torch.compile`` graph. ``False`` only for inputs the caller has validated
+                (:class:`~eventssm.models.MambaBackbone` checks once for all its layers) or
+                inside a captured step (``torch.compile(mode="reduce-overhead")``); it also
+                skips the checks of ``timestamps``.
         """
         unbatched = hidden_states.dim() == 2
         if unbatched:
@@ -178,9 +188,9 @@ class Mamba(SelectiveSSM):
             lengths = torch.as_tensor(lengths, device=hidden_states.device)
             if lengths.shape != (Bsz,):
                 raise ValueError(f"lengths must have shape ({Bsz},), got {tuple(lengths.shape)}")
-            mask = length_mask(lengths, L)
+            mask = length_mask(lengths, L, check_values=check_values)
         tau, last_time = self._gaps(L, Bsz, hidden_states.device, hidden_states.dtype, integration_timesteps,
-                                    timestamps, lengths, inference_cache)
+                                    timestamps, lengths, inference_cache, check_values)
 
         xz = self.in_proj(hidden_states)  # (B, L, 2D)
         x, z = xz.chunk(2, dim=-1)  # (B, L, D) each

@@ -42,9 +42,10 @@ class ResidualBlock(nn.Module):
         self.mixer = Mamba(d_model, **mamba_kwargs)
 
     def forward(self, x: Tensor, integration_timesteps=None, lengths=None, inference_cache=None,
-                *, timestamps=None) -> Tensor:
-        """``x (B, L, d_model)`` -> same."""
-        h = self.mixer(self.norm(x), integration_timesteps, lengths, inference_cache, timestamps=timestamps)
+                *, timestamps=None, check_values: bool = True) -> Tensor:
+        """``x (B, L, d_model)`` -> same (``check_values``: see :meth:`Mamba.forward`)."""
+        h = self.mixer(self.norm(x), integration_timesteps, lengths, inference_cache,
+                       timestamps=timestamps, check_values=check_values)
         return x + h
 
     def step(self, x: Tensor, cache: InferenceCache, integration_timesteps=None) -> Tensor:
@@ -73,7 +74,10 @@ class MambaBackbone(nn.Module):
         self.norm_f = nn.RMSNorm(d_model, eps=norm_eps)
 
     def forward(self, x: Tensor, integration_timesteps=None, lengths=None, inference_cache=None,
-                *, timestamps=None) -> Tensor:
+                *, timestamps=None, check_values: bool = True) -> Tensor:
+        """``x (B, L, d_model)`` -> same. The values of ``integration_timesteps`` and ``lengths``
+        are checked once, by the first layer (``check_values=False``: not at all, for inputs
+        validated already or a CUDA-graph-captured step; see :meth:`Mamba.forward`)."""
         if timestamps is not None:
             if integration_timesteps is not None:
                 raise ValueError("pass either integration_timesteps or timestamps, not both")
@@ -84,10 +88,14 @@ class MambaBackbone(nn.Module):
                 return self.norm_f(x)
             ts = torch.as_tensor(timestamps, device=x.device)
             integration_timesteps = timesteps_from_timestamps(
-                ts, time_scale=self.time_scale, lengths=lengths, name="timestamps")
+                ts, time_scale=self.time_scale, lengths=lengths, name="timestamps",
+                check_values=check_values)
+            check_values = False  # the gaps and lengths were just checked
         caches = inference_cache if inference_cache is not None else [None] * len(self.layers)
-        for layer, c in zip(self.layers, caches):
-            x = layer(x, integration_timesteps, lengths, c)
+        for i, (layer, c) in enumerate(zip(self.layers, caches)):
+            # the same τ and lengths go to every layer: checking them once is enough (each check
+            # is a host sync, and splits a compiled graph)
+            x = layer(x, integration_timesteps, lengths, c, check_values=check_values and i == 0)
         return self.norm_f(x)
 
     def allocate_inference_cache(self, batch_size: int, max_seqlen: int | None = None, dtype=None):
@@ -303,7 +311,8 @@ class EventEncoder(nn.Module):
         self.backbone = MambaBackbone(d_model, n_layers, d_state, d_conv, expand, discretization,
                                       time_scale=time_scale, **mamba_kwargs)
 
-    def _inputs(self, values, marks, observed, timestamps, integration_timesteps, lengths):
+    def _inputs(self, values, marks, observed, timestamps, integration_timesteps, lengths,
+                check_values=True):
         ref = values if values is not None else marks
         if ref is None:
             raise ValueError("pass values (B, L, C) and/or marks (B, L)")
@@ -326,15 +335,18 @@ class EventEncoder(nn.Module):
         if marks is not None:
             if marks.shape != (Bsz, L):
                 raise ValueError(f"marks must have shape ({Bsz}, {L}), got {tuple(marks.shape)}")
-            if marks.numel() and (int(marks.min()) < 0 or int(marks.max()) >= max(self.num_marks, 1)):
+            if check_values and marks.numel() and bool(
+                    (marks.min() < 0) | (marks.max() >= max(self.num_marks, 1))):
                 raise ValueError(f"marks must lie in [0, {self.num_marks}), "
                                  f"got range [{int(marks.min())}, {int(marks.max())}]")
-        mask = None if lengths is None else length_mask(torch.as_tensor(lengths, device=device), L)
+        mask = None if lengths is None else length_mask(torch.as_tensor(lengths, device=device), L,
+                                                        check_values=check_values)
         if timestamps is not None:
             if integration_timesteps is not None:
                 raise ValueError("pass either integration_timesteps or timestamps, not both")
             tau = timesteps_from_timestamps(torch.as_tensor(timestamps, device=device),
-                                            time_scale=self.time_scale, lengths=lengths)
+                                            time_scale=self.time_scale, lengths=lengths,
+                                            check_values=check_values)
         else:
             tau = integration_timesteps
         if tau is not None:
@@ -362,20 +374,25 @@ class EventEncoder(nn.Module):
         return self.dropout(x), tau, lengths, mask, unbatched
 
     def encode(self, values=None, marks=None, *, timestamps=None, integration_timesteps=None,
-               lengths=None, observed=None) -> Tensor:
+               lengths=None, observed=None, check_values: bool = True) -> Tensor:
         """Per-event features ``(B, L, d_model)``; padding steps are 0."""
         x, tau, lengths, mask, unbatched = self._inputs(values, marks, observed, timestamps,
-                                                        integration_timesteps, lengths)
-        h = self.backbone(x, tau, lengths)
+                                                        integration_timesteps, lengths, check_values)
+        # lengths were checked here; τ too when formed from timestamps
+        h = self.backbone(x, tau, lengths, check_values=check_values and timestamps is None)
         if mask is not None:
             h = h * mask[..., None]
         return h[0] if unbatched else h
 
     def forward(self, values=None, marks=None, *, timestamps=None, integration_timesteps=None,
-                lengths=None, observed=None) -> Tensor:
-        """Pooled features ``(B, d_model)`` (``(d_model,)`` for unbatched input)."""
+                lengths=None, observed=None, check_values: bool = True) -> Tensor:
+        """Pooled features ``(B, d_model)`` (``(d_model,)`` for unbatched input).
+
+        ``check_values``: check marks, lengths and times (host syncs; a sync also splits a
+        ``torch.compile`` graph). ``False`` only for inputs validated already, e.g. in a
+        CUDA-graph-captured training step (``torch.compile(mode="reduce-overhead")``)."""
         x, tau, lengths, mask, unbatched = self._inputs(values, marks, observed, timestamps,
-                                                        integration_timesteps, lengths)
-        h = self.backbone(x, tau, lengths)
+                                                        integration_timesteps, lengths, check_values)
+        h = self.backbone(x, tau, lengths, check_values=check_values and timestamps is None)
         out = pool(h, self.pooling, mask, tau)
         return out[0] if unbatched else out

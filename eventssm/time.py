@@ -33,15 +33,17 @@ def _first_bad(bad: torch.Tensor) -> tuple[int, ...]:
     return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), bad.shape))
 
 
-def length_mask(lengths: torch.Tensor, L: int, name: str = "lengths") -> torch.Tensor:
-    """``(B,)`` lengths -> ``(B, L)`` bool mask of real steps; validates the lengths."""
+def length_mask(lengths: torch.Tensor, L: int, name: str = "lengths",
+                check_values: bool = True) -> torch.Tensor:
+    """``(B,)`` lengths -> ``(B, L)`` bool mask of real steps; validates the lengths (shape and
+    dtype always; values in ``[0, L]`` with ``check_values``, a host sync)."""
     if not isinstance(lengths, torch.Tensor):
         lengths = torch.as_tensor(lengths)
     if lengths.dim() != 1:
         raise ValueError(f"{name} must have shape (batch,), got {tuple(lengths.shape)}")
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got {lengths.dtype}")
-    if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > L):
+    if check_values and lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > L):
         bad = int(torch.nonzero((lengths < 0) | (lengths > L))[0, 0])
         raise ValueError(
             f"{name}[{bad}] = {int(lengths[bad])} is outside [0, {L}] (sequence length {L})"
@@ -77,6 +79,7 @@ def timesteps_from_timestamps(
     last_time: torch.Tensor | float | None = None,
     lengths: torch.Tensor | None = None,
     name: str = "timestamps",
+    check_values: bool = True,
 ) -> torch.Tensor:
     """Absolute times ``(B, L)`` or ``(L,)`` -> float64 gaps of the same shape.
 
@@ -89,6 +92,9 @@ def timesteps_from_timestamps(
         lengths: ``(B,)`` real steps per sequence; gaps at padding are set to 0 (and padding may
             hold anything, it is not validated).
         name: argument name used in error messages.
+        check_values: check the values (finite times that do not decrease, lengths in
+            ``[0, L]``): host syncs. ``False`` only for times validated already, e.g. inside a
+            CUDA-graph-captured training step.
 
     Returns:
         float64 tensor of gaps, same shape as ``timestamps``.
@@ -115,11 +121,11 @@ def timesteps_from_timestamps(
             lengths = lengths[None]
         if lengths.shape[0] != Bsz:
             raise ValueError(f"lengths has {lengths.shape[0]} entries but {name} has batch {Bsz}")
-        mask = length_mask(lengths, L)
+        mask = length_mask(lengths, L, check_values=check_values)
     if t.dtype.is_floating_point:
         t = t.to(torch.float64)
         finite = torch.isfinite(t) if mask is None else (torch.isfinite(t) | ~mask)
-        if not bool(finite.all()):
+        if check_values and not bool(finite.all()):
             pos = _first_bad(~finite)
             pos = pos[1:] if unbatched else pos
             raise ValueError(f"{name} must be finite; got {timestamps[pos].item()} at position {pos}")
@@ -138,7 +144,7 @@ def timesteps_from_timestamps(
     if mask is not None:
         gaps = gaps.masked_fill(~mask, 0.0)
     neg = gaps < 0
-    if bool(neg.any()):
+    if check_values and bool(neg.any()):
         pos = _first_bad(neg)
         b, l = pos
         where = f"position {(l,) if unbatched else pos}"

@@ -100,3 +100,68 @@ def test_selective_ssm_standalone():
     ssm = SelectiveSSM(12, d_state=4, discretization=Asymmetric("zoh"), use_fast_path=False)
     y = ssm(torch.randn(2, 5, 12), torch.rand(2, 5))
     assert y.shape == (2, 5, 12)
+
+
+def test_backbone_checks_values_once(monkeypatch):
+    """τ and lengths go unchanged to every layer: the backbone checks their values once (each
+    check is a host sync), still raises on bad values, and check_values=False skips the checks
+    without changing the outputs."""
+    import eventssm.mamba as mamba_mod
+    import eventssm.time as time_mod
+    from eventssm import MambaBackbone
+
+    torch.manual_seed(0)
+    m = MambaBackbone(16, n_layers=3, d_state=4, discretization=Asymmetric("zoh")).double()
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    tau = torch.rand(2, 9, dtype=torch.float64)
+    lengths = torch.tensor([9, 5])
+    calls = {"tau": 0, "lengths": 0}
+    check_tau, mask_of = mamba_mod.check_timesteps, mamba_mod.length_mask
+
+    def counting_check(t, name="integration_timesteps"):
+        calls["tau"] += 1
+        return check_tau(t, name)
+
+    def counting_mask(lens, L, name="lengths", check_values=True):
+        calls["lengths"] += bool(check_values)
+        return mask_of(lens, L, name, check_values)
+
+    monkeypatch.setattr(mamba_mod, "check_timesteps", counting_check)
+    monkeypatch.setattr(mamba_mod, "length_mask", counting_mask)
+    y = m(x, tau, lengths)
+    print("value checks for 3 layers:", calls)
+    assert calls == {"tau": 1, "lengths": 1}
+    y_unchecked = m(x, tau, lengths, check_values=False)
+    assert calls == {"tau": 1, "lengths": 1}
+    err = rel_err(y_unchecked, y)
+    print("check_values=False vs True:", err)
+    assert err == 0.0
+    with pytest.raises(ValueError, match="integration_timesteps"):
+        m(x, -tau, lengths)
+    with pytest.raises(ValueError, match="lengths"):
+        m(x, tau, torch.tensor([9, 12]))
+    # gaps from timestamps: checked where they are formed, not again in the layers
+    calls.update(tau=0, lengths=0)
+    ts = tau.cumsum(1)
+    y_ts = m(x, lengths=lengths, timestamps=ts)
+    assert calls == {"tau": 0, "lengths": 0}
+    assert torch.isfinite(y_ts).all()
+    with pytest.raises(ValueError, match="timestamps"):
+        m(x, lengths=lengths, timestamps=ts.flip(1))
+    assert time_mod.length_mask(torch.tensor([3, 0]), 4, check_values=False).sum() == 3
+
+
+def test_event_encoder_check_values_flag():
+    torch.manual_seed(0)
+    enc = EventEncoder(d_model=16, n_layers=2, d_input=2, num_marks=3,
+                       discretization=Asymmetric("zoh")).double()
+    vals = torch.randn(2, 7, 2, dtype=torch.float64)
+    marks = torch.randint(0, 3, (2, 7))
+    ts = torch.rand(2, 7, dtype=torch.float64).cumsum(1)
+    a = enc(vals, marks, timestamps=ts, lengths=torch.tensor([7, 4]))
+    b = enc(vals, marks, timestamps=ts, lengths=torch.tensor([7, 4]), check_values=False)
+    err = rel_err(b, a)
+    print("EventEncoder check_values=False vs True:", err)
+    assert err == 0.0
+    with pytest.raises(ValueError, match="marks"):
+        enc(vals, marks + 3, timestamps=ts)

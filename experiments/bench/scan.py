@@ -14,8 +14,12 @@ dτ is not requested). Parameters (D·N) are negligible. Times are medians of
 value checks of τ and the rate read a flag back to the host, a sync per call that stalls the
 launch queue, so event-mode rows also give the forward with the checks on.
 
+Last, a small model's training step (4 Mamba blocks, d_model 128, L 256, batch 32), where host
+time bounds a step, eager and under ``torch.compile`` (default and "reduce-overhead", i.e. CUDA
+graphs), standard and event mode.
+
 Usage: ``python experiments/bench/scan.py [--quick] [--out FILE] [--rep MS] [--no-torch]
-[--no-mamba]`` on a CUDA machine.
+[--no-mamba] [--no-small | --only-small]`` on a CUDA machine.
 """
 
 from __future__ import annotations
@@ -195,6 +199,30 @@ def mamba_step(fast: bool, steps=10):
     return 8 * 2048 / dt, dt * 1e3
 
 
+def small_step(event: bool, compile_mode: str | None, check_values: bool = True, steps=20):
+    """ms per training step of a small event model, the size where host time (Python, launches)
+    rather than the kernels bounds a step: 4 residual Mamba blocks, d_model 128, L 256, batch 32,
+    fp32; eager, or ``torch.compile`` with ``compile_mode`` ("default", "reduce-overhead": CUDA
+    graphs). Event mode: Asymmetric discretization with gaps τ, their values checked once a call
+    (a host sync, which also splits a compiled graph) unless ``check_values=False``."""
+    from eventssm import MambaBackbone
+
+    torch.manual_seed(0)
+    disc = Asymmetric("mamba") if event else Standard("mamba")
+    m = MambaBackbone(128, n_layers=4, discretization=disc).cuda()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    x = torch.randn(32, 256, 128, device="cuda")
+    tau = torch.rand(32, 256, device="cuda") if event else None
+    fwd = m if compile_mode is None else torch.compile(m, mode=compile_mode)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        fwd(x, tau, check_values=check_values).square().mean().backward()
+        opt.step()
+
+    return wall_time(step, steps, warmup=5) * 1e3
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -205,13 +233,18 @@ def main():
     ap.add_argument("--shapes", type=int, nargs="*", help="indices into SHAPES (default: all)")
     ap.add_argument("--no-host", action="store_true", help="skip the host-overhead line")
     ap.add_argument("--fwd-only", action="store_true", help="time the forward alone (no gradients)")
+    ap.add_argument("--no-small", action="store_true", help="skip the small-model step lines")
+    ap.add_argument("--only-small", action="store_true", help="only the small-model step lines")
     args = ap.parse_args()
+    if args.only_small:
+        args.no_host, args.no_mamba = True, True
     props = torch.cuda.get_device_properties(0)
     bw = copy_bandwidth()
     lines = [f"device: {props.name}, torch {torch.__version__}, triton {triton.__version__}",
              f"copy bandwidth (read + write): {bw / 1e12:.2f} TB/s", ""]
     print("\n".join(lines), flush=True)
-    rows = scan_table(bw, args.quick, args.rep, not args.no_torch, args.fwd_only, args.shapes)
+    rows = [] if args.only_small else scan_table(bw, args.quick, args.rep, not args.no_torch,
+                                                 args.fwd_only, args.shapes)
     lines += rows
     if not args.no_host:
         host = host_overhead()
@@ -225,6 +258,22 @@ def main():
             tps, ms = mamba_step(fast, steps=3 if not fast else 10)
             res.append(f"Mamba block train step (d_model 768, L 2048, batch 8, bf16), "
                        f"{'kernels' if fast else 'torch path'}: {ms:.1f} ms, {tps:,.0f} tokens/s")
+            print(res[-1], flush=True)
+        lines += [""] + res
+    if not args.no_small:
+        res = []
+        runs = [(False, None, True), (False, "default", True), (False, "reduce-overhead", True),
+                (True, None, True), (True, "reduce-overhead", True),
+                (True, "reduce-overhead", False)]
+        for event, mode, check in runs:
+            try:
+                ms = f"{small_step(event, mode, check):.2f} ms"
+            except Exception as e:  # a compile mode that fails is reported, not fatal
+                ms = f"failed ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+            res.append(f"Small model train step (4 Mamba blocks, d_model 128, L 256, batch 32, "
+                       f"fp32, {'event' if event else 'standard'} mode), "
+                       f"{'eager' if mode is None else 'torch.compile ' + mode}"
+                       f"{'' if check else ', check_values=False'}: {ms}")
             print(res[-1], flush=True)
         lines += [""] + res
     if args.out:
