@@ -142,19 +142,23 @@ class MambaLM(nn.Module):
                 layer.mixer.out_proj.weight /= math.sqrt(n_layers)
 
     def forward(self, input_ids: Tensor, integration_timesteps=None, inference_cache=None,
-                *, timestamps=None, lengths=None) -> Tensor:
-        """``input_ids (B, L)`` (or ``(L,)``) long -> logits ``(B, L, V)`` (or ``(L, V)``)."""
+                *, timestamps=None, lengths=None, check_values: bool = True) -> Tensor:
+        """``input_ids (B, L)`` (or ``(L,)``) long -> logits ``(B, L, V)`` (or ``(L, V)``).
+
+        ``check_values``: check the ids' range and the values of τ / timestamps / lengths (host
+        syncs, see :meth:`MambaBackbone.forward`); ``False`` for a CUDA-graph-captured step."""
         unbatched = input_ids.dim() == 1
         if unbatched:
             input_ids = input_ids[None]
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32, torch.int64):
             raise ValueError(
                 f"input_ids must be an integer tensor (B, L), got {input_ids.dtype} {tuple(input_ids.shape)}")
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.vocab_size):
+        if check_values and input_ids.numel() and bool(
+                (input_ids.min() < 0) | (input_ids.max() >= self.vocab_size)):  # one sync
             raise ValueError(f"input_ids must lie in [0, {self.vocab_size}), got range "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}]")
         h = self.backbone(self.backbone.embedding(input_ids), integration_timesteps, lengths,
-                          inference_cache, timestamps=timestamps)
+                          inference_cache, timestamps=timestamps, check_values=check_values)
         logits = self.lm_head(h)
         return logits[0] if unbatched else logits
 

@@ -30,6 +30,12 @@ def test_lm_errors():
     lm = MambaLM(10, 8, n_layers=1)
     with pytest.raises(ValueError, match="input_ids must lie in"):
         lm(torch.tensor([[3, 10]]))
+    with pytest.raises(ValueError, match="input_ids must lie in"):
+        lm(torch.tensor([[-1, 3]]))
+    ids = torch.tensor([[3, 9, 0]])
+    err = rel_err(lm(ids, check_values=False), lm(ids))
+    print("MambaLM check_values=False vs True:", err)
+    assert err == 0.0
     with pytest.raises(ValueError, match="input_ids must be an integer"):
         lm(torch.rand(1, 3))
     with pytest.raises(ValueError, match="temperature"):
