@@ -101,9 +101,10 @@ class Mamba(SelectiveSSM):
         # float64 for a float64 model so that tests against the oracle stay exact.
         return torch.float64 if dtype == torch.float64 else torch.float32
 
-    def _gaps(self, L, Bsz, device, dtype, integration_timesteps, timestamps, lengths, cache,
+    def _gaps(self, L, Bsz, device, dtype, integration_timesteps, timestamps, lengths, mask, cache,
               check_values=True):
-        """Integration timesteps ``(B, L)`` or None, and the last absolute time ``(B,)``."""
+        """Integration timesteps ``(B, L)`` or None, and the last absolute time ``(B,)``
+        (``mask``: the ``(B, L)`` mask of ``lengths``, or None)."""
         if integration_timesteps is not None and timestamps is not None:
             raise ValueError("pass either integration_timesteps or timestamps, not both")
         last_time = None
@@ -129,8 +130,8 @@ class Mamba(SelectiveSSM):
             raise ValueError(f"integration_timesteps must have shape ({Bsz}, {L}), got {tuple(tau.shape)}")
         if not tau.dtype.is_floating_point:
             tau = tau.double()
-        if lengths is not None:  # padding may hold anything: zero it, then validate the rest
-            tau = tau.masked_fill(~length_mask(lengths, L, check_values=False), 0.0)
+        if mask is not None:  # padding may hold anything: zero it, then validate the rest
+            tau = tau.masked_fill(~mask, 0.0)
         if check_values:
             check_timesteps(tau, "integration_timesteps")
         return tau.to(self._tau_dtype(dtype)), None
@@ -190,7 +191,7 @@ class Mamba(SelectiveSSM):
                 raise ValueError(f"lengths must have shape ({Bsz},), got {tuple(lengths.shape)}")
             mask = length_mask(lengths, L, check_values=check_values)
         tau, last_time = self._gaps(L, Bsz, hidden_states.device, hidden_states.dtype, integration_timesteps,
-                                    timestamps, lengths, inference_cache, check_values)
+                                    timestamps, lengths, mask, inference_cache, check_values)
 
         xz = self.in_proj(hidden_states)  # (B, L, 2D)
         x, z = xz.chunk(2, dim=-1)  # (B, L, D) each

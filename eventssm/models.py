@@ -377,13 +377,20 @@ class EventEncoder(nn.Module):
             x = x + self.mark_embedding(marks)
         return self.dropout(x), tau, lengths, mask, unbatched
 
+    def _features(self, values, marks, observed, timestamps, integration_timesteps, lengths,
+                  check_values):
+        """Backbone features ``(B, L, d_model)`` and the ``(mask, τ, unbatched)`` of the input."""
+        x, tau, lengths, mask, unbatched = self._inputs(values, marks, observed, timestamps,
+                                                        integration_timesteps, lengths, check_values)
+        # lengths were checked by _inputs; τ too when formed from timestamps
+        h = self.backbone(x, tau, lengths, check_values=check_values and timestamps is None)
+        return h, mask, tau, unbatched
+
     def encode(self, values=None, marks=None, *, timestamps=None, integration_timesteps=None,
                lengths=None, observed=None, check_values: bool = True) -> Tensor:
         """Per-event features ``(B, L, d_model)``; padding steps are 0."""
-        x, tau, lengths, mask, unbatched = self._inputs(values, marks, observed, timestamps,
-                                                        integration_timesteps, lengths, check_values)
-        # lengths were checked here; τ too when formed from timestamps
-        h = self.backbone(x, tau, lengths, check_values=check_values and timestamps is None)
+        h, mask, _, unbatched = self._features(values, marks, observed, timestamps,
+                                               integration_timesteps, lengths, check_values)
         if mask is not None:
             h = h * mask[..., None]
         return h[0] if unbatched else h
@@ -395,8 +402,7 @@ class EventEncoder(nn.Module):
         ``check_values``: check marks, lengths and times (host syncs; a sync also splits a
         ``torch.compile`` graph). ``False`` only for inputs validated already, e.g. in a
         CUDA-graph-captured training step (``torch.compile(mode="reduce-overhead")``)."""
-        x, tau, lengths, mask, unbatched = self._inputs(values, marks, observed, timestamps,
-                                                        integration_timesteps, lengths, check_values)
-        h = self.backbone(x, tau, lengths, check_values=check_values and timestamps is None)
+        h, mask, tau, unbatched = self._features(values, marks, observed, timestamps,
+                                                 integration_timesteps, lengths, check_values)
         out = pool(h, self.pooling, mask, tau)
         return out[0] if unbatched else out

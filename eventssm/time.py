@@ -43,7 +43,7 @@ def length_mask(lengths: torch.Tensor, L: int, name: str = "lengths",
         raise ValueError(f"{name} must have shape (batch,), got {tuple(lengths.shape)}")
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got {lengths.dtype}")
-    if check_values and lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > L):
+    if check_values and lengths.numel() and bool((lengths.min() < 0) | (lengths.max() > L)):
         bad = int(torch.nonzero((lengths < 0) | (lengths > L))[0, 0])
         raise ValueError(
             f"{name}[{bad}] = {int(lengths[bad])} is outside [0, {L}] (sequence length {L})"
