@@ -13,7 +13,7 @@ from .point_process import (
     simulate_hawkes,
     simulate_poisson,
 )
-from .sampling import GlobalBatchSampler, ShardSampler
+from .sampling import GlobalBatchSampler, ResumableDataLoader, ShardSampler
 from .splits import split_from_labels, split_indices
 from .synthetic import SyntheticDataModule, make_sinusoids, make_spirals
 from .table import EventTable, read_table
@@ -22,7 +22,8 @@ from .uea import UEADataModule, available_uea, drop_time_indices, load_uea
 
 __all__ = [
     "ByteDataModule", "ByteWindows", "EventCollator", "EventDataModule", "EventDataset",
-    "EventTable", "GlobalBatchSampler", "PointProcessDataModule", "ShardSampler", "Standardizer",
+    "EventTable", "GlobalBatchSampler", "PointProcessDataModule", "ResumableDataLoader",
+    "ShardSampler", "Standardizer",
     "SyntheticDataModule", "UEADataModule", "available_uea", "collate_events",
     "drop_time_indices", "load_uea", "make_point_processes", "make_sinusoids", "make_spirals",
     "pack_batch", "read_bytes", "read_table", "simulate_hawkes", "simulate_poisson",
