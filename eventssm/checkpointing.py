@@ -85,6 +85,11 @@ def _tensor_digest(t: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+def _repr(obj: Any) -> str:
+    # without memory addresses ("<function f at 0x7f...>"), which differ between processes
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(obj))
+
+
 def _walk(obj: Any, path: str, tensors: dict, leaves: list) -> None:
     """Collect tensors by path and (path, type, value) of every other leaf, in a fixed order."""
     if isinstance(obj, torch.Tensor):
@@ -104,12 +109,14 @@ def _walk(obj: Any, path: str, tensors: dict, leaves: list) -> None:
                        hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest()))
     elif obj is None or isinstance(obj, (bool, int, float, complex, str, bytes, np.generic)):
         leaves.append((path, type(obj).__name__, repr(obj)))
+    elif isinstance(obj, (set, frozenset)):  # iteration order varies between processes
+        leaves.append((path, type(obj).__name__, repr(sorted(map(_repr, obj)))))
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         leaves.append((path, type(obj).__qualname__, ""))
         for f in dataclasses.fields(obj):
             _walk(getattr(obj, f.name), f"{path}/{f.name}", tensors, leaves)
-    elif type(obj).__repr__ is not object.__repr__:  # a repr of its own (no memory address)
-        leaves.append((path, type(obj).__qualname__, repr(obj)))
+    elif type(obj).__repr__ is not object.__repr__:  # a repr of its own
+        leaves.append((path, type(obj).__qualname__, _repr(obj)))
     elif hasattr(obj, "__dict__"):
         leaves.append((path, type(obj).__qualname__, ""))
         for k, v in sorted(vars(obj).items()):
@@ -310,7 +317,7 @@ def save_checkpoint(checkpoint: dict, path: str | os.PathLike) -> None:
         path = path[len("file://"):]
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp")  # one per target: no pile-up
     try:
         with open(tmp, "wb") as f:
             torch.save(checkpoint, f)

@@ -38,16 +38,3 @@ class KillAt(Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         self._maybe_kill(trainer, "on_train_epoch_end")
 
-
-class Trace(Callback):
-    """Debug: print the batch indices and a hash of the torch RNG state at every backward."""
-
-    def on_before_backward(self, trainer, pl_module, loss):
-        import hashlib
-
-        import torch
-        h = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()[:10]
-        print(f"TRACE step={trainer.global_step} idx={self.idx} loss={loss.item():.6f} rng={h}", flush=True)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.idx = batch["index"].tolist()
