@@ -308,6 +308,22 @@ def find_last_checkpoint(trainer: pl.Trainer, *, continue_version: bool = True) 
     )
 
 
+def _best_of_latest_run(trainer: pl.Trainer) -> str:
+    """``ckpt_path="best"`` in a process that did not train: the best checkpoint recorded by the
+    ModelCheckpoint state in the latest run's last checkpoint."""
+    last = find_last_checkpoint(trainer, continue_version=False)
+    ckpt = torch.load(last, map_location="cpu", mmap=True, weights_only=True)
+    best = [st.get("best_model_path") for k, st in ckpt.get("callbacks", {}).items()
+            if k.startswith("ModelCheckpoint") and isinstance(st, dict) and st.get("best_model_path")]
+    if not best:
+        raise FileNotFoundError(f"ckpt_path='best': {last} records no best checkpoint (no "
+                                f"ModelCheckpoint with a monitor in that run)")
+    if not os.path.isfile(best[0]):
+        raise FileNotFoundError(f"ckpt_path='best': the best checkpoint {best[0]} recorded in "
+                                f"{last} does not exist")
+    return best[0]
+
+
 def continue_logging(trainer: pl.Trainer, ckpt_path: str) -> None:
     """Point an auto-versioned logger at the version directory of the run that wrote
     ``ckpt_path`` (from the path ``<save_dir>/<name>/version_N/...`` or from the checkpoint's
@@ -522,7 +538,8 @@ def resolve_ckpt_path(trainer: pl.Trainer, ckpt_path: str | None, stage: str = "
     """What to pass to ``trainer.<stage>(ckpt_path=...)``; call it before that (the CLI does).
 
     ``"last"`` becomes the latest run's last checkpoint (:func:`find_last_checkpoint`; an error
-    when there is none); a path is checked (:func:`~eventssm.checkpointing.check_file`). For
+    when there is none); ``"best"`` outside ``fit``, in a process that has not trained, the best
+    checkpoint that run's ModelCheckpoint recorded; a path is checked (:func:`~eventssm.checkpointing.check_file`). For
     ``fit``, an auto-versioned logger continues in the checkpoint's version directory
     (:func:`continue_logging`) and its metrics.csv is set aside so that the
     :class:`ResumeCallback` can carry the history over (Lightning's CSV logger deletes the file
@@ -533,6 +550,9 @@ def resolve_ckpt_path(trainer: pl.Trainer, ckpt_path: str | None, stage: str = "
     ckpt_path = os.fspath(ckpt_path)
     if ckpt_path == "last":
         ckpt_path = find_last_checkpoint(trainer, continue_version=stage == "fit")
+    elif ckpt_path == "best" and stage != "fit" and not any(
+            getattr(cb, "best_model_path", "") for cb in trainer.checkpoint_callbacks):
+        ckpt_path = _best_of_latest_run(trainer)
     elif ckpt_path in ("best", "hpc", "registry") or ckpt_path.startswith("registry:") or "://" in ckpt_path:
         return ckpt_path
     check_file(ckpt_path)

@@ -22,7 +22,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from eventssm.cli import main
-from eventssm.resume import capture_rng_state, find_last_checkpoint, restore_rng_state
+from eventssm.resume import (
+    capture_rng_state,
+    find_last_checkpoint,
+    resolve_ckpt_path,
+    restore_rng_state,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "configs" / "sinusoid_classification.yaml"
@@ -107,6 +112,27 @@ def test_find_last_checkpoint_fails_loudly_when_there_is_none(tmp_path):
         find_last_checkpoint(_trainer(tmp_path))
     print(e.value)
     assert str(tmp_path / "runs" / "exp" / "version_*" / "checkpoints") in str(e.value)
+
+
+def test_resolve_ckpt_path_continues_the_run_and_finds_its_best(tmp_path):
+    ckpts = tmp_path / "runs" / "exp" / "version_3" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    torch.save({"state_dict": {}}, ckpts / "best-1.ckpt")
+    torch.save({"callbacks": {"ModelCheckpoint{'monitor': 'val/loss'}":
+                              {"best_model_path": str(ckpts / "best-1.ckpt")}}}, ckpts / "last.ckpt")
+    (ckpts.parent / "metrics.csv").write_text("epoch,step\n0,0\n")
+    trainer = _trainer(tmp_path)
+    assert resolve_ckpt_path(trainer, "best", "test") == str(ckpts / "best-1.ckpt")
+    assert trainer.logger._version is None  # a test run logs into a new version
+    assert resolve_ckpt_path(trainer, "last", "fit") == str(ckpts / "last.ckpt")
+    assert trainer.logger.version == 3
+    # set aside so that the CSV logger, which deletes metrics.csv when fit starts, cannot
+    assert (ckpts.parent / "metrics.csv.resume").read_text() == "epoch,step\n0,0\n"
+    assert not (ckpts.parent / "metrics.csv").exists()
+    # an explicit path of an auto-versioned run continues that version too
+    other = _trainer(tmp_path)
+    assert resolve_ckpt_path(other, str(ckpts / "last.ckpt"), "fit") == str(ckpts / "last.ckpt")
+    assert other.logger.version == 3
 
 
 def test_cli_ckpt_path_last_without_a_run_is_an_error(tmp_path):
