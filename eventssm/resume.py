@@ -4,11 +4,11 @@ the weights and the ``metrics.csv`` of an uninterrupted run, bit for bit.
 What a Lightning checkpoint lacks, and where it comes from here:
 
 - **Random-number state** (torch CPU, CUDA of every device, numpy's global generator, python's
-  ``random``; every process under DDP): :class:`ResumeCallback` puts it in its checkpoint state.
+  ``random``; of every process under DDP): :class:`ResumeCallback` puts it in its checkpoint state.
 - **Place in the epoch**: the training DataLoader (:class:`eventssm.datasets.ResumableDataLoader`)
   records how many batches of which epoch it has served; a mid-epoch resume skips exactly those.
 - **Epoch-level training metrics** (torchmetrics objects such as ``train_acc``, whose states are not
-  in the model's ``state_dict``): saved by the callback and restored.
+  in the model's ``state_dict``; of every process under DDP): saved by the callback and restored.
 - **The metrics history**: Lightning's CSV logger starts a fresh file (and, by default, a new
   version directory). The callback keeps the rows of the completed steps and drops the rows of
   steps that will run again; ``eventssm fit --ckpt_path last`` logs into the interrupted run's
@@ -413,10 +413,14 @@ class ResumeCallback(Callback):
                 f"keep their epoch aggregate outside the checkpoint: after a mid-epoch resume "
                 f"their epoch value covers only the resumed part. Log a torchmetrics Metric "
                 f"instead for an exact resume."))
+        # Per process: under DDP each rank has its own generators and its own metric states
+        # (synced when an epoch value is computed).
+        mine = {"rng": rng, "metrics": _metric_states(pl_module)}
+        ranks = _all_ranks(trainer, mine) if collective else [mine]
         return {
             "format": _FORMAT,
-            "rng": _all_ranks(trainer, rng) if collective else [rng],
-            "metrics": _metric_states(pl_module),
+            "rng": [r["rng"] for r in ranks],
+            "metrics": [r["metrics"] for r in ranks],
             "log_cut": _log_cut(trainer),
             "log_dir": logger.log_dir if logger is not None else None,
             "csv_header": header,
@@ -449,13 +453,13 @@ class ResumeCallback(Callback):
     def _apply_restore(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         state, self._restore = self._restore, None
         problems = []
-        rngs = state["rng"]
+        rngs, metrics = state["rng"], state["metrics"]
         rank = trainer.global_rank
         if len(rngs) != trainer.world_size:
-            problems.append(f"random states of {len(rngs)} process(es) restored on "
+            problems.append(f"random and metric states of {len(rngs)} process(es) restored on "
                             f"{trainer.world_size}")
         problems += restore_rng_state(rngs[min(rank, len(rngs) - 1)])
-        problems += _load_metric_states(pl_module, state.get("metrics", {}))
+        problems += _load_metric_states(pl_module, metrics[min(rank, len(metrics) - 1)])
         if state.get("taken") != "next_step":
             problems.append("the checkpoint's state was taken when it was saved, not when the next "
                             "step started (written without eventssm's deferred save)")
