@@ -379,6 +379,7 @@ class ResumeCallback(Callback):
         self._pending = False  # a checkpoint was saved since the last training batch ended
         self._restore: dict | None = None  # loaded state, applied when the first step starts
         self._warned: set[str] = set()
+        self._saved_step = -1  # global step of the last every_n_train_steps save
 
     @property
     def state_key(self) -> str:
@@ -504,8 +505,10 @@ class ResumeCallback(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._io is not None:
             self._io.defer = True  # until the next step starts: see the module docstring
-        n = self.every_n_train_steps
-        if n and trainer.global_step > 0 and trainer.global_step % n == 0:
+        n, step = self.every_n_train_steps, trainer.global_step
+        # once per optimizer step, right after it (not between accumulated batches)
+        if n and step > 0 and step % n == 0 and step != self._saved_step:
+            self._saved_step = step
             self._save_lasts(trainer)
 
     def _save_lasts(self, trainer: pl.Trainer) -> None:

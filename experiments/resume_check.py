@@ -7,8 +7,11 @@ The run is the tiny sinusoid classifier of tests/test_resume.py (dropout 0.3, 8 
 3 epochs, last checkpoint refreshed every 3 steps and at each epoch's end). Each kill point is a
 (global step, hook) at which a callback (tests/resume_helpers.py ``KillAt``) SIGKILLs its own
 process; ``--resume-twice`` kills the resumed run again at a later point before the final resume;
-``--ddp`` trains with 2 CPU processes (every rank kills itself at the point). Prints a markdown
-table (one row per kill point).
+``--ddp`` trains with 2 processes (every rank kills itself at the point); ``--accelerator gpu``
+trains on the GPU (bit-identical only where training itself is deterministic: ``--baseline``
+compares two uninterrupted runs first). Prints a markdown table (one row per kill point).
+
+    python experiments/resume_check.py --accelerator gpu --baseline -o experiments/results/resume_check_gpu.md
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ POINTS = [
 ]
 
 
-DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
 EXTRA: list[str] = []
 
 
@@ -93,11 +95,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("-o", "--output", help="also write the table to this file")
     ap.add_argument("--resume-twice", action="store_true",
                     help="kill the resumed run again (8 steps later) before the final resume")
-    ap.add_argument("--ddp", action="store_true", help="train with 2 CPU processes (strategy ddp)")
+    ap.add_argument("--ddp", action="store_true", help="train with 2 processes (strategy ddp)")
+    ap.add_argument("--accelerator", default="cpu", help="cpu or gpu (one device, two with --ddp)")
     ap.add_argument("--points", type=int, nargs="*", help="indices into the kill point list")
+    ap.add_argument("--baseline", action="store_true",
+                    help="first compare a second uninterrupted run (is training itself deterministic?)")
     args = ap.parse_args(argv)
+    EXTRA.extend(["--trainer.accelerator", args.accelerator, "--trainer.devices", "2" if args.ddp else "1"])
     if args.ddp:
-        EXTRA.extend(DDP)
+        EXTRA.extend(["--trainer.strategy", "ddp"])
     points = [POINTS[i] for i in args.points] if args.points else POINTS
     t0 = time.time()
     lines = ["| killed at (global step, hook) | resumed from | weights | optimizer | metrics.csv | version dirs |",
@@ -105,6 +111,14 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ref = Path(tmp) / "ref"
         assert fit(ref) == 0
+        yes = lambda v: "equal" if v else "**differ**"
+        if args.baseline:
+            again = Path(tmp) / "ref2"
+            assert fit(again) == 0
+            s = compare(ref, again)
+            lines.append(f"| not killed (a second uninterrupted run) | - | {yes(s['state_dict'])} | "
+                         f"{yes(s['optimizer_states'])} | {yes(s['metrics.csv'])} | {s['versions']} |")
+            print(lines[-1], flush=True)
         for i, (step, hook) in enumerate(points):
             out = Path(tmp) / f"k{i}"
             assert fit(out, *kill_at(step, hook)) == -signal.SIGKILL
@@ -114,7 +128,6 @@ def main(argv: list[str] | None = None) -> None:
                 start += f", then killed at {step + 8} and resumed from {resumed_from(out)}"
             assert fit(out, "--ckpt_path", "last") == 0
             s = compare(ref, out)
-            yes = lambda v: "equal" if v else "**differ**"
             lines.append(f"| {step}, {hook} | {start} | {yes(s['state_dict'])} | "
                          f"{yes(s['optimizer_states'])} | {yes(s['metrics.csv'])} | {s['versions']} |")
             print(lines[-1], flush=True)
