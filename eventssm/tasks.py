@@ -35,7 +35,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor
 
-from eventssm.discretization import Asymmetric, Discretization, Scaled, Standard
+from eventssm.discretization import Additive, Asymmetric, Discretization, Scaled, Standard
 from eventssm.models import EventEncoder, MambaLM
 from eventssm.time import timesteps_from_timestamps
 
@@ -82,7 +82,8 @@ class LMConfig:
 # Checkpoints store the backbone config (with its Discretization) in their hyperparameters; allow
 # these plain config classes under torch.load(weights_only=True), the default of
 # load_from_checkpoint, so that it rebuilds the same discretization without weights_only=False.
-torch.serialization.add_safe_globals([EncoderConfig, LMConfig, Standard, Asymmetric, Scaled])
+torch.serialization.add_safe_globals([EncoderConfig, LMConfig, Standard, Asymmetric, Scaled,
+                                      Additive])
 
 
 def _no_packed(batch: dict) -> None:
