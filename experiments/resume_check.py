@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -105,7 +104,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.ddp:
         EXTRA.extend(["--trainer.strategy", "ddp"])
     points = [POINTS[i] for i in args.points] if args.points else POINTS
-    t0 = time.time()
     lines = ["| killed at (global step, hook) | resumed from | weights | optimizer | metrics.csv | version dirs |",
              "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(f"| {step}, {hook} | {start} | {yes(s['state_dict'])} | "
                          f"{yes(s['optimizer_states'])} | {yes(s['metrics.csv'])} | {s['versions']} |")
             print(lines[-1], flush=True)
-    text = "\n".join(lines) + f"\n\n{len(points)} kill points, {time.time() - t0:.0f} s.\n"
+    text = "\n".join(lines) + f"\n\n{len(points)} kill points.\n"
     print(text)
     if args.output:
         Path(args.output).write_text(
