@@ -45,9 +45,17 @@ import torch
 import triton
 import triton.language as tl
 
+from .constants import COUPLING_ASYMMETRIC
 from .utils import (
+    ASYMMETRIC,
+    BILINEAR,
+    DIRAC,
     LN2,
     LOG2E,
+    MAMBA,
+    SCALED,
+    STANDARD,
+    ZOH,
     advance_states,
     channel_params,
     channel_sums,
@@ -167,9 +175,9 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
             b_dz = b_dy * b_ypre * b_sz * (1.0 + b_z * (1.0 - b_sz))
             store_masked(p_dz + k * D, b_dz, m_t, m_w, MASK_T, EVEN_D and S == 1)
             b_dy = b_dy * b_z * b_sz
-        if SCHEME == 0:
+        if SCHEME == MAMBA:
             ku = dtB * b_u
-        elif SCHEME == 3:
+        elif SCHEME == DIRAC:
             ku = b_u
         # per state: adjoint update, the ∂B/∂C terms, the ∂u / ∂dtA / ∂dtB / ∂A contributions
         dBs = ()
@@ -182,7 +190,7 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         for n in tl.static_range(NS):
             gn = g[n] + b_dy * Cs[n]
             dCs = dCs + (b_dy * hk[n],)
-            if SCHEME == 0 or SCHEME == 3:
+            if SCHEME == MAMBA or SCHEME == DIRAC:
                 dBs = dBs + (gn * ku,)
                 s_u += gn * Bs[n]
                 dAn = exp2_fast(dtA * A2s[n])
@@ -206,12 +214,12 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         # per-channel sums over the channel's S lanes
         s_u = group_sum(s_u, S)
         d_dtA = group_sum(s_dtA, S) * LN2
-        if SCHEME == 1 or SCHEME == 2:
+        if SCHEME == ZOH or SCHEME == BILINEAR:
             s_dtB = group_sum(s_dtB, S)
-        if SCHEME == 0:
+        if SCHEME == MAMBA:
             b_du = s_u * dtB
             d_dtB = s_u * b_u
-        elif SCHEME == 3:
+        elif SCHEME == DIRAC:
             b_du = s_u
             d_dtB = tl.zeros_like(b_u)
         else:
@@ -222,11 +230,11 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
             b_dD += b_dy * b_u
         store_masked(p_du + k * D, b_du, m_t, m_w, MASK_T, EVEN_D and S == 1)
         # chain rule through the coupling
-        if COUPLING == 1:
+        if COUPLING == ASYMMETRIC:
             b_ddl = d_dtB
             b_drate += d_dtA * taus[k].to(tl.float32)
             b_dtau_l = d_dtA * b_rate
-        elif COUPLING == 2:
+        elif COUPLING == SCALED:
             b_ddl = d_dtB + d_dtA * taus[k].to(tl.float32)
             b_dtau_l = d_dtA * b_dl
         else:
@@ -350,7 +358,7 @@ def selective_scan_bwd_kernel(
     else:
         p_z = p_u
         p_dz = p_du
-    if COUPLING != 0:
+    if COUPLING != STANDARD:
         p_tau = tau
     else:
         p_tau = u
@@ -397,7 +405,7 @@ def selective_scan_bwd_kernel(
                 prefetch_l2(B + (t + FAR) * G * N + o_bc_pf, m_pf & (o_pf < n_valid - FAR))
                 prefetch_rows_l2(p_u + (t + FAR) * D, t - bos + FAR, T, m_d, D, K)
                 prefetch_rows_l2(p_dl + (t + FAR) * D, t - bos + FAR, T, m_d, D, K)
-                if COUPLING != 0:
+                if COUPLING != STANDARD:
                     prefetch_l2(p_tau + t + FAR + o_pf, (l_pf == 0) & (o_pf < n_valid - FAR))
                 prefetch_l2(C + t * G * N + o_bc_pf, m_pf & (o_pf < n_valid))
                 prefetch_rows_l2(p_dy + t * D, t - bos, T, m_d, D, K)
@@ -437,7 +445,7 @@ def selective_scan_bwd_kernel(
                     prefetch_l2(B + (t - CK) * G * N + o_bc_pf, m_pf & (t - bos >= CK))
                     prefetch_rows_l2(p_u + (t - CK) * D, t - bos - CK, T, m_d, D, K)
                     prefetch_rows_l2(p_dl + (t - CK) * D, t - bos - CK, T, m_d, D, K)
-                    if COUPLING != 0:
+                    if COUPLING != STANDARD:
                         prefetch_l2(p_tau + t - CK + o_pf, (l_pf == 0) & (t - bos >= CK))
             if n_valid >= K:
                 dys = load_cols(p_dy + t * D, K, m_d, D, K, False, EVEN_D)
@@ -470,7 +478,7 @@ def selective_scan_bwd_kernel(
         tl.atomic_add(dDskip + o_d, b_dD, mask=m_w, sem="relaxed")
     if HAS_BIAS:
         tl.atomic_add(dbias + o_d, b_dbias, mask=m_w, sem="relaxed")
-    if COUPLING == 1:
+    if COUPLING == ASYMMETRIC:
         tl.atomic_add(drate + o_d, b_drate, mask=m_w, sem="relaxed")
 
 
@@ -494,7 +502,7 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
     # argument between its trial launches.
     dDskip = torch.zeros(D if Dskip is not None else 1, **f32)
     dbias = torch.zeros(D if delta_bias is not None else 1, **f32)
-    drate = torch.zeros(D if coupling == 1 else 1, **f32)
+    drate = torch.zeros(D if coupling == COUPLING_ASYMMETRIC else 1, **f32)
     dtau = torch.zeros((b, L) if tau_grad else (1,), **f32)
     dh0 = new_empty(n_seq, D, N, like=u, dtype=torch.float32) if store_dh0 else None
     # Per-program slots for the sub-chunk states of one chunk (K >= 2 steps a sub-chunk): with
@@ -519,4 +527,4 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
     return dict(u=du, delta=ddelta, A=dA, B=dBC[..., :N], C=dBC[..., N:],
                 D=dDskip if Dskip is not None else None,
                 z=dz, delta_bias=dbias if delta_bias is not None else None,
-                rate=drate if coupling == 1 else None, tau=dtau if tau_grad else None, h0=dh0)
+                rate=drate if coupling == COUPLING_ASYMMETRIC else None, tau=dtau if tau_grad else None, h0=dh0)

@@ -33,6 +33,7 @@ import triton
 import triton.language as tl
 
 from .utils import (
+    STANDARD,
     advance_states,
     channel_params,
     group_bcast,
@@ -99,7 +100,7 @@ def _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_ra
     for k in tl.static_range(K):
         b_u = us[k].to(tl.float32)
         b_dl = group_bcast(dl_own[k // S], k % S, lane, S)
-        if COUPLING != 0:
+        if COUPLING != STANDARD:
             b_tau = taus[k].to(tl.float32)
         else:
             b_tau = 0.0
@@ -152,7 +153,7 @@ def _chunk(hs, cur, i_c, T, p_u, p_dl, p_tau, p_z, p_y, B, C, p_bc, p_bc_pf, m_d
         prefetch_rows_l2(p_dl + FAR * D, i_c * K + FAR, T, m_d, D, K)
         if HAS_Z:
             prefetch_rows_l2(p_z + FAR * D, i_c * K + FAR, T, m_d, D, K)
-        if COUPLING != 0:
+        if COUPLING != STANDARD:
             prefetch_l2(p_tau + FAR + o_pf, (l_pf == 0) & (o_pf < n_valid - FAR))
     if n_valid >= 2 * K:
         nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * D, B, C,
@@ -248,7 +249,7 @@ def selective_scan_fwd_kernel(
         p_z = z + bos * D + o_d
     else:
         p_z = p_u
-    if COUPLING != 0:
+    if COUPLING != STANDARD:
         p_tau = tau + bos
     else:
         p_tau = u + bos

@@ -1,9 +1,10 @@
 """Shared pieces of the selective-scan kernels: discretization math in registers, launch helpers.
 
-The formulas mirror :mod:`eventssm.discretization` exactly (DESIGN §3); every kernel includes
-them through these ``@triton.jit`` helpers, so the scan, its backward and the decode step can
-never disagree on a scheme. Scheme and coupling are ``tl.constexpr`` integer codes
-(``SCHEME_IDS``/``COUPLING_IDS``): each combination compiles to straight-line code.
+The formulas are those of DESIGN §3 (the core's ``eventssm.discretization`` computes the same in
+torch); every kernel includes them through these ``@triton.jit`` helpers, so the scan, its
+backward and the decode step can never disagree on a scheme. Scheme and coupling are
+``tl.constexpr`` integer codes (:mod:`.constants`; here as ``MAMBA``, ``ZOH``, ... for the jitted
+code): each combination compiles to straight-line code.
 
 The helpers are elementwise: the scan kernels call them on ``[BD]`` vectors (one channel per
 lane, one state at a time), the decode kernel on ``[N, BD]`` tiles with ``[1, BD]`` per-channel
@@ -18,21 +19,25 @@ import torch
 import triton
 import triton.language as tl
 
-# Scheme codes (eventssm.discretization.SCHEME_IDS) and coupling codes (COUPLING_IDS).
-MAMBA, ZOH, BILINEAR, DIRAC = 0, 1, 2, 3
-STANDARD, ASYMMETRIC, SCALED = 0, 1, 2
+from . import constants
+from .config import get_config
+
+# The codes of .constants as constexprs (a @triton.jit function may read only constexpr globals).
+MAMBA: tl.constexpr = tl.constexpr(constants.SCHEME_MAMBA)
+ZOH: tl.constexpr = tl.constexpr(constants.SCHEME_ZOH)
+BILINEAR: tl.constexpr = tl.constexpr(constants.SCHEME_BILINEAR)
+DIRAC: tl.constexpr = tl.constexpr(constants.SCHEME_DIRAC)
+STANDARD: tl.constexpr = tl.constexpr(constants.COUPLING_STANDARD)
+ASYMMETRIC: tl.constexpr = tl.constexpr(constants.COUPLING_ASYMMETRIC)
+SCALED: tl.constexpr = tl.constexpr(constants.COUPLING_SCALED)
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 
 
-#: Tests set this to fill every output buffer with NaN before launches (unwritten elements show).
-POISON_OUTPUTS = False
-
-
 def new_empty(*shape, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``torch.empty`` for kernel outputs (NaN-filled when ``POISON_OUTPUTS`` is set)."""
-    t = torch.empty(*shape, dtype=dtype or like.dtype, device=like.device)
-    return t.fill_(float("nan")) if POISON_OUTPUTS and t.is_floating_point() else t
+    """``torch.empty`` for kernel outputs (tests/conftest.py fills ``torch.empty`` with NaN in
+    the interpreter tests, so elements a kernel does not write show)."""
+    return torch.empty(*shape, dtype=dtype or like.dtype, device=like.device)
 
 
 def is_interpreting() -> bool:
@@ -58,7 +63,7 @@ def prune_unrolled(max_unrolled: int):
 
 def lanes_per_channel(N: int, kernel: str) -> int:
     """Lanes S sharing one channel's N states in a scan kernel (``"forward"`` or ``"backward"``;
-    ``EVENTSSM_FWD_LANES`` / ``EVENTSSM_BWD_LANES`` override).
+    ``KernelConfig.fwd_lanes`` / ``bwd_lanes`` override: ``EVENTSSM_FWD_LANES`` / ``..._BWD_...``).
 
     With one lane a channel a launch has only sequences·D/32 warps (384 at (8, 4096, 1536,
     16), fewer than the H100's 528 schedulers) and the step is latency-bound. ``S`` lanes a
@@ -68,20 +73,19 @@ def lanes_per_channel(N: int, kernel: str) -> int:
     (8, 4096, 1536, 16) fp32, fwd+bwd 6.0 / 5.1 / 4.7 ms with S = 1 / 2 / 4; forward 0.82 /
     0.73 ms with S = 2 / 4 there, 3.3 / 3.6 ms with S = 4 / 8 at (16, 8192, 512, 64).
     """
-    var = {"forward": "EVENTSSM_FWD_LANES", "backward": "EVENTSSM_BWD_LANES"}[kernel]
-    env = os.environ.get(var)
-    if env:
-        S = int(env)
-        allowed = (1, 2, 4, 8) if kernel == "forward" else (1, 2, 4)
-        if S not in allowed or N % S:
-            raise ValueError(f"{var} must be one of {allowed} and divide N = {N}, got {S}")
+    cfg = get_config()
+    S = {"forward": cfg.fwd_lanes, "backward": cfg.bwd_lanes}[kernel]
+    if S is not None:
+        if N % S:
+            var = {"forward": "EVENTSSM_FWD_LANES", "backward": "EVENTSSM_BWD_LANES"}[kernel]
+            raise ValueError(f"{kernel} lanes ({var}) must divide N = {N}, got {S}")
         return S
     return 4 if N % 4 == 0 else (2 if N % 2 == 0 else 1)
 
 
 def prefetch_distance() -> int:
     """How many chunks ahead the scan kernels prefetch their inputs into L2 (0: not at all;
-    ``EVENTSSM_PREFETCH`` overrides).
+    ``KernelConfig.prefetch``, ``EVENTSSM_PREFETCH``).
 
     The register loads of a chunk are issued one chunk ahead, about 600 cycles of work, less
     than a DRAM access under load: with only an L1 prefetch of the B/C rows two chunks ahead
@@ -90,22 +94,14 @@ def prefetch_distance() -> int:
     0.73 ms with the L1 prefetch, 0.58 with L2 prefetch 2 or 4 chunks ahead, 0.60 with 8
     (kernel_notes.md, session 7).
     """
-    env = os.environ.get("EVENTSSM_PREFETCH")
-    if env is None or env == "":
-        return 4
-    try:
-        dist = int(env)
-    except ValueError:
-        dist = -1
-    if not 0 <= dist <= 64:
-        raise ValueError(f"EVENTSSM_PREFETCH must be a number of chunks in 0..64, got {env!r}")
-    return dist
+    return get_config().prefetch
 
 
 def autotune_configs(configs: list[triton.Config]) -> list[triton.Config]:
     """All configs on a GPU; only the first under the interpreter (each would run serially) or
-    with ``EVENTSSM_AUTOTUNE=0`` (tests: one compilation per specialization)."""
-    if is_interpreting() or os.environ.get("EVENTSSM_AUTOTUNE", "1") == "0":
+    with ``KernelConfig.autotune`` off (``EVENTSSM_AUTOTUNE=0``; tests: one compilation per
+    specialization)."""
+    if is_interpreting() or not get_config().autotune:
         return configs[:1]
     return configs
 
@@ -212,7 +208,7 @@ def load_steps(p_u, p_dl, p_tau, p_dy, p_z, n_valid, m_d, D: tl.constexpr, K: tl
         m_t = k < n_valid
         us = us + (load_masked(p_u + k * D, m_t, m_d, MASK_T, EVEN_D),)
         dls = dls + (load_masked(p_dl + k * D, m_t, m_d, MASK_T, EVEN_D),)
-        if COUPLING != 0:
+        if COUPLING != STANDARD:
             if MASK_T:
                 taus = taus + (tl.load(p_tau + k, mask=m_t, other=0.0),)
             else:
@@ -221,7 +217,7 @@ def load_steps(p_u, p_dl, p_tau, p_dy, p_z, n_valid, m_d, D: tl.constexpr, K: tl
             dys = dys + (load_masked(p_dy + k * D, m_t, m_d, MASK_T, EVEN_D),)
         if HAS_Z:
             zs = zs + (load_masked(p_z + k * D, m_t, m_d, MASK_T, EVEN_D),)
-    if COUPLING == 0:
+    if COUPLING == STANDARD:
         taus = dls
     if not HAS_DY:
         dys = dls
@@ -398,9 +394,9 @@ def zoh_dA_ratio(x):
 def step_sizes(delta, tau, rate, COUPLING: tl.constexpr):
     """(dtA, dtB) from Δ, τ and the rate r; COUPLING is the *effective* coupling (standard when
     no τ is given)."""
-    if COUPLING == 1:  # asymmetric: decay driven by elapsed time
+    if COUPLING == ASYMMETRIC:  # asymmetric: decay driven by elapsed time
         dtA = tau * rate
-    elif COUPLING == 2:  # scaled: learned step times observed gap
+    elif COUPLING == SCALED:  # scaled: learned step times observed gap
         dtA = delta * tau
     else:
         dtA = delta
@@ -415,16 +411,16 @@ def discretize(dtA, dtB, A, A2, SCHEME: tl.constexpr):
     Ā is ``[N, BD]``; k is ``[1, BD]`` for mamba/dirac (no per-state factor) and ``[N, BD]`` for
     zoh/bilinear.
     """
-    if SCHEME == 2:
+    if SCHEME == BILINEAR:
         x = dtA * A
         dA = (1.0 + 0.5 * x) / (1.0 - 0.5 * x)
     else:
         dA = exp2_fast(dtA * A2)
-    if SCHEME == 0:
+    if SCHEME == MAMBA:
         kB = dtB
-    elif SCHEME == 1:
+    elif SCHEME == ZOH:
         kB = dtB * expm1_ratio(dtB * A)
-    elif SCHEME == 2:
+    elif SCHEME == BILINEAR:
         kB = dtB / (1.0 - 0.5 * (dtB * A))
     else:
         kB = tl.full(dtB.shape, 1.0, tl.float32)
@@ -439,22 +435,22 @@ def discretize_grad(dtA, dtB, A, dA, kB, SCHEME: tl.constexpr):
     for dirac.
     """
     x = dtA * A
-    if SCHEME == 2:
+    if SCHEME == BILINEAR:
         w = 1.0 - 0.5 * x
         dA_dx = 1.0 / (w * w)
     else:
         dA_dx = dA
     dA_ddtA = dA_dx * A
     dA_dA = dA_dx * dtA
-    if SCHEME == 0:
+    if SCHEME == MAMBA:
         dk_ddtB = tl.full(dtB.shape, 1.0, tl.float32)
         dk_dA = tl.zeros(dtB.shape, tl.float32)
-    elif SCHEME == 1:
+    elif SCHEME == ZOH:
         y = dtB * A
         # d/d dtB of dtB·(e^y - 1)/y = (e^y - 1)/A is e^y: no cancellation, no series needed.
         dk_ddtB = exp_fast(y)
         dk_dA = dtB * dtB * zoh_dA_ratio(y)
-    elif SCHEME == 2:
+    elif SCHEME == BILINEAR:
         w = 1.0 - 0.5 * (dtB * A)
         dk_ddtB = 1.0 / (w * w)
         dk_dA = 0.5 * dtB * dtB / (w * w)
@@ -569,7 +565,7 @@ def channel_params(A, delta_bias, Dskip, rate, o_d, m_d, o_dn, NS: tl.constexpr,
     tuples ``As`` and ``A2s = A·log2 e`` (Ā = 2^(dtA·A2): one multiply and one MUFU.EX2)."""
     b_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
     b_Dskip = tl.load(Dskip + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_D else 0.0
-    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == 1 else 0.0
+    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == ASYMMETRIC else 0.0
     As = ()
     A2s = ()
     for i in tl.static_range(NS):
@@ -592,7 +588,7 @@ def step_coeffs(raw, tau, m_t, b_bias, b_rate, COUPLING: tl.constexpr, SOFTPLUS:
         dl = x
     if MASK_T:
         dl = tl.where(m_t, dl, 0.0)
-    if COUPLING != 0:
+    if COUPLING != STANDARD:
         b_tau = tau.to(tl.float32)
     else:
         b_tau = 0.0
@@ -603,13 +599,13 @@ def step_coeffs(raw, tau, m_t, b_bias, b_rate, COUPLING: tl.constexpr, SOFTPLUS:
 @triton.jit
 def advance_states(hs, Bs, u, dtA, dtB, As, A2s, NS: tl.constexpr, SCHEME: tl.constexpr):
     """One step ``h ← Ā h + k B u`` of the lane's NS states (``A2 = A·log2 e``)."""
-    if SCHEME == 0:
+    if SCHEME == MAMBA:
         ku = dtB * u
     else:
         ku = u
     out = ()
     for n in tl.static_range(NS):
-        if SCHEME == 0 or SCHEME == 3:
+        if SCHEME == MAMBA or SCHEME == DIRAC:
             # the common case spelled out: one multiply, one MUFU.EX2, two FMAs per state
             h = exp2_fast(dtA * A2s[n]) * hs[n] + ku * Bs[n]
         else:

@@ -150,8 +150,9 @@ def test_torch_compile_gpu():
     kw = {k: None if v is None else v.to(DEV).requires_grad_(True) for k, v in kw.items()}
 
     def f(**a):
-        return selective_scan_triton(**a, delta_softplus=True,
-                                     discretization=Asymmetric("mamba")).square().mean()
+        disc = Asymmetric("mamba")
+        return selective_scan_triton(**a, delta_softplus=True, scheme=disc.scheme_id,
+                                     coupling=disc.coupling_id).square().mean()
 
     loss = torch.compile(f, fullgraph=True)(**kw)
     loss.backward()

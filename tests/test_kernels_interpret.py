@@ -4,7 +4,8 @@ The interpreter is chosen when a kernel is *decorated*, and setting TRITON_INTER
 pytest process would leak into every other test module of that process (e.g. make
 ``backend="triton"`` accept CPU tensors), so these tests run in their own pytest invocation with
 the variable set from outside: ``TRITON_INTERPRET=1 pytest -m interpret`` (``make test`` does
-this). Without it the module is skipped with that instruction. Shapes are tiny (L <= 128) and the backward's chunks are
+this). Without it the module is skipped with that instruction. Output buffers come NaN-filled
+(tests/conftest.py). Shapes are tiny (L <= 128) and the backward's chunks are
 short under the interpreter (16 steps, sub-chunks of 4) so that chunk and sub-chunk boundaries,
 partial chunks and packed sequences are all crossed. bf16 is not tested here (the interpreter
 computes it wrongly); it is in test_kernels_gpu.py.
@@ -38,25 +39,18 @@ def _load_kernels():
 
     if type(K.selective_scan_fwd.selective_scan_fwd_kernel.fn.fn).__name__ != "InterpretedFunction":
         for name in ("utils", "selective_scan_fwd", "selective_scan_bwd", "selective_state_update",
-                     "selective_scan"):
+                     "selective_scan", "causal_conv1d"):
             importlib.reload(importlib.import_module(f"eventssm.kernels.{name}"))
         K = importlib.reload(K)
     return K
 
 
 K = _load_kernels()
-utils = importlib.import_module("eventssm.kernels.utils")
+config = importlib.import_module("eventssm.kernels.config")
 
 TOL = {torch.float32: 1e-4, torch.float16: 5e-3}
 GRAD_KEYS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "integration_timesteps", "rate",
              "initial_state")
-
-
-@pytest.fixture(autouse=True)
-def _poison():
-    utils.POISON_OUTPUTS = True
-    yield
-    utils.POISON_OUTPUTS = False
 
 
 def _pack(kw, b, lengths, D, N):
@@ -149,12 +143,12 @@ def test_scan_cases(case):
     check_scan(disc, **kw)
 
 
-@pytest.mark.parametrize("distance", ["0", "64"])
-def test_scan_prefetch_distance(monkeypatch, distance):
+@pytest.mark.parametrize("distance", [0, 64])
+def test_scan_prefetch_distance(distance):
     """Both kernels without L2 prefetch (PF_DIST = 0 compiles the prefetches out) and with a
     distance past the sequence's end (every prefetch masked off): same results."""
-    monkeypatch.setenv("EVENTSSM_PREFETCH", distance)
-    check_scan(Asymmetric("mamba"), L=41, D=32, N=4)
+    with config.override(prefetch=distance):
+        check_scan(Asymmetric("mamba"), L=41, D=32, N=4)
 
 
 def test_scan_without_grad_saves_nothing_and_matches():
@@ -219,7 +213,8 @@ def test_state_update(disc, grouped):
     y_ref = selective_state_update_ref(s_ref, **kw, dt_softplus=True, discretization=disc)
     s = state.float()
     y = K.selective_state_update_triton(s, **{k: v.float() for k, v in kw.items()},
-                                        dt_softplus=True, discretization=disc)
+                                        dt_softplus=True, scheme=disc.scheme_id,
+                                        coupling=disc.coupling_id)
     errs = (rel_err(y, y_ref), rel_err(s, s_ref))
     print(f"{disc!r} step errors (y, state): {errs[0]:.1e} {errs[1]:.1e}")
     assert y.dtype == torch.float32 and max(errs) <= 1e-4
@@ -239,7 +234,7 @@ def test_step_matches_scan():
             s, kw["u"][:, l], kw["delta"][:, l], kw["A"], kw["B"][:, l], kw["C"][:, l],
             D=kw["D"], z=kw["z"][:, l], dt_bias=kw["delta_bias"], dt_softplus=True,
             integration_timesteps=kw["integration_timesteps"][:, l], rate=kw["rate"],
-            discretization=disc))
+            scheme=disc.scheme_id, coupling=disc.coupling_id))
     err = max(rel_err(torch.stack(ys, 1), y), rel_err(s, h))
     print("step vs scan max error", err)
     assert err <= 1e-5
