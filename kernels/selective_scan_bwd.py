@@ -51,7 +51,6 @@ from .utils import (
     BILINEAR,
     DIRAC,
     LN2,
-    LOG2E,
     MAMBA,
     SCALED,
     STANDARD,
@@ -59,7 +58,6 @@ from .utils import (
     advance_states,
     channel_params,
     channel_sums,
-    discretize,
     discretize_grad,
     exp2_fast,
     group_sum,
@@ -107,7 +105,7 @@ def _sub_inputs(p_u, p_dl, p_tau, B, t, n_valid, m_d, o_bc, D: tl.constexpr, G: 
 
 
 @triton.jit
-def _forward_sub(hs, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS: tl.constexpr,
+def _forward_sub(hs, cur, Bks, n_valid, As, A2s, rAs, b_bias, b_rate, NS: tl.constexpr,
                  K: tl.constexpr, SCHEME: tl.constexpr, COUPLING: tl.constexpr,
                  SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, MASK_T: tl.constexpr,
                  KEEP: tl.constexpr):
@@ -122,7 +120,8 @@ def _forward_sub(hs, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS: tl.constexp
             Bs = Bs + (Bks[k * NS + i],)
         _, _, dtA, dtB = step_coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
                                      HAS_BIAS, MASK_T)
-        hs = advance_states(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, NS, SCHEME)
+        hs = advance_states(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, rAs, NS, SCHEME,
+                            COUPLING == STANDARD)
         if KEEP:
             hs_all = hs_all + (hs,)
     if KEEP:
@@ -133,7 +132,7 @@ def _forward_sub(hs, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS: tl.constexp
 
 @triton.jit
 def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du, p_ddl, p_dz,
-                  p_dtau, p_dbc, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias, b_Dskip,
+                  p_dtau, p_dbc, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, rAs, b_bias, b_Dskip,
                   b_rate, D: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr,
                   S: tl.constexpr, VEC: tl.constexpr, K: tl.constexpr,
                   SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -148,7 +147,7 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
     Bks = _load_rows(B, p_bc, n_valid, m_d, G, N, NS, VEC, K, MASK_T, SPLIT_GROUPS)
     Cks = _load_rows(C, p_bc, n_valid, m_d, G, N, NS, VEC, K, MASK_T, SPLIT_GROUPS)
     # the sub-chunk's states h[0..K] (h[0] = h0s) recomputed into registers
-    hs_all = _forward_sub(h0s, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS, K, SCHEME,
+    hs_all = _forward_sub(h0s, cur, Bks, n_valid, As, A2s, rAs, b_bias, b_rate, NS, K, SCHEME,
                           COUPLING, SOFTPLUS, HAS_BIAS, MASK_T, True)
     # after the reduce-scatter each lane holds Q of the 2N sums (see channel_sums)
     Q: tl.constexpr = (2 * N + 31) // 32
@@ -198,14 +197,15 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
                 s_dtA += q * A2s[n]
                 ndA = ndA + (dA_acc[n] + q * dtA,)
             else:
-                dAn, kB = discretize(dtA, dtB, As[n], A2s[n], SCHEME)
-                ddA_ddtA, ddA_dA, dk_ddtB, dk_dA = discretize_grad(dtA, dtB, As[n], dAn, kB, SCHEME)
-                gk = gn * kB
-                dBs = dBs + (gk * b_u,)
-                s_u += gk * Bs[n]
+                # zoh / bilinear: Ā, k and their four partials from one evaluation
+                dAn, kB, ddA_dt, ddA_dA, dk_ddtB, dk_dA = discretize_grad(
+                    dtA, dtB, As[n], A2s[n], rAs[n], SCHEME, COUPLING == STANDARD)
+                gB = gn * Bs[n]
+                dBs = dBs + ((gn * kB) * b_u,)
+                s_u += gB * kB
                 gh = gn * hp[n]
-                gBu = gn * Bs[n] * b_u
-                s_dtA += gh * ddA_ddtA * LOG2E
+                gBu = gB * b_u
+                s_dtA += gh * ddA_dt  # ∂Ā/∂dtA·log2 e: × ln 2 below, as for the exp2 schemes
                 s_dtB += gBu * dk_ddtB
                 ndA = ndA + (dA_acc[n] + gh * ddA_dA + gBu * dk_dA,)
             ng = ng + (gn * dAn,)
@@ -325,8 +325,9 @@ def selective_scan_bwd_kernel(
     m_d = o_d < D
     m_w = m_d & (sub == 0)  # per-channel outputs are written by the channel's first lane
     o_dn = o_d * N + sub * NS  # (D, N) tensors: state sub·NS + i of channel o_d
-    b_bias, b_Dskip, b_rate, As, A2s = channel_params(A, delta_bias, Dskip, rate, o_d, m_d, o_dn,
-                                                      NS, HAS_BIAS, HAS_D, COUPLING)
+    b_bias, b_Dskip, b_rate, As, A2s, rAs = channel_params(A, delta_bias, Dskip, rate, o_d, m_d,
+                                                           o_dn, NS, HAS_BIAS, HAS_D, COUPLING,
+                                                           SCHEME)
     g = ()
     dA_acc = ()
     for i in tl.static_range(NS):
@@ -413,10 +414,10 @@ def selective_scan_bwd_kernel(
                     prefetch_rows_l2(p_z + t * D, t - bos, T, m_d, D, K)
             # full sub-chunks take the path without step masks
             if n_valid >= K:
-                hs = _forward_sub(hs, cur, Bks, K, As, A2s, b_bias, b_rate, NS, K, SCHEME,
+                hs = _forward_sub(hs, cur, Bks, K, As, A2s, rAs, b_bias, b_rate, NS, K, SCHEME,
                                   COUPLING, SOFTPLUS, HAS_BIAS, False, False)
             else:
-                hs = _forward_sub(hs, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS, K, SCHEME,
+                hs = _forward_sub(hs, cur, Bks, n_valid, As, A2s, rAs, b_bias, b_rate, NS, K, SCHEME,
                                   COUPLING, SOFTPLUS, HAS_BIAS, True, False)
         # Reverse pass over the sub-chunks; the state entering sub-chunk i_c - 1 and its u, δ, τ
         # are requested before sub-chunk i_c is computed (the recompute needs them first).
@@ -455,7 +456,7 @@ def selective_scan_bwd_kernel(
                 g, dA_acc, b_dD, b_dbias, b_drate = _backward_sub(
                     g, dA_acc, b_dD, b_dbias, b_drate, h0s, (us, dls, taus, dys, zs), B, C,
                     t * G * N + o_bc, p_du + t * D, p_ddl + t * D, p_dz + t * D, dtau + t,
-                    dBC + t * G * 2 * N, K, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias, b_Dskip,
+                    dBC + t * G * 2 * N, K, m_d, m_w, lane, sub, o_g2, As, A2s, rAs, b_bias, b_Dskip,
                     b_rate, D, G, N, NS, S, VEC, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D,
                     HAS_Z, TAU_GRAD, SPLIT_GROUPS, False, EVEN_D)
             else:
@@ -466,7 +467,7 @@ def selective_scan_bwd_kernel(
                 g, dA_acc, b_dD, b_dbias, b_drate = _backward_sub(
                     g, dA_acc, b_dD, b_dbias, b_drate, h0s, (us, dls, taus, dys, zs), B, C,
                     t * G * N + o_bc, p_du + t * D, p_ddl + t * D, p_dz + t * D, dtau + t,
-                    dBC + t * G * 2 * N, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias,
+                    dBC + t * G * 2 * N, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, rAs, b_bias,
                     b_Dskip, b_rate, D, G, N, NS, S, VEC, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS,
                     HAS_D, HAS_Z, TAU_GRAD, SPLIT_GROUPS, True, EVEN_D)
 

@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from .constants import COUPLING_ASYMMETRIC, COUPLING_STANDARD, COUPLINGS, SCHEME_MAMBA, SCHEMES
-from .utils import ASYMMETRIC, LOG2E, STANDARD, discretize, new_empty, sigmoid, softplus, step_sizes
+from .utils import ASYMMETRIC, LOG2E, STANDARD, ZOH, discretize, new_empty, sigmoid, softplus, step_sizes
 
 __all__ = ["selective_state_update_triton"]
 
@@ -43,7 +43,9 @@ def selective_state_update_kernel(
     b_dtA, b_dtB = step_sizes(b_dl, b_tau, b_rate, COUPLING)
     b_A = tl.load(A + o_dn, mask=m_dn, other=0.0).to(tl.float32)
     b_A2 = b_A * LOG2E
-    b_dA, b_kB = discretize(b_dtA[None, :], b_dtB[None, :], b_A, b_A2, SCHEME)
+    b_rA = 1.0 / b_A if SCHEME == ZOH else b_A
+    b_dA, b_kB = discretize(b_dtA[None, :], b_dtB[None, :], b_A, b_A2, b_rA, SCHEME,
+                            COUPLING == STANDARD)
     b_B = tl.load(B + i_b * G * N + o_bc, mask=m_dn, other=0.0).to(tl.float32)
     b_C = tl.load(C + i_b * G * N + o_bc, mask=m_dn, other=0.0).to(tl.float32)
     p_h = state + i_b * D * N + o_dn

@@ -365,29 +365,52 @@ def sigmoid(x):
     return rcp_fast(1.0 + exp_fast(-x))
 
 
+# ---- the schemes, one evaluation per element -----------------------------------------------------
+# Per state and step the mamba scheme costs a multiply and one MUFU.EX2 for Ā. The other schemes
+# are written to add as little as possible to that, with no double evaluation:
+# * zoh: k = (e^x − 1)/A with x = dtB·A. With the standard coupling (dtA = dtB) e^x *is* Ā: no
+#   second exponential. Per element either a short series of φ(x) = (e^x − 1)/x in t = x·log2 e
+#   (FMAs) or (e^x − 1)·(1/A) with 1/A computed once per program; both are a few FMA-pipe
+#   instructions and a select picks one (no IEEE exp, no division, no branch).
+# * bilinear: one MUFU.RCP of w = 1 − dtA·A/2 gives Ā = 2/w − 1 and, when dtA = dtB, k = dtB/w.
+# * dirac: k = 1.
+# Event mode (dtA ≠ dtB) needs a second exponential (zoh) or reciprocal (bilinear) for k.
+#
+# Accuracy (relative, per element; MUFU.EX2 and RCP err by ~2^-22): the zoh series runs to t^4 for
+# |x| < 1/4 (truncation ≤ 1.5e-6) and (e^x − 1)/A beyond (the rounding of e^x, 2^-22, over
+# |e^x − 1| ≥ 0.22: ≤ 1.1e-6). Its A-derivative ψ(x) = ((x − 1)e^x + 1)/x² cancels more (its
+# numerator ~x²/2), so its series runs to t^6 for |x| < 1/2 (truncation ≤ 4e-7; beyond, ≤ 3e-6).
+
+#: |t| = |dtB·A·log2 e| below which φ and ψ come from their series
+ZOH_PHI_T: tl.constexpr = tl.constexpr(0.25 * 1.4426950408889634)
+ZOH_PSI_T: tl.constexpr = tl.constexpr(0.5 * 1.4426950408889634)
+# φ(x) = Σ x^k/(k+1)!  and  ψ(x) = Σ x^k (k+1)/(k+2)!, as polynomials in t = x·log2 e
+_L = 0.6931471805599453
+_P1: tl.constexpr = tl.constexpr(_L / 2)
+_P2: tl.constexpr = tl.constexpr(_L ** 2 / 6)
+_P3: tl.constexpr = tl.constexpr(_L ** 3 / 24)
+_P4: tl.constexpr = tl.constexpr(_L ** 4 / 120)
+_Q1: tl.constexpr = tl.constexpr(_L * 2 / 6)
+_Q2: tl.constexpr = tl.constexpr(_L ** 2 * 3 / 24)
+_Q3: tl.constexpr = tl.constexpr(_L ** 3 * 4 / 120)
+_Q4: tl.constexpr = tl.constexpr(_L ** 4 * 5 / 720)
+_Q5: tl.constexpr = tl.constexpr(_L ** 5 * 6 / 5040)
+_Q6: tl.constexpr = tl.constexpr(_L ** 6 * 7 / 40320)
+
+
 @triton.jit
-def expm1_ratio(x):
-    """(e^x - 1) / x, accurate near 0 (the ZOH input coefficient over dtB).
-
-    The reference switches to a series below |x| = 1e-4 (only the division needs guarding in
-    float64); in float32 ``e^x - 1`` itself cancels for small |x|, so the series (through x^7,
-    relative error < 2e-7) covers |x| < 0.5 here: the two agree to float32 rounding.
-    """
-    series = 1.0 + x * (0.5 + x * (1.0 / 6 + x * (1.0 / 24 + x * (1.0 / 120 + x * (
-        1.0 / 720 + x * (1.0 / 5040 + x * (1.0 / 40320)))))))
-    small = tl.abs(x) < 0.5
-    safe_x = tl.where(small, 1.0, x)
-    return tl.where(small, series, (tl.exp(safe_x) - 1.0) / safe_x)
+def zoh_k(t, e, dtB, rA):
+    """The zoh input coefficient k = (e^x − 1)/A = dtB·φ(x) (B̄ = k·B), from ``t = x·log2 e``
+    (x = dtB·A), ``e = 2^t`` and ``rA = 1/A``; the series where e^x − 1 would cancel."""
+    phi = 1.0 + t * (_P1 + t * (_P2 + t * (_P3 + t * _P4)))
+    return tl.where(tl.abs(t) < ZOH_PHI_T, dtB * phi, e * rA - rA)  # (e − 1)/A in one FMA
 
 
 @triton.jit
-def zoh_dA_ratio(x):
-    """((x - 1) e^x + 1) / x^2: d/dA of the ZOH coefficient is dtB^2 times this (x = dtB·A)."""
-    series = 0.5 + x * (1.0 / 3 + x * (1.0 / 8 + x * (1.0 / 30 + x * (1.0 / 144 + x * (
-        1.0 / 840 + x * (1.0 / 5760))))))
-    small = tl.abs(x) < 0.5
-    safe_x = tl.where(small, 1.0, x)
-    return tl.where(small, series, ((safe_x - 1.0) * tl.exp(safe_x) + 1.0) / (safe_x * safe_x))
+def zoh_dk_dA(t, e, dtB, k, rA):
+    """∂k/∂A = dtB²·ψ(x) = (dtB·e^x − k)/A (same arguments as ``zoh_k``, and its ``k``)."""
+    psi = 0.5 + t * (_Q1 + t * (_Q2 + t * (_Q3 + t * (_Q4 + t * (_Q5 + t * _Q6)))))
+    return tl.where(tl.abs(t) < ZOH_PSI_T, (dtB * dtB) * psi, (dtB * e - k) * rA)
 
 
 @triton.jit
@@ -404,60 +427,70 @@ def step_sizes(delta, tau, rate, COUPLING: tl.constexpr):
 
 
 @triton.jit
-def discretize(dtA, dtB, A, A2, SCHEME: tl.constexpr):
-    """(Ā, k) with B̄ = k · B for ``dtA, dtB [1, BD]``, ``A [N, BD]`` and ``A2 = A·log2(e)``
-    (precomputed once: Ā = 2^(dtA·A2) is then one multiply and one MUFU.EX2 per element).
-
-    Ā is ``[N, BD]``; k is ``[1, BD]`` for mamba/dirac (no per-state factor) and ``[N, BD]`` for
-    zoh/bilinear.
-    """
+def discretize(dtA, dtB, A, A2, rA, SCHEME: tl.constexpr, SAME_DT: tl.constexpr):
+    """(Ā, k) with B̄ = k·B, for step sizes ``dtA, dtB`` (per channel: ``[1, BD]`` or ``[32]``)
+    and per-state ``A``, ``A2 = A·log2 e`` and ``rA = 1/A`` (used by zoh only; precomputed once).
+    ``SAME_DT``: dtA = dtB (the standard coupling), so that k reuses Ā's exponential or
+    reciprocal. k is per channel for mamba/dirac and per state for zoh/bilinear."""
     if SCHEME == BILINEAR:
-        x = dtA * A
-        dA = (1.0 + 0.5 * x) / (1.0 - 0.5 * x)
+        r = rcp_fast(1.0 - (0.5 * dtA) * A)
+        dA = 2.0 * r - 1.0  # (1 + x/2)/(1 − x/2) = 2/(1 − x/2) − 1
+        if SAME_DT:
+            kB = dtB * r
+        else:
+            kB = dtB * rcp_fast(1.0 - (0.5 * dtB) * A)
     else:
-        dA = exp2_fast(dtA * A2)
-    if SCHEME == MAMBA:
-        kB = dtB
-    elif SCHEME == ZOH:
-        kB = dtB * expm1_ratio(dtB * A)
-    elif SCHEME == BILINEAR:
-        kB = dtB / (1.0 - 0.5 * (dtB * A))
-    else:
-        kB = tl.full(dtB.shape, 1.0, tl.float32)
+        tA = dtA * A2
+        dA = exp2_fast(tA)
+        if SCHEME == MAMBA:
+            kB = dtB
+        elif SCHEME == ZOH:
+            if SAME_DT:
+                kB = zoh_k(tA, dA, dtB, rA)
+            else:
+                tB = dtB * A2
+                kB = zoh_k(tB, exp2_fast(tB), dtB, rA)
+        else:
+            kB = tl.full(dtB.shape, 1.0, tl.float32)
     return dA, kB
 
 
 @triton.jit
-def discretize_grad(dtA, dtB, A, dA, kB, SCHEME: tl.constexpr):
-    """Partial derivatives (∂Ā/∂dtA, ∂Ā/∂A, ∂k/∂dtB, ∂k/∂A) given Ā and k from ``discretize``.
-
-    Shapes follow ``discretize``; ∂k/∂A is None-like (0.0) for mamba and dirac, ∂k/∂dtB is 0
-    for dirac.
-    """
-    x = dtA * A
+def discretize_grad(dtA, dtB, A, A2, rA, SCHEME: tl.constexpr, SAME_DT: tl.constexpr):
+    """For zoh and bilinear: (Ā, k, ∂Ā/∂dtA · log2 e, ∂Ā/∂A, ∂k/∂dtB, ∂k/∂A), every one from one
+    evaluation of the exponential(s) or reciprocal(s) of ``discretize`` (same arguments).
+    ∂Ā/∂dtA comes scaled by log2 e: the backward sums it over states and multiplies by ln 2 once
+    per channel, as it does for the exp2-based Ā = 2^(dtA·A2)."""
     if SCHEME == BILINEAR:
-        w = 1.0 - 0.5 * x
-        dA_dx = 1.0 / (w * w)
-    else:
-        dA_dx = dA
-    dA_ddtA = dA_dx * A
-    dA_dA = dA_dx * dtA
-    if SCHEME == MAMBA:
-        dk_ddtB = tl.full(dtB.shape, 1.0, tl.float32)
-        dk_dA = tl.zeros(dtB.shape, tl.float32)
-    elif SCHEME == ZOH:
-        y = dtB * A
-        # d/d dtB of dtB·(e^y - 1)/y = (e^y - 1)/A is e^y: no cancellation, no series needed.
-        dk_ddtB = exp_fast(y)
-        dk_dA = dtB * dtB * zoh_dA_ratio(y)
-    elif SCHEME == BILINEAR:
-        w = 1.0 - 0.5 * (dtB * A)
-        dk_ddtB = 1.0 / (w * w)
-        dk_dA = 0.5 * dtB * dtB / (w * w)
-    else:
-        dk_ddtB = tl.zeros(dtB.shape, tl.float32)
-        dk_dA = tl.zeros(dtB.shape, tl.float32)
-    return dA_ddtA, dA_dA, dk_ddtB, dk_dA
+        r = rcp_fast(1.0 - (0.5 * dtA) * A)
+        dA = 2.0 * r - 1.0
+        r2 = r * r  # ∂Ā/∂x = 1/(1 − x/2)²
+        dA_dt = r2 * A2
+        dA_dA = r2 * dtA
+        if SAME_DT:
+            rB = r
+            rB2 = r2
+        else:
+            rB = rcp_fast(1.0 - (0.5 * dtB) * A)
+            rB2 = rB * rB
+        kB = dtB * rB
+        dk_ddtB = rB2  # ∂/∂dtB of dtB/(1 − dtB·A/2)
+        dk_dA = 0.5 * kB * kB
+    else:  # zoh
+        tA = dtA * A2
+        dA = exp2_fast(tA)
+        dA_dt = dA * A2
+        dA_dA = dA * dtA
+        if SAME_DT:
+            tB = tA
+            e = dA
+        else:
+            tB = dtB * A2
+            e = exp2_fast(tB)
+        kB = zoh_k(tB, e, dtB, rA)
+        dk_ddtB = e  # ∂/∂dtB of (e^(dtB·A) − 1)/A: no cancellation
+        dk_dA = zoh_dk_dA(tB, e, dtB, kB, rA)
+    return dA, kB, dA_dt, dA_dA, dk_ddtB, dk_dA
 
 
 # ---- a lane's states: parameters, rows and one step (shared by the forward and the backward) ----
@@ -559,20 +592,28 @@ def load_row_vec(X, p, m, NS: tl.constexpr, VEC: tl.constexpr, MASK: tl.constexp
 
 @triton.jit
 def channel_params(A, delta_bias, Dskip, rate, o_d, m_d, o_dn, NS: tl.constexpr,
-                   HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, COUPLING: tl.constexpr):
+                   HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, COUPLING: tl.constexpr,
+                   SCHEME: tl.constexpr):
     """The per-channel parameters both scan kernels start from: ``(bias, D skip, rate)`` as fp32
     ``[32]`` vectors (0.0 where absent) and the lane's NS entries of A (``A + o_dn + i``) as
-    tuples ``As`` and ``A2s = A·log2 e`` (Ā = 2^(dtA·A2): one multiply and one MUFU.EX2)."""
+    tuples ``As``, ``A2s = A·log2 e`` (Ā = 2^(dtA·A2): one multiply and one MUFU.EX2) and, for
+    zoh, ``rAs = 1/A`` (one division a program instead of one a step; ``As`` otherwise)."""
     b_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
     b_Dskip = tl.load(Dskip + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_D else 0.0
     b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == ASYMMETRIC else 0.0
     As = ()
     A2s = ()
+    rAs = ()
     for i in tl.static_range(NS):
         b_An = tl.load(A + o_dn + i, mask=m_d, other=0.0).to(tl.float32)
         As = As + (b_An,)
         A2s = A2s + (b_An * LOG2E,)
-    return b_bias, b_Dskip, b_rate, As, A2s
+        if SCHEME == ZOH:
+            # (A = 0, e.g. a masked channel: any finite value, never used since t = 0 there)
+            rAs = rAs + (1.0 / tl.where(b_An == 0.0, 1.0, b_An),)
+    if SCHEME != ZOH:
+        rAs = As
+    return b_bias, b_Dskip, b_rate, As, A2s, rAs
 
 
 @triton.jit
@@ -597,9 +638,11 @@ def step_coeffs(raw, tau, m_t, b_bias, b_rate, COUPLING: tl.constexpr, SOFTPLUS:
 
 
 @triton.jit
-def advance_states(hs, Bs, u, dtA, dtB, As, A2s, NS: tl.constexpr, SCHEME: tl.constexpr):
-    """One step ``h ← Ā h + k B u`` of the lane's NS states (``A2 = A·log2 e``)."""
-    if SCHEME == MAMBA:
+def advance_states(hs, Bs, u, dtA, dtB, As, A2s, rAs, NS: tl.constexpr, SCHEME: tl.constexpr,
+                   SAME_DT: tl.constexpr):
+    """One step ``h ← Ā h + k B u`` of the lane's NS states (``A2 = A·log2 e``, ``rA = 1/A``;
+    ``SAME_DT``: dtA = dtB, see ``discretize``)."""
+    if SCHEME == MAMBA or SCHEME == BILINEAR:
         ku = dtB * u
     else:
         ku = u
@@ -608,8 +651,16 @@ def advance_states(hs, Bs, u, dtA, dtB, As, A2s, NS: tl.constexpr, SCHEME: tl.co
         if SCHEME == MAMBA or SCHEME == DIRAC:
             # the common case spelled out: one multiply, one MUFU.EX2, two FMAs per state
             h = exp2_fast(dtA * A2s[n]) * hs[n] + ku * Bs[n]
+        elif SCHEME == BILINEAR:
+            # k = dtB·r: the channel's dtB·u times the reciprocal
+            r = rcp_fast(1.0 - (0.5 * dtA) * As[n])
+            if SAME_DT:
+                rB = r
+            else:
+                rB = rcp_fast(1.0 - (0.5 * dtB) * As[n])
+            h = (2.0 * r - 1.0) * hs[n] + (rB * ku) * Bs[n]
         else:
-            dA, kB = discretize(dtA, dtB, As[n], A2s[n], SCHEME)
+            dA, kB = discretize(dtA, dtB, As[n], A2s[n], rAs[n], SCHEME, SAME_DT)
             h = dA * hs[n] + (kB * u) * Bs[n]
         out = out + (h,)
     return out
