@@ -197,9 +197,16 @@ def selective_scan(
                 f'backend="triton" needs CUDA tensors, got u on {u.device} '
                 "(set TRITON_INTERPRET=1 to run the kernels on the CPU for testing)"
             )
+        if any(t.dtype == torch.float64 for t in (u, delta, A, B, C)):
+            # the kernels compute in float32: float64 (tests) goes to the oracle
+            from eventssm.reference import selective_scan_ref
+
+            return selective_scan_ref(u, delta, A, B, C, **kwargs)
         from eventssm.kernels import selective_scan_triton
 
-        return selective_scan_triton(u, delta, A, B, C, **kwargs)
+        kwargs.pop("discretization")
+        return selective_scan_triton(u, delta, A, B, C, **kwargs, scheme=disc.scheme_id,
+                                     coupling=disc.coupling_id)
     if backend == "torch":
         from eventssm.chunked import selective_scan_chunked
 
