@@ -1,0 +1,150 @@
+"""Causal depthwise conv1d, channel-last: the PyTorch path of the Mamba block's short conv.
+
+Same signature as :func:`eventssm.kernels.causal_conv1d` (the Triton kernel used on CUDA), so
+that the dispatcher (:mod:`eventssm.dispatch`) can hand either to ``Mamba``:
+
+    y[b, l, d] = act(bias[d] + Σ_k weight[d, k] · x̃[b, l − (K−1) + k, d])
+
+where ``x̃`` is the sequence ``x[b]`` preceded by its ``K − 1`` carried inputs (``initial_state``,
+zeros by default). Activations stay ``(B, L, D)`` from end to end: no transpose to ``(B, D, L)``,
+no two-sided padding and ``[..., :L]`` slice as with ``nn.Conv1d``.
+
+Why taps and a hand-written backward. The conv is ``K`` (4) multiply-adds per element over
+``(B, L, D)`` tensors, which the CPU does at memory speed when every operand is channel-last.
+Left to autograd, each shifted tap ``x̃[:, k:k+L]`` would give its gradient back as a full-size
+zero tensor with a slice copied in (``K`` of them, summed); here the backward accumulates the
+``K`` shifted products into one buffer in place.
+
+Legend: batch ``B``, steps ``L``, channels ``D``, conv width ``K``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["causal_conv1d", "ACTIVATIONS"]
+
+ACTIVATIONS = (None, "silu")
+
+
+def _silu_grad(pre: Tensor) -> Tensor:
+    """d silu(p) / dp = σ(p) (1 + p (1 − σ(p)))."""
+    s = torch.sigmoid(pre)
+    return s * (1 + pre * (1 - s))
+
+
+class _CausalConv(torch.autograd.Function):
+    """The dense case: ``xp (B, K-1+L, D)`` (carried inputs then the sequence, contiguous),
+    ``w (K, D)``, ``bias (D,)`` or None -> ``y (B, L, D)``; ``mask (B, L)`` zeroes padding."""
+
+    @staticmethod
+    def forward(ctx, xp, w, bias, silu: bool, mask):
+        K = w.shape[0]
+        L = xp.shape[1] - (K - 1)
+        pre = xp[:, K - 1:] * w[K - 1]  # the current step's tap: a fresh (B, L, D) buffer
+        for k in range(K - 1):
+            pre.addcmul_(xp[:, k:k + L], w[k])
+        if bias is not None:
+            pre += bias
+        y = F.silu(pre) if silu else pre
+        if mask is not None:
+            y = y.masked_fill(~mask[..., None], 0.0) if y is not pre else y.masked_fill_(~mask[..., None], 0.0)
+        ctx.save_for_backward(xp, w, pre if silu else None, mask)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        xp, w, pre, mask = ctx.saved_tensors
+        K = w.shape[0]
+        L = gy.shape[1]
+        g = gy if pre is None else gy * _silu_grad(pre)  # (B, L, D) gradient of the pre-activation
+        if mask is not None:
+            g = g.masked_fill(~mask[..., None], 0.0)
+        gxp = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            # every tap k reads xp[:, k:k+L]: its gradient is g · w[k] at the same offset
+            gxp = xp.new_zeros(xp.shape)
+            for k in range(K):
+                gxp[:, k:k + L].addcmul_(g, w[k])
+        if ctx.needs_input_grad[1]:
+            gw = torch.stack([(g * xp[:, k:k + L]).sum((0, 1)) for k in range(K)])
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g.sum((0, 1))
+        return gxp, gw, gb, None, None
+
+
+def _dense(x, weight, bias, silu, initial_state, lengths, return_final_state):
+    """One batch of right-padded sequences (no ``cu_seqlens``)."""
+    B, L, D = x.shape
+    K = weight.shape[1]
+    cdt = torch.promote_types(x.dtype, weight.dtype)
+    if initial_state is None:
+        head = x.new_zeros(B, K - 1, D, dtype=cdt)
+    else:
+        head = initial_state.transpose(1, 2).to(cdt)  # (B, K-1, D)
+    xp = torch.cat([head, x.to(cdt)], dim=1)  # (B, K-1+L, D), contiguous
+    mask = None
+    if lengths is not None:
+        mask = torch.arange(L, device=x.device)[None, :] < lengths[:, None]
+    y = _CausalConv.apply(xp, weight.t().to(cdt), None if bias is None else bias.to(cdt), silu, mask)
+    y = y.to(x.dtype)
+    if not return_final_state:
+        return y
+    # the K-1 most recent inputs of each sequence end at its length (right padding)
+    end = torch.full((B,), L, device=x.device) if lengths is None else lengths.to(x.device)
+    idx = end[:, None] + torch.arange(K - 1, device=x.device)[None]  # positions in xp
+    final = xp.gather(1, idx[..., None].expand(B, K - 1, D).long()).transpose(1, 2)
+    dt = x.dtype if initial_state is None else initial_state.dtype
+    return y, final.to(dt)
+
+
+def causal_conv1d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    activation: str | None = "silu",
+    initial_state: Tensor | None = None,
+    cu_seqlens: Tensor | None = None,
+    lengths: Tensor | None = None,
+    return_final_state: bool = False,
+):
+    """Causal depthwise conv over ``L``, channel-last, with bias and activation fused.
+
+    Args:
+        x: ``(B, L, D)``, any strides (e.g. a half of ``in_proj``'s output).
+        weight: ``(D, K)`` (``nn.Conv1d(D, D, K, groups=D).weight[:, 0]``).
+        bias: ``(D,)`` or None.
+        activation: ``"silu"`` or None.
+        initial_state: ``(B, D, K-1)`` the inputs before ``x[:, 0]`` (oldest first); zeros when
+            None. With ``cu_seqlens``: ``(n_seq, D, K-1)``, one per packed sequence.
+        cu_seqlens: ``(n_seq + 1,)`` cumulative lengths of sequences packed along ``L``
+            (``B == 1``); each sequence starts from its own initial state.
+        lengths: ``(B,)`` real steps of right-padded sequences: outputs at padding
+            (``l >= lengths[b]``) are 0 and padding does not enter the final state.
+        return_final_state: also return the ``K-1`` most recent inputs of every sequence.
+
+    Returns:
+        ``y (B, L, D)`` in ``x``'s dtype; with ``return_final_state`` also ``final_state
+        (B or n_seq, D, K-1)`` (oldest first), in ``initial_state``'s dtype (``x``'s when None).
+
+    Inputs are trusted (the callers validate); arithmetic is in the promoted dtype of ``x`` and
+    ``weight`` (float32 for a bf16 ``x`` with float32 weights), as with the Triton kernel.
+    """
+    silu = activation == "silu"
+    if cu_seqlens is None:
+        return _dense(x, weight, bias, silu, initial_state, lengths, return_final_state)
+    # Packed sequences (B == 1): each one alone, from its own state. A CPU path: a Python loop
+    # over sequences is fine here and obviously right.
+    bounds = [int(v) for v in cu_seqlens.tolist()]
+    ys, finals = [], []
+    for i, (bos, eos) in enumerate(zip(bounds[:-1], bounds[1:])):
+        h0 = None if initial_state is None else initial_state[i:i + 1]
+        out = _dense(x[:, bos:eos], weight, bias, silu, h0, None, return_final_state)
+        ys.append(out[0] if return_final_state else out)
+        if return_final_state:
+            finals.append(out[1])
+    y = torch.cat(ys, dim=1) if ys else x.new_zeros(x.shape)
+    return (y, torch.cat(finals, dim=0)) if return_final_state else y

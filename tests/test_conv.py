@@ -1,0 +1,139 @@
+"""The channel-last causal conv of the torch path (eventssm.conv) against nn.Conv1d in float64.
+
+The oracle is ``nn.Conv1d(D, D, K, groups=D, padding=K-1)`` on ``(B, D, L)`` with the last
+``K-1`` outputs cut off (what Mamba used before), with autograd for every gradient.
+"""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from eventssm.conv import causal_conv1d
+from tests.helpers import rel_err
+
+
+def _oracle(x, weight, bias, activation, initial_state=None):
+    """nn.Conv1d on (B, D, K-1+L) (the carried inputs prepended), channel-first."""
+    B, L, D = x.shape
+    K = weight.shape[1]
+    conv = nn.Conv1d(D, D, K, groups=D, bias=bias is not None, dtype=x.dtype)
+    del conv.weight, conv.bias  # use the test's tensors (and their gradients)
+    conv.weight = weight[:, None]
+    conv.bias = bias
+    head = x.new_zeros(B, D, K - 1) if initial_state is None else initial_state
+    y = conv(torch.cat([head, x.transpose(1, 2)], -1)).transpose(1, 2)
+    return F.silu(y) if activation == "silu" else y
+
+
+def _inputs(B, L, D, K, bias=True, state=False, strided=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, dtype=torch.float64, generator=g)
+    # x as a half of a wider (B, L, 2D) buffer, like in_proj's output: strided, not contiguous
+    x = r(B, L, 2 * D)[..., :D] if strided else r(B, L, D)
+    return dict(x=x, weight=r(D, K), bias=r(D) if bias else None,
+                initial_state=r(B, D, K - 1) if state else None)
+
+
+CASES = [(2, 9, 6, 4, True, False), (3, 17, 5, 3, False, True), (1, 2, 4, 4, True, True),
+         (2, 5, 3, 1, True, False), (2, 1, 8, 2, True, True)]
+IDS = [f"B{b}-L{L}-D{d}-K{k}-{'bias' if bb else 'nobias'}-{'state' if s else 'zeros'}"
+       for b, L, d, k, bb, s in CASES]
+
+
+@pytest.mark.parametrize("activation", ["silu", None])
+@pytest.mark.parametrize("B,L,D,K,bias,state", CASES, ids=IDS)
+def test_matches_nn_conv1d_with_every_gradient(B, L, D, K, bias, state, activation):
+    kw = _inputs(B, L, D, K, bias, state)
+    leaves = {k: v.detach().requires_grad_() for k, v in kw.items() if v is not None}
+    args = {**kw, **leaves}
+    y = causal_conv1d(args["x"], args["weight"], args["bias"], activation,
+                      initial_state=args["initial_state"])
+    y_ref = _oracle(args["x"], args["weight"], args["bias"], activation, args["initial_state"])
+    gy = torch.randn_like(y)
+    grads = torch.autograd.grad(y, list(leaves.values()), gy)
+    grads_ref = torch.autograd.grad(y_ref, list(leaves.values()), gy)
+    errs = {"y": rel_err(y, y_ref), **{k: rel_err(a, b) for k, a, b in zip(leaves, grads, grads_ref)}}
+    print(errs)
+    assert y.shape == (B, L, D) and y.dtype == torch.float64
+    assert max(errs.values()) < 1e-12
+
+
+@pytest.mark.parametrize("split", [1, 2, 5, 8])
+@pytest.mark.parametrize("K", [2, 4])
+def test_state_carried_across_chunks_equals_one_pass(split, K):
+    """Chunk 1 returns its final state, chunk 2 starts from it: outputs, final state and the
+    gradients (through the carried state too) equal one pass; chunks shorter than K-1 included."""
+    kw = _inputs(2, 9, 5, K, state=True)
+    x = kw["x"].detach().requires_grad_()
+    y, last = causal_conv1d(x, kw["weight"], kw["bias"], initial_state=kw["initial_state"],
+                            return_final_state=True)
+    y1, s1 = causal_conv1d(x[:, :split], kw["weight"], kw["bias"],
+                           initial_state=kw["initial_state"], return_final_state=True)
+    y2, s2 = causal_conv1d(x[:, split:], kw["weight"], kw["bias"], initial_state=s1,
+                           return_final_state=True)
+    # the final state is the last K-1 inputs (oldest first)
+    whole = torch.cat([kw["initial_state"], x.transpose(1, 2)], -1)
+    assert torch.equal(last, whole[..., whole.shape[-1] - (K - 1):])
+    gy = torch.randn_like(y)
+    g_one = torch.autograd.grad(y, x, gy)[0]
+    g_two = torch.autograd.grad(torch.cat([y1, y2], 1), x, gy)[0]
+    errs = (rel_err(torch.cat([y1, y2], 1), y), rel_err(s2, last), rel_err(g_two, g_one))
+    print(split, K, errs)
+    assert max(errs) < 1e-13
+
+
+def test_padding_is_inert():
+    """lengths: each sequence's outputs equal the sequence alone, padding outputs are 0 and
+    padding (large garbage here) stays out of the final state and of every gradient."""
+    lens = [9, 4, 0, 1]
+    kw = _inputs(4, 9, 6, 4, state=True)
+    x = kw["x"].clone()
+    for i, n in enumerate(lens):
+        x[i, n:] = 1e6 * torch.randn(9 - n, 6, dtype=torch.float64)
+    x.requires_grad_()
+    w = kw["weight"].detach().requires_grad_()
+    y, last = causal_conv1d(x, w, kw["bias"], initial_state=kw["initial_state"],
+                            lengths=torch.tensor(lens), return_final_state=True)
+    gy = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, w), gy)
+    gw_alone = torch.zeros_like(w)
+    for i, n in enumerate(lens):
+        assert (y[i, n:] == 0).all()
+        assert (gx[i, n:] == 0).all()
+        xi = x[i:i + 1, :n].detach().requires_grad_()
+        yi, li = causal_conv1d(xi, w, kw["bias"], initial_state=kw["initial_state"][i:i + 1],
+                               return_final_state=True)
+        gxi, gwi = torch.autograd.grad(yi, (xi, w), gy[i:i + 1, :n])
+        gw_alone += gwi
+        errs = (rel_err(y[i, :n], yi[0]) if n else 0.0, rel_err(last[i], li[0]),
+                rel_err(gx[i, :n], gxi[0]) if n else 0.0)
+        print(i, n, errs)
+        assert max(errs) < 1e-13
+    print("weight gradient:", rel_err(gw, gw_alone))
+    assert rel_err(gw, gw_alone) < 1e-13
+
+
+def test_packed_sequences_equal_each_alone():
+    lens = [3, 0, 6, 1]
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
+    kw = _inputs(1, sum(lens), 5, 4)
+    h0 = torch.randn(len(lens), 5, 3, dtype=torch.float64)
+    y, last = causal_conv1d(kw["x"], kw["weight"], kw["bias"], initial_state=h0, cu_seqlens=cu,
+                            return_final_state=True)
+    for i in range(len(lens)):
+        xi = kw["x"][:, cu[i]:cu[i + 1]]
+        yi, li = causal_conv1d(xi, kw["weight"], kw["bias"], initial_state=h0[i:i + 1],
+                               return_final_state=True)
+        assert rel_err(y[:, cu[i]:cu[i + 1]], yi) < 1e-13 and rel_err(last[i], li[0]) < 1e-13
+
+
+def test_half_input_computes_in_float32():
+    """A bf16 x with float32 weights (autocast in_proj): float32 arithmetic, bf16 output."""
+    kw = _inputs(2, 7, 4, 4)
+    w, b = kw["weight"].float(), kw["bias"].float()
+    x = kw["x"].to(torch.bfloat16)
+    y = causal_conv1d(x, w, b)
+    y_ref = _oracle(x.double(), w.double(), b.double(), "silu")
+    print(rel_err(y, y_ref))
+    assert y.dtype == torch.bfloat16 and rel_err(y, y_ref) < 1e-2
