@@ -10,10 +10,12 @@ zeros by default). Activations stay ``(B, L, D)`` from end to end: no transpose 
 no two-sided padding and ``[..., :L]`` slice as with ``nn.Conv1d``.
 
 Why taps and a hand-written backward. The conv is ``K`` (4) multiply-adds per element over
-``(B, L, D)`` tensors, which the CPU does at memory speed when every operand is channel-last.
-Left to autograd, each shifted tap ``x̃[:, k:k+L]`` would give its gradient back as a full-size
-zero tensor with a slice copied in (``K`` of them, summed); here the backward accumulates the
-``K`` shifted products into one buffer in place.
+``(B, L, D)`` tensors, which the CPU does at memory speed when every operand is channel-last:
+each tap is one in-place ``addcmul_`` of a shifted slice of ``x`` into the output, with no padded
+copy of ``x`` (the carried inputs enter only the first ``K-1`` outputs). Left to autograd, each
+shifted slice would give its gradient back as a full-size zero tensor with the slice copied in
+(``K`` of them, summed); here the backward accumulates the ``K`` shifted products into one
+buffer in place, and saves ``x`` itself (a view of ``in_proj``'s output in ``Mamba``).
 
 Legend: batch ``B``, steps ``L``, channels ``D``, conv width ``K``.
 """
@@ -36,44 +38,58 @@ def _silu_grad(pre: Tensor) -> Tensor:
 
 
 class _CausalConv(torch.autograd.Function):
-    """The dense case: ``xp (B, K-1+L, D)`` (carried inputs then the sequence, contiguous),
-    ``w (K, D)``, ``bias (D,)`` or None -> ``y (B, L, D)``; ``mask (B, L)`` zeroes padding."""
+    """The dense case, without a padded copy of ``x``: tap ``k`` of output ``l`` reads
+    ``x[l - s]`` with ``s = K-1-k``, from ``head`` when ``l < s``.
+
+    ``x (B, L, D)`` any strides, ``head (B, K-1, D)`` (the carried inputs) or None (zeros),
+    ``w (K, D)``, ``bias (D,)`` or None, all in the compute dtype -> ``y (B, L, D)``;
+    ``mask (B, L)`` zeroes padded outputs.
+    """
 
     @staticmethod
-    def forward(ctx, xp, w, bias, silu: bool, mask):
-        K = w.shape[0]
-        L = xp.shape[1] - (K - 1)
-        pre = xp[:, K - 1:] * w[K - 1]  # the current step's tap: a fresh (B, L, D) buffer
-        for k in range(K - 1):
-            pre.addcmul_(xp[:, k:k + L], w[k])
+    def forward(ctx, x, head, w, bias, silu: bool, mask):
+        K, L = w.shape[0], x.shape[1]
+        pre = x * w[K - 1]  # the current step's tap: a fresh contiguous (B, L, D) buffer
+        for s in range(1, K):  # earlier steps: x[l - s] · w[K-1-s]
+            if s < L:
+                pre[:, s:].addcmul_(x[:, :L - s], w[K - 1 - s])
+            if head is not None:  # the first s outputs reach back into the carried inputs
+                n = min(s, L)
+                pre[:, :n].addcmul_(head[:, K - 1 - s:K - 1 - s + n], w[K - 1 - s])
         if bias is not None:
             pre += bias
         y = F.silu(pre) if silu else pre
         if mask is not None:
-            y = y.masked_fill(~mask[..., None], 0.0) if y is not pre else y.masked_fill_(~mask[..., None], 0.0)
-        ctx.save_for_backward(xp, w, pre if silu else None, mask)
+            y = y.masked_fill(~mask[..., None], 0.0)
+        ctx.save_for_backward(x, head, w, pre if silu else None, mask)
         ctx.has_bias = bias is not None
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        xp, w, pre, mask = ctx.saved_tensors
-        K = w.shape[0]
-        L = gy.shape[1]
-        g = gy if pre is None else gy * _silu_grad(pre)  # (B, L, D) gradient of the pre-activation
+        x, head, w, pre, mask = ctx.saved_tensors
+        need_x, need_head, need_w, need_b = ctx.needs_input_grad[:4]
+        K, L = w.shape[0], x.shape[1]
+        g = gy if pre is None else gy * _silu_grad(pre)  # gradient of the pre-activation
         if mask is not None:
             g = g.masked_fill(~mask[..., None], 0.0)
-        gxp = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            # every tap k reads xp[:, k:k+L]: its gradient is g · w[k] at the same offset
-            gxp = xp.new_zeros(xp.shape)
-            for k in range(K):
-                gxp[:, k:k + L].addcmul_(g, w[k])
-        if ctx.needs_input_grad[1]:
-            gw = torch.stack([(g * xp[:, k:k + L]).sum((0, 1)) for k in range(K)])
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = g.sum((0, 1))
-        return gxp, gw, gb, None, None
+        gx = g * w[K - 1] if need_x else None
+        ghead = torch.zeros_like(head) if need_head else None
+        gw = torch.empty_like(w) if need_w else None
+        if need_w:
+            gw[K - 1] = (g * x).sum((0, 1))
+        for s in range(1, K):
+            k, n = K - 1 - s, min(s, L)
+            if need_x and s < L:
+                gx[:, :L - s].addcmul_(g[:, s:], w[k])
+            if need_head and head is not None:
+                ghead[:, k:k + n].addcmul_(g[:, :n], w[k])
+            if need_w:
+                gw[k] = (g[:, s:] * x[:, :L - s]).sum((0, 1)) if s < L else 0.0
+                if head is not None:
+                    gw[k] += (g[:, :n] * head[:, k:k + n]).sum((0, 1))
+        gb = g.sum((0, 1)) if ctx.has_bias and need_b else None
+        return gx, ghead, gw, gb, None, None
 
 
 def _dense(x, weight, bias, silu, initial_state, lengths, return_final_state):
@@ -81,24 +97,22 @@ def _dense(x, weight, bias, silu, initial_state, lengths, return_final_state):
     B, L, D = x.shape
     K = weight.shape[1]
     cdt = torch.promote_types(x.dtype, weight.dtype)
-    if initial_state is None:
-        head = x.new_zeros(B, K - 1, D, dtype=cdt)
-    else:
-        head = initial_state.transpose(1, 2).to(cdt)  # (B, K-1, D)
-    xp = torch.cat([head, x.to(cdt)], dim=1)  # (B, K-1+L, D), contiguous
-    mask = None
-    if lengths is not None:
-        mask = torch.arange(L, device=x.device)[None, :] < lengths[:, None]
-    y = _CausalConv.apply(xp, weight.t().to(cdt), None if bias is None else bias.to(cdt), silu, mask)
-    y = y.to(x.dtype)
+    head = None if initial_state is None else initial_state.transpose(1, 2).to(cdt)  # (B, K-1, D)
+    mask = None if lengths is None else torch.arange(L, device=x.device)[None, :] < lengths[:, None]
+    y = _CausalConv.apply(x.to(cdt), head, weight.t().to(cdt),
+                          None if bias is None else bias.to(cdt), silu, mask).to(x.dtype)
     if not return_final_state:
         return y
-    # the K-1 most recent inputs of each sequence end at its length (right padding)
+    # the K-1 most recent inputs of each sequence end at its length (right padding); those
+    # before the sequence's start come from the carried inputs
     end = torch.full((B,), L, device=x.device) if lengths is None else lengths.to(x.device)
-    idx = end[:, None] + torch.arange(K - 1, device=x.device)[None]  # positions in xp
-    final = xp.gather(1, idx[..., None].expand(B, K - 1, D).long()).transpose(1, 2)
-    dt = x.dtype if initial_state is None else initial_state.dtype
-    return y, final.to(dt)
+    idx = (end[:, None] - (K - 1) + torch.arange(K - 1, device=x.device))[..., None]  # (B, K-1, 1)
+    from_x = x.gather(1, idx.clamp(min=0).expand(B, K - 1, D)) if L else x.new_zeros(B, K - 1, D)
+    if head is None:
+        head = x.new_zeros(B, K - 1, D)
+    from_head = head.gather(1, (idx + K - 1).clamp(max=K - 2).expand(B, K - 1, D))
+    final = torch.where(idx >= 0, from_x.to(head.dtype), from_head).transpose(1, 2)
+    return y, final.to(x.dtype if initial_state is None else initial_state.dtype)
 
 
 def causal_conv1d(
