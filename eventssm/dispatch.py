@@ -37,17 +37,23 @@ __all__ = ["BACKENDS", "Path", "path", "resolve_backend", "triton_available"]
 BACKENDS = ("auto", "triton", "torch", "reference")
 
 
-@functools.cache
-def triton_available() -> tuple[bool, str]:
-    """(available, reason): whether the Triton backend can be imported here."""
-    try:
-        import eventssm.kernels as k  # noqa: F401
+# Memos as plain dicts rather than functools.cache: torch.compile traces through these calls
+# and warns about every cache-wrapped function it meets.
+_TRITON: dict[str, tuple[bool, str]] = {}
+_PATHS: dict[str, Path] = {}
 
-        if not hasattr(k, "selective_scan_triton"):
-            return False, "eventssm.kernels has no selective_scan_triton"
-        return True, ""
-    except ImportError as e:  # triton missing or broken
-        return False, f"{type(e).__name__}: {e}"
+
+def triton_available() -> tuple[bool, str]:
+    """(available, reason): whether the Triton backend can be imported here (probed once)."""
+    if not _TRITON:
+        try:
+            import eventssm.kernels as k
+
+            ok = hasattr(k, "selective_scan_triton")
+            _TRITON["status"] = (ok, "" if ok else "eventssm.kernels has no selective_scan_triton")
+        except ImportError as e:  # triton missing or broken
+            _TRITON["status"] = (False, f"{type(e).__name__}: {e}")
+    return _TRITON["status"]
 
 
 def _interpreting() -> bool:
@@ -121,11 +127,13 @@ class Path:
 
 def path(backend: str, device: torch.device) -> Path:
     """The :class:`Path` of ``backend`` (resolved by :func:`resolve_backend`) on ``device``."""
-    return _path(resolve_backend(backend, device))
+    name = resolve_backend(backend, device)
+    if name not in _PATHS:
+        _PATHS[name] = _build(name)
+    return _PATHS[name]
 
 
-@functools.cache
-def _path(name: str) -> Path:
+def _build(name: str) -> Path:
     from eventssm.conv import causal_conv1d
     from eventssm.reference import selective_scan_ref, selective_state_update_ref
 
