@@ -248,6 +248,10 @@ class Mamba(nn.Module):
             Bsz, 1, x.device, x.dtype, integration_timesteps=col(integration_timesteps),
             timestamps=col(timestamps), time_scale=self.time_scale,
             last_time=cache.last_time if cache.seqlen_offset > 0 else None)  # first step: τ = 0
+        return self._step(x, steps, cache)[:, None, :], cache
+
+    def _step(self, x: Tensor, steps: Steps, cache: InferenceCache) -> Tensor:
+        """One step on validated input: ``x (B, d_model)`` -> ``(B, d_model)``."""
         fns = path(self.backend, x.device)
         xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, D) each
         u, conv_state = fns.conv(xi[:, None], self.conv1d.weight[:, 0], self.conv1d.bias,
@@ -264,4 +268,4 @@ class Mamba(nn.Module):
         if steps.last_time is not None:
             cache.last_time = steps.last_time
         cache.seqlen_offset += 1
-        return self.out_proj(y)[:, None, :], cache
+        return self.out_proj(y)

@@ -55,6 +55,10 @@ class ResidualBlock(nn.Module):
         """``x (B, 1, d_model)`` -> same, updating ``cache``."""
         return x + self.mixer.step(self.norm(x), cache, integration_timesteps)[0]
 
+    def _step(self, x: Tensor, steps: Steps, cache: InferenceCache) -> Tensor:
+        """One step on validated input: ``x (B, d_model)`` -> same."""
+        return x + self.mixer._step(self.norm(x), steps, cache)
+
 
 class MambaBackbone(nn.Module):
     """Stack of residual Mamba blocks with a final RMSNorm: ``(B, L, d_model) -> same``.
@@ -173,10 +177,13 @@ class MambaLM(nn.Module):
 
     def step(self, token: Tensor, cache, integration_timesteps=None) -> Tensor:
         """``token (B,)`` -> logits ``(B, V)``, advancing every block's cache by one step."""
-        x = self.backbone.embedding(token)[:, None]  # (B, 1, d_model)
+        x = self.backbone.embedding(token)  # (B, d_model)
+        tau = None if integration_timesteps is None else torch.as_tensor(
+            integration_timesteps, device=x.device).reshape(x.shape[0], 1)
+        steps = validate_steps(x.shape[0], 1, x.device, x.dtype, integration_timesteps=tau)
         for layer, c in zip(self.backbone.layers, cache):
-            x = layer.step(x, c, integration_timesteps)
-        return self.lm_head(self.backbone.norm_f(x))[:, 0]
+            x = layer._step(x, steps, c)
+        return self.lm_head(self.backbone.norm_f(x))
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, max_new_tokens: int, temperature: float = 1.0,
