@@ -137,7 +137,10 @@ def causal_conv1d(
         cu_seqlens: ``(n_seq + 1,)`` cumulative lengths of sequences packed along ``L``
             (``B == 1``); each sequence starts from its own initial state.
         lengths: ``(B,)`` real steps of right-padded sequences: outputs at padding
-            (``l >= lengths[b]``) are 0 and padding does not enter the final state.
+            (``l >= lengths[b]``) are 0 and padding (any finite values) does not enter the final
+            state. ``Mamba`` relies on both: a padded step must feed ``u = 0`` to the scan
+            (``dirac``'s B̄ = B), and a cache must hold the last real inputs. The Triton kernel
+            keeps the same contract (``tests/test_conv.py`` checks it).
         return_final_state: also return the ``K-1`` most recent inputs of every sequence.
 
     Returns:

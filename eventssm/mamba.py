@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from eventssm.discretization import Discretization, as_discretization
@@ -120,7 +121,7 @@ class Mamba(nn.Module):
     @property
     def rate(self) -> Tensor | None:
         """The positive per-channel rate r = softplus(ρ), ``(D,)``, or None."""
-        return None if self.rho is None else torch.nn.functional.softplus(self.rho.float())
+        return None if self.rho is None else F.softplus(self.rho.float())
 
     def A(self) -> Tensor:
         """``(D, N)`` negative real state matrix diagonal."""

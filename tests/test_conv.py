@@ -137,3 +137,56 @@ def test_half_input_computes_in_float32():
     y_ref = _oracle(x.double(), w.double(), b.double(), "silu")
     print(rel_err(y, y_ref))
     assert y.dtype == torch.bfloat16 and rel_err(y, y_ref) < 1e-2
+
+
+def _kernel_conv():
+    """eventssm.kernels.causal_conv1d, or a skip when Triton or the kernel is missing."""
+    import os
+
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("needs CUDA or TRITON_INTERPRET=1")
+    K = pytest.importorskip("eventssm.kernels")
+    if not hasattr(K, "causal_conv1d"):
+        pytest.skip("this version of eventssm.kernels has no causal_conv1d")
+    return K.causal_conv1d
+
+
+CONTRACT = pytest.mark.parametrize("state,lengths", [(False, None), (True, None), (False, [7, 3, 0]),
+                                                     (True, [7, 3, 0])],
+                                    ids=["zeros-full", "state-full", "zeros-padded", "state-padded"])
+
+
+def _contract(state, lengths):
+    """What Mamba expects of the backend's conv, checked on the Triton kernel against this
+    module's conv (float32, strided x): equal outputs (0 at padding) and final states (the
+    last K-1 real inputs), and equal gradients of x, weight, bias and the initial state."""
+    kconv = _kernel_conv()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    kw = _inputs(3, 7, 6, 4, state=state)
+    kw = {k: None if v is None else v.float().to(dev) for k, v in kw.items()}
+    lens = None if lengths is None else torch.tensor(lengths, device=dev)
+    outs, grads = [], []
+    for fn in (kconv, causal_conv1d):
+        leaves = {k: v.detach().requires_grad_() for k, v in kw.items() if v is not None}
+        a = {**kw, **leaves}
+        y, last = fn(a["x"], a["weight"], a["bias"], "silu", initial_state=a["initial_state"],
+                     lengths=lens, return_final_state=True)
+        gy = torch.linspace(-1, 1, y.numel(), device=dev).reshape(y.shape)
+        grads.append(dict(zip(leaves, torch.autograd.grad(y, list(leaves.values()), gy))))
+        outs.append((y, last))
+    errs = {"y": rel_err(*[o[0] for o in outs]), "final": rel_err(*[o[1] for o in outs]),
+            **{k: rel_err(grads[0][k], grads[1][k]) for k in grads[1]}}
+    print(errs)
+    assert max(errs.values()) < 1e-5
+
+
+@pytest.mark.interpret
+@CONTRACT
+def test_kernel_keeps_the_contract_mamba_relies_on_interpreted(state, lengths):
+    _contract(state, lengths)
+
+
+@pytest.mark.gpu
+@CONTRACT
+def test_kernel_keeps_the_contract_mamba_relies_on_gpu(state, lengths):
+    _contract(state, lengths)
