@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["BACKENDS", "Path", "path", "resolve_backend", "triton_available"]
+__all__ = ["BACKENDS", "Path", "backend_of", "path", "resolve_backend", "triton_available"]
 
 BACKENDS = ("auto", "triton", "torch", "reference")
 
@@ -68,6 +68,16 @@ def _warn_no_triton() -> None:
         'Install them with `pip install "eventssm[triton]"`.',
         stacklevel=4,
     )
+
+
+def backend_of(use_fast_path: bool, backend: str | None) -> str:
+    """A module's backend setting: ``backend`` when given (checked), else ``"auto"`` (Triton on
+    CUDA) with mamba-ssm's ``use_fast_path`` and ``"torch"`` without it."""
+    if backend is None:
+        return "auto" if use_fast_path else "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from eventssm.discretization import Discretization, as_discretization
-from eventssm.dispatch import path
+from eventssm.dispatch import backend_of, path
 from eventssm.inputs import Steps, validate_steps
-from eventssm.ssm import PAD_DELTA, backend_of, project, scan_constants, ssm_parameters
+from eventssm.ssm import PAD_DELTA, project, scan_constants, ssm_parameters
 
 __all__ = ["Mamba", "InferenceCache"]
 

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from eventssm.discretization import Discretization, as_discretization
-from eventssm.dispatch import BACKENDS
+from eventssm.dispatch import backend_of
 from eventssm.scan import selective_scan
 
-__all__ = ["SelectiveSSM", "PAD_DELTA", "ssm_parameters", "project", "scan_constants", "backend_of"]
+__all__ = ["SelectiveSSM", "PAD_DELTA", "ssm_parameters", "project", "scan_constants"]
 
 # Raw step δ written at padded positions: softplus(PAD_DELTA + bias) is exactly 0 in fp32 and
 # fp64, so Ā = 1 and B̄ = 0 there (dirac's B̄ = B meets u = 0): the state passes through.
@@ -36,16 +36,6 @@ def _inverse_softplus(x: Tensor) -> Tensor:
 def _log_uniform(n: int, lo: float, hi: float, floor: float, device) -> Tensor:
     u = torch.rand(n, device=device, dtype=torch.float32)
     return torch.exp(u * (math.log(hi) - math.log(lo)) + math.log(lo)).clamp(min=floor)
-
-
-def backend_of(use_fast_path: bool, backend: str | None) -> str:
-    """``backend`` when given, else ``"auto"`` (Triton on CUDA) for ``use_fast_path`` and
-    ``"torch"`` without it."""
-    if backend is None:
-        return "auto" if use_fast_path else "torch"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
 
 
 def ssm_parameters(
