@@ -65,6 +65,7 @@ def validate_steps(
     timestamps: Tensor | None = None,
     lengths: Tensor | None = None,
     time_scale: float = 1.0,
+    scale_gaps: bool = False,
     last_time: Tensor | None = None,
     check_values: bool = True,
 ) -> Steps:
@@ -78,6 +79,8 @@ def validate_steps(
         timestamps: ``(B, L)`` absolute times (float or integer); gaps are backward differences
             formed in float64 (:func:`~eventssm.time.timesteps_from_timestamps`), times
             ``time_scale``. Exclusive with ``integration_timesteps``.
+        scale_gaps: multiply given ``integration_timesteps`` by ``time_scale`` too (a model whose
+            time unit applies to gaps however they come in, as ``EventEncoder``'s does).
         lengths: ``(B,)`` real steps per right-padded sequence.
         last_time: ``(B,)`` time of the last step already absorbed (a warm cache): the first
             gap is ``t[0] - last_time`` instead of 0.
@@ -115,6 +118,8 @@ def validate_steps(
     tau = _batched("integration_timesteps", integration_timesteps, batch, L, device)
     if not tau.dtype.is_floating_point:
         tau = tau.double()
+    if scale_gaps and time_scale != 1:
+        tau = tau * time_scale
     if mask is not None:  # padding may hold anything: zero it, then validate the rest
         tau = tau.masked_fill(~mask, 0.0)
     if check_values:

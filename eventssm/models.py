@@ -302,7 +302,8 @@ class EventEncoder(nn.Module):
         d_state, d_conv, expand: Mamba sizes.
         discretization: a Discretization or an lrnnx string.
         pooling: ``"last" | "mean" | "time"`` (see :func:`pool`).
-        time_scale: factor applied to gaps formed from ``timestamps``.
+        time_scale: the model's time unit: factor applied to every gap, whether formed from
+            ``timestamps`` or passed as ``integration_timesteps``.
         dropout: on the input embedding.
         use_observed: values come with an ``observed (B, L, C)`` mask, appended to the input.
         time_features: append ``log1p(τ)`` to every event's input.
@@ -359,9 +360,10 @@ class EventEncoder(nn.Module):
                 raise ValueError(f"marks must lie in [0, {self.num_marks}), "
                                  f"got range [{int(marks.min())}, {int(marks.max())}]")
         wdt = self.backbone.norm_f.weight.dtype
+        # the model's time unit applies to gaps however they come in
         steps = validate_steps(Bsz, L, device, wdt, integration_timesteps=integration_timesteps,
                                timestamps=timestamps, lengths=lengths, time_scale=self.time_scale,
-                               check_values=check_values)
+                               scale_gaps=True, check_values=check_values)
         feats = []
         if values is not None:
             feats.append(values.to(wdt))
