@@ -1,13 +1,16 @@
 """Causal depthwise conv1d, channel-last: the PyTorch path of the Mamba block's short conv.
 
-Same signature as :func:`eventssm.kernels.causal_conv1d` (the Triton kernel used on CUDA), so
-that the dispatcher (:mod:`eventssm.dispatch`) can hand either to ``Mamba``:
+Same contract as :func:`eventssm.kernels.causal_conv1d` and ``causal_conv1d_update`` (the Triton
+kernels used on CUDA), so that the dispatcher (:mod:`eventssm.dispatch`) can hand either to
+``Mamba``:
 
     y[b, l, d] = act(bias[d] + Σ_k weight[d, k] · x̃[b, l − (K−1) + k, d])
 
 where ``x̃`` is the sequence ``x[b]`` preceded by its ``K − 1`` carried inputs (``initial_state``,
 zeros by default). Activations stay ``(B, L, D)`` from end to end: no transpose to ``(B, D, L)``,
 no two-sided padding and ``[..., :L]`` slice as with ``nn.Conv1d``.
+
+With ``lengths`` only the final state changes: it ends at each sequence's last real input.
 
 Why taps and a hand-written backward. The conv is ``K`` (4) multiply-adds per element over
 ``(B, L, D)`` tensors, which the CPU does at memory speed when every operand is channel-last:
@@ -26,9 +29,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["causal_conv1d", "ACTIVATIONS"]
+__all__ = ["causal_conv1d", "causal_conv1d_update", "ACTIVATIONS"]
 
-ACTIVATIONS = (None, "silu")
+ACTIVATIONS = (None, "silu", "swish")
+
+
+def _silu(activation: str | None) -> bool:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    return activation is not None
+
+
+def _weight_2d(weight: Tensor) -> Tensor:
+    """``(D, K)`` from ``(D, K)`` or ``nn.Conv1d``'s ``(D, 1, K)``."""
+    return weight[:, 0] if weight.dim() == 3 else weight
 
 
 def _silu_grad(pre: Tensor) -> Tensor:
@@ -42,12 +56,11 @@ class _CausalConv(torch.autograd.Function):
     ``x[l - s]`` with ``s = K-1-k``, from ``head`` when ``l < s``.
 
     ``x (B, L, D)`` any strides, ``head (B, K-1, D)`` (the carried inputs) or None (zeros),
-    ``w (K, D)``, ``bias (D,)`` or None, all in the compute dtype -> ``y (B, L, D)``;
-    ``mask (B, L)`` zeroes padded outputs.
+    ``w (K, D)``, ``bias (D,)`` or None, all in the compute dtype -> ``y (B, L, D)``.
     """
 
     @staticmethod
-    def forward(ctx, x, head, w, bias, silu: bool, mask):
+    def forward(ctx, x, head, w, bias, silu: bool):
         K, L = w.shape[0], x.shape[1]
         pre = x * w[K - 1]  # the current step's tap: a fresh contiguous (B, L, D) buffer
         for s in range(1, K):  # earlier steps: x[l - s] · w[K-1-s]
@@ -59,20 +72,16 @@ class _CausalConv(torch.autograd.Function):
         if bias is not None:
             pre += bias
         y = F.silu(pre) if silu else pre
-        if mask is not None:
-            y = y.masked_fill(~mask[..., None], 0.0)
-        ctx.save_for_backward(x, head, w, pre if silu else None, mask)
+        ctx.save_for_backward(x, head, w, pre if silu else None)
         ctx.has_bias = bias is not None
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        x, head, w, pre, mask = ctx.saved_tensors
+        x, head, w, pre = ctx.saved_tensors
         need_x, need_head, need_w, need_b = ctx.needs_input_grad[:4]
         K, L = w.shape[0], x.shape[1]
         g = gy if pre is None else gy * _silu_grad(pre)  # gradient of the pre-activation
-        if mask is not None:
-            g = g.masked_fill(~mask[..., None], 0.0)
         gx = g * w[K - 1] if need_x else None
         ghead = torch.zeros_like(head) if need_head else None
         gw = torch.empty_like(w) if need_w else None
@@ -89,7 +98,7 @@ class _CausalConv(torch.autograd.Function):
                 if head is not None:
                     gw[k] += (g[:, :n] * head[:, k:k + n]).sum((0, 1))
         gb = g.sum((0, 1)) if ctx.has_bias and need_b else None
-        return gx, ghead, gw, gb, None, None
+        return gx, ghead, gw, gb, None
 
 
 def _dense(x, weight, bias, silu, initial_state, lengths, return_final_state):
@@ -98,9 +107,8 @@ def _dense(x, weight, bias, silu, initial_state, lengths, return_final_state):
     K = weight.shape[1]
     cdt = torch.promote_types(x.dtype, weight.dtype)
     head = None if initial_state is None else initial_state.transpose(1, 2).to(cdt)  # (B, K-1, D)
-    mask = None if lengths is None else torch.arange(L, device=x.device)[None, :] < lengths[:, None]
     y = _CausalConv.apply(x.to(cdt), head, weight.t().to(cdt),
-                          None if bias is None else bias.to(cdt), silu, mask).to(x.dtype)
+                          None if bias is None else bias.to(cdt), silu).to(x.dtype)
     if not return_final_state:
         return y
     # the K-1 most recent inputs of each sequence end at its length (right padding); those
@@ -112,14 +120,14 @@ def _dense(x, weight, bias, silu, initial_state, lengths, return_final_state):
         head = x.new_zeros(B, K - 1, D)
     from_head = head.gather(1, (idx + K - 1).clamp(max=K - 2).expand(B, K - 1, D))
     final = torch.where(idx >= 0, from_x.to(head.dtype), from_head).transpose(1, 2)
-    return y, final.to(x.dtype if initial_state is None else initial_state.dtype)
+    return y, final.to(x.dtype)
 
 
 def causal_conv1d(
     x: Tensor,
     weight: Tensor,
     bias: Tensor | None = None,
-    activation: str | None = "silu",
+    activation: str | None = None,
     initial_state: Tensor | None = None,
     cu_seqlens: Tensor | None = None,
     lengths: Tensor | None = None,
@@ -129,28 +137,28 @@ def causal_conv1d(
 
     Args:
         x: ``(B, L, D)``, any strides (e.g. a half of ``in_proj``'s output).
-        weight: ``(D, K)`` (``nn.Conv1d(D, D, K, groups=D).weight[:, 0]``).
+        weight: ``(D, K)`` or ``nn.Conv1d``'s ``(D, 1, K)``.
         bias: ``(D,)`` or None.
-        activation: ``"silu"`` or None.
-        initial_state: ``(B, D, K-1)`` the inputs before ``x[:, 0]`` (oldest first); zeros when
-            None. With ``cu_seqlens``: ``(n_seq, D, K-1)``, one per packed sequence.
+        activation: None or ``"silu"`` (``"swish"``).
+        initial_state: ``(B, D, K-1)`` the inputs before ``x[:, 0]`` (oldest first), any strides
+            (e.g. ``cache[..., 1:]`` of a ``(B, D, K)`` cache); zeros when None. With
+            ``cu_seqlens``: ``(n_seq, D, K-1)``, one per packed sequence.
         cu_seqlens: ``(n_seq + 1,)`` cumulative lengths of sequences packed along ``L``
             (``B == 1``); each sequence starts from its own initial state.
-        lengths: ``(B,)`` real steps of right-padded sequences: outputs at padding
-            (``l >= lengths[b]``) are 0 and padding (any finite values) does not enter the final
-            state. ``Mamba`` relies on both: a padded step must feed ``u = 0`` to the scan
-            (``dirac``'s B̄ = B), and a cache must hold the last real inputs. The Triton kernel
-            keeps the same contract (``tests/test_conv.py`` checks it).
+        lengths: ``(B,)`` real steps of right-padded sequences: the final state is read from
+            each sequence's last K-1 *real* inputs (the initial state fills in when a sequence
+            is shorter). Outputs at real steps do not depend on padding anyway; those at padding
+            are computed like any other (the caller masks what it needs masked).
         return_final_state: also return the ``K-1`` most recent inputs of every sequence.
 
     Returns:
         ``y (B, L, D)`` in ``x``'s dtype; with ``return_final_state`` also ``final_state
-        (B or n_seq, D, K-1)`` (oldest first), in ``initial_state``'s dtype (``x``'s when None).
+        (B or n_seq, D, K-1)`` (oldest first) in ``x``'s dtype.
 
-    Inputs are trusted (the callers validate); arithmetic is in the promoted dtype of ``x`` and
-    ``weight`` (float32 for a bf16 ``x`` with float32 weights), as with the Triton kernel.
+    Inputs are trusted (the callers validate them); arithmetic is in the promoted dtype of ``x``
+    and ``weight`` (float32 for a bf16 ``x`` with float32 weights), as in the Triton kernel.
     """
-    silu = activation == "silu"
+    silu, weight = _silu(activation), _weight_2d(weight)
     if cu_seqlens is None:
         return _dense(x, weight, bias, silu, initial_state, lengths, return_final_state)
     # Packed sequences (B == 1): each one alone, from its own state. A CPU path: a Python loop
@@ -165,3 +173,20 @@ def causal_conv1d(
             finals.append(out[1])
     y = torch.cat(ys, dim=1) if ys else x.new_zeros(x.shape)
     return (y, torch.cat(finals, dim=0)) if return_final_state else y
+
+
+def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None = None,
+                         activation: str | None = None) -> Tensor:
+    """One decoding step: ``x (B, D)``; ``conv_state (B, D, K)`` the K most recent inputs, oldest
+    first (mamba-ssm's layout), shifted left in place with ``x`` appended; then
+    ``y = act(bias + Σ_k weight[:, k] · state[:, :, k])`` ``(B, D)`` in ``x``'s dtype.
+
+    The same numbers as :func:`causal_conv1d` on one step from ``initial_state =
+    conv_state[..., 1:]``. No autograd (decoding)."""
+    silu, w = _silu(activation), _weight_2d(weight)
+    conv_state.copy_(torch.cat([conv_state[..., 1:], x[..., None].to(conv_state.dtype)], dim=-1))
+    cdt = torch.promote_types(torch.promote_types(x.dtype, w.dtype), conv_state.dtype)
+    y = (conv_state.to(cdt) * w.to(cdt)).sum(-1)
+    if bias is not None:
+        y = y + bias.to(cdt)
+    return (F.silu(y) if silu else y).to(x.dtype)

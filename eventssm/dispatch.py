@@ -6,31 +6,37 @@ inputs (validation happens at the public boundary: :func:`eventssm.selective_sca
 ``Mamba.forward``/``step``, the models' ``forward``). ``Mamba`` calls ``path(self.backend,
 device)`` once per call and runs the conv, the scan and the step through it.
 
-========== ============================ ============================== ======================
-backend     scan                         conv                           step
-========== ============================ ============================== ======================
-triton      ``kernels.selective_scan``   ``kernels.causal_conv1d`` when ``kernels.selective_
-            (Triton, CUDA)               present, else the torch conv   state_update``
-torch       :mod:`eventssm.chunked`      :func:`eventssm.conv.causal_   :func:`~eventssm.
-            (chunked, fast on the CPU)   conv1d` (channel-last taps)    reference` step
-reference   :mod:`eventssm.reference`    the torch conv                 the reference step
-            (the per-step oracle)
-========== ============================ ============================== ======================
+========== ============================= ================================ ====================
+backend    scan                          conv and conv step               step
+========== ============================= ================================ ====================
+triton     ``kernels.selective_scan_     ``kernels.causal_conv1d`` /      ``kernels.selective_
+           triton`` (CUDA)               ``causal_conv1d_update`` when    state_update_triton``
+                                         present, else the torch conv
+torch      :mod:`eventssm.chunked`       :mod:`eventssm.conv` (channel-   the reference step
+           (chunked, fast on the CPU)    last taps)
+reference  :mod:`eventssm.reference`     :mod:`eventssm.conv`             the reference step
+           (the per-step oracle)
+========== ============================= ================================ ====================
 
 ``"auto"`` is ``"triton"`` for CUDA tensors when the kernels import, ``"torch"`` otherwise
 (with a one-time warning on CUDA). The kernels compute in float32: float64 inputs on the
-``"triton"`` path go to the reference scan and step and to the torch conv, decided here.
+``"triton"`` path go to the reference scan and step and to the torch conv, decided here; the
+kernels take the discretization as integer codes (``scheme_id``, ``coupling_id``), converted
+here too, so that ``eventssm.kernels`` needs nothing from the core.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from eventssm.discretization import as_discretization
 
 __all__ = ["BACKENDS", "Path", "backend_of", "path", "resolve_backend", "triton_available"]
 
@@ -121,9 +127,12 @@ class Path:
             integration_timesteps=None, rate=None, discretization="mamba",
             initial_state=None, return_last_state=False, cu_seqlens=None)``: the signature of
             :func:`eventssm.selective_scan` less ``backend`` and ``check_values``.
-        conv: ``conv(x, weight, bias=None, activation="silu", initial_state=None,
+        conv: ``conv(x, weight, bias=None, activation=None, initial_state=None,
             cu_seqlens=None, lengths=None, return_final_state=False)``: see
             :func:`eventssm.conv.causal_conv1d`.
+        conv_step: ``conv_step(x, conv_state, weight, bias=None, activation=None)``: one
+            decoding step of the conv, the ``(B, D, K)`` window updated in place, see
+            :func:`eventssm.conv.causal_conv1d_update`.
         step: ``step(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False,
             integration_timesteps=None, rate=None, discretization="mamba")``: one recurrence
             step updating ``state`` in place, see :func:`eventssm.selective_state_update_ref`.
@@ -132,6 +141,7 @@ class Path:
     name: str
     scan: Callable
     conv: Callable
+    conv_step: Callable
     step: Callable
 
 
@@ -144,32 +154,52 @@ def path(backend: str, device: torch.device) -> Path:
 
 
 def _build(name: str) -> Path:
-    from eventssm.conv import causal_conv1d
+    from eventssm.conv import causal_conv1d, causal_conv1d_update
     from eventssm.reference import selective_scan_ref, selective_state_update_ref
 
     if name == "reference":
-        return Path(name, selective_scan_ref, causal_conv1d, selective_state_update_ref)
+        return Path(name, selective_scan_ref, causal_conv1d, causal_conv1d_update,
+                    selective_state_update_ref)
     if name == "torch":
         from eventssm.chunked import selective_scan_chunked
 
-        return Path(name, selective_scan_chunked, causal_conv1d, selective_state_update_ref)
+        return Path(name, selective_scan_chunked, causal_conv1d, causal_conv1d_update,
+                    selective_state_update_ref)
     import eventssm.kernels as K
 
-    def scan(u, delta, A, B, C, *args, **kw):
+    # Kernels that take the discretization as integer codes know nothing of the core; earlier
+    # ones took the Discretization object itself.
+    codes = "scheme" in inspect.signature(K.selective_scan_triton).parameters
+
+    def disc_args(kw):
+        if codes:
+            disc = as_discretization(kw.pop("discretization", "mamba"))
+            kw.update(scheme=disc.scheme_id, coupling=disc.coupling_id)
+        return kw
+
+    def scan(u, delta, A, B, C, **kw):
         if any(t.dtype == torch.float64 for t in (u, delta, A, B, C)):
-            return selective_scan_ref(u, delta, A, B, C, *args, **kw)
-        return K.selective_scan_triton(u, delta, A, B, C, *args, **kw)
+            return selective_scan_ref(u, delta, A, B, C, **kw)
+        return K.selective_scan_triton(u, delta, A, B, C, **disc_args(kw))
 
     def conv(x, weight, *args, **kw):
-        # the Triton conv when this version of the kernels has it, else the torch conv
+        # the Triton conv when the kernels have it and the width is one it compiles (2..4)
         kconv = getattr(K, "causal_conv1d", None)
-        if kconv is None or x.dtype == torch.float64:
+        if kconv is None or x.dtype == torch.float64 or not 2 <= weight.shape[-1] <= 4:
             return causal_conv1d(x, weight, *args, **kw)
         return kconv(x, weight, *args, **kw)
 
-    def step(state, *args, **kw):
-        if state.dtype == torch.float64:
-            return selective_state_update_ref(state, *args, **kw)
-        return K.selective_state_update_triton(state, *args, **kw)
+    def conv_step(x, conv_state, weight, *args, **kw):
+        kstep = getattr(K, "causal_conv1d_update", None)
+        if kstep is None or torch.float64 in (x.dtype, conv_state.dtype, weight.dtype):
+            return causal_conv1d_update(x, conv_state, weight, *args, **kw)
+        return kstep(x, conv_state, weight, *args, **kw)
 
-    return Path(name, scan, conv, step)
+    def step(state, *args, **kw):
+        # the decode kernel updates a contiguous float32 state in place; float64 (tests) and
+        # anything else go to the reference step
+        if state.dtype != torch.float32 or not state.is_contiguous():
+            return selective_state_update_ref(state, *args, **kw)
+        return K.selective_state_update_triton(state, *args, **disc_args(kw))
+
+    return Path(name, scan, conv, conv_step, step)

@@ -36,7 +36,9 @@ class InferenceCache:
     """Recurrent state of one Mamba block between calls.
 
     Attributes:
-        conv_state: ``(B, D, K-1)`` the last K-1 conv inputs (oldest first).
+        conv_state: ``(B, D, K)`` the most recent conv inputs, oldest first (mamba-ssm's
+            layout): ``[..., 1:]`` holds the last K-1, all a conv of width K reads; ``step``
+            shifts the window left and appends the new input.
         ssm_state: ``(B, D, N)`` float32 SSM state.
         last_time: ``(B,)`` float64 absolute time of the last absorbed step, when timestamps
             were used (so the next chunk's first gap is ``t[0] - last_time``), else None.
@@ -176,19 +178,25 @@ class Mamba(nn.Module):
         mask = steps.mask
         # 1. x (conv branch) and z (gate): two (B, L, D) views of one in_proj output
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
-        # 2. causal conv + SiLU over L, channel-last; padding gives 0 and stays out of the state
+        # 2. causal conv + SiLU over L, channel-last; a cache keeps the last K-1 real inputs
         conv = fns.conv(x, self.conv1d.weight[:, 0], self.conv1d.bias, activation="silu",
-                        initial_state=cache.conv_state if warm else None, lengths=steps.lengths,
+                        initial_state=cache.conv_state[..., 1:] if warm else None,
+                        lengths=steps.lengths if cache is not None else None,
                         return_final_state=cache is not None)
         u, conv_state = conv if cache is not None else (conv, None)  # (B, L, D)
+        # Padded steps come after the real ones: only a state kept past the call (a cache) sees
+        # them. There they must leave it as it is: u = 0 (dirac's B̄ = B) and Δ = 0 (Ā = 1).
+        pad = None if cache is None or mask is None else ~mask[..., None]
+        if pad is not None:
+            u = u.masked_fill(pad, 0.0)
         # 3. input-dependent step δ (B, L, D) and B, C (B, L, N), views of x_proj's output
         delta, Bm, Cm = project(u, self.x_proj, self.dt_proj, self.d_state)
-        if mask is not None:  # Δ = 0 at padding: Ā = 1, B̄u = 0, the state passes through
-            delta = delta.masked_fill(~mask[..., None], PAD_DELTA)
+        if pad is not None:
+            delta = delta.masked_fill(pad, PAD_DELTA)
         # 4. the selective scan, gated by silu(z)
         A, D, delta_bias, rate = scan_constants(self.A_log, self.D, self.dt_proj.bias, self.rho,
                                                 event=steps.tau is not None)
-        out = fns.scan(u, delta, A, Bm, Cm, D, z=z, delta_bias=delta_bias, delta_softplus=True,
+        out = fns.scan(u, delta, A, Bm, Cm, D=D, z=z, delta_bias=delta_bias, delta_softplus=True,
                        integration_timesteps=steps.tau, rate=rate,
                        discretization=self.discretization,
                        initial_state=cache.ssm_state if warm else None,
@@ -202,7 +210,7 @@ class Mamba(nn.Module):
 
     @torch.no_grad()
     def _update_cache(self, cache: InferenceCache, conv_state, ssm_state, last_time, L: int) -> None:
-        cache.conv_state.copy_(conv_state)
+        cache.conv_state[..., 1:].copy_(conv_state)
         cache.ssm_state.copy_(ssm_state)
         if last_time is not None:
             cache.last_time = last_time
@@ -215,7 +223,7 @@ class Mamba(nn.Module):
         device = self.out_proj.weight.device
         cdt = dtype or self.conv1d.weight.dtype
         return InferenceCache(
-            conv_state=torch.zeros(batch_size, self.d_inner, self.d_conv - 1, device=device, dtype=cdt),
+            conv_state=torch.zeros(batch_size, self.d_inner, self.d_conv, device=device, dtype=cdt),
             # The recurrence runs in fp32 (fp64 for a float64 model) whatever the activations.
             ssm_state=torch.zeros(batch_size, self.d_inner, self.d_state, device=device,
                                   dtype=torch.float64 if self.A_log.dtype == torch.float64 else torch.float32),
@@ -255,15 +263,12 @@ class Mamba(nn.Module):
         """One step on validated input: ``x (B, d_model)`` -> ``(B, d_model)``."""
         fns = path(self.backend, x.device)
         xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, D) each
-        u, conv_state = fns.conv(xi[:, None], self.conv1d.weight[:, 0], self.conv1d.bias,
-                                 activation="silu", initial_state=cache.conv_state,
-                                 return_final_state=True)
-        cache.conv_state.copy_(conv_state)
-        u = u[:, 0]  # (B, D)
+        u = fns.conv_step(xi, cache.conv_state, self.conv1d.weight[:, 0], self.conv1d.bias,
+                          activation="silu")  # (B, D); the window shifted in place
         delta, Bm, Cm = project(u, self.x_proj, self.dt_proj, self.d_state)
         A, D, delta_bias, rate = scan_constants(self.A_log, self.D, self.dt_proj.bias, self.rho,
                                                 event=steps.tau is not None)
-        y = fns.step(cache.ssm_state, u, delta, A, Bm, Cm, D, z=z, dt_bias=delta_bias,
+        y = fns.step(cache.ssm_state, u, delta, A, Bm, Cm, D=D, z=z, dt_bias=delta_bias,
                      dt_softplus=True, integration_timesteps=None if steps.tau is None else steps.tau[:, 0],
                      rate=rate, discretization=self.discretization)
         if steps.last_time is not None:

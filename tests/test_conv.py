@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eventssm.conv import causal_conv1d
+from eventssm.conv import causal_conv1d, causal_conv1d_update
 from tests.helpers import rel_err
 
 
@@ -66,11 +66,11 @@ def test_state_carried_across_chunks_equals_one_pass(split, K):
     gradients (through the carried state too) equal one pass; chunks shorter than K-1 included."""
     kw = _inputs(2, 9, 5, K, state=True)
     x = kw["x"].detach().requires_grad_()
-    y, last = causal_conv1d(x, kw["weight"], kw["bias"], initial_state=kw["initial_state"],
+    y, last = causal_conv1d(x, kw["weight"], kw["bias"], "silu", initial_state=kw["initial_state"],
                             return_final_state=True)
-    y1, s1 = causal_conv1d(x[:, :split], kw["weight"], kw["bias"],
+    y1, s1 = causal_conv1d(x[:, :split], kw["weight"], kw["bias"], "silu",
                            initial_state=kw["initial_state"], return_final_state=True)
-    y2, s2 = causal_conv1d(x[:, split:], kw["weight"], kw["bias"], initial_state=s1,
+    y2, s2 = causal_conv1d(x[:, split:], kw["weight"], kw["bias"], "silu", initial_state=s1,
                            return_final_state=True)
     # the final state is the last K-1 inputs (oldest first)
     whole = torch.cat([kw["initial_state"], x.transpose(1, 2)], -1)
@@ -84,8 +84,9 @@ def test_state_carried_across_chunks_equals_one_pass(split, K):
 
 
 def test_padding_is_inert():
-    """lengths: each sequence's outputs equal the sequence alone, padding outputs are 0 and
-    padding (large garbage here) stays out of the final state and of every gradient."""
+    """lengths: each sequence's outputs equal the sequence alone and padding (large garbage here)
+    stays out of the final state; outputs at padding are the plain conv's (the caller masks
+    them) and, with their gradient masked, every gradient is the sum over the sequences alone."""
     lens = [9, 4, 0, 1]
     kw = _inputs(4, 9, 6, 4, state=True)
     x = kw["x"].clone()
@@ -93,16 +94,17 @@ def test_padding_is_inert():
         x[i, n:] = 1e6 * torch.randn(9 - n, 6, dtype=torch.float64)
     x.requires_grad_()
     w = kw["weight"].detach().requires_grad_()
-    y, last = causal_conv1d(x, w, kw["bias"], initial_state=kw["initial_state"],
+    y, last = causal_conv1d(x, w, kw["bias"], "silu", initial_state=kw["initial_state"],
                             lengths=torch.tensor(lens), return_final_state=True)
-    gy = torch.randn_like(y)
+    assert torch.equal(y, causal_conv1d(x, w, kw["bias"], "silu", initial_state=kw["initial_state"]))
+    real = (torch.arange(9)[None, :] < torch.tensor(lens)[:, None])[..., None]
+    gy = torch.randn_like(y) * real
     gx, gw = torch.autograd.grad(y, (x, w), gy)
+    assert (gx[~real.expand_as(gx)] == 0).all()
     gw_alone = torch.zeros_like(w)
     for i, n in enumerate(lens):
-        assert (y[i, n:] == 0).all()
-        assert (gx[i, n:] == 0).all()
         xi = x[i:i + 1, :n].detach().requires_grad_()
-        yi, li = causal_conv1d(xi, w, kw["bias"], initial_state=kw["initial_state"][i:i + 1],
+        yi, li = causal_conv1d(xi, w, kw["bias"], "silu", initial_state=kw["initial_state"][i:i + 1],
                                return_final_state=True)
         gxi, gwi = torch.autograd.grad(yi, (xi, w), gy[i:i + 1, :n])
         gw_alone += gwi
@@ -114,16 +116,31 @@ def test_padding_is_inert():
     assert rel_err(gw, gw_alone) < 1e-13
 
 
+@pytest.mark.parametrize("K", [1, 2, 4])
+def test_update_steps_equal_the_conv(K):
+    """causal_conv1d_update on a (B, D, K) window, one step at a time, equals the conv over the
+    sequence from the window's last K-1 inputs, and leaves the last K inputs in the window."""
+    kw = _inputs(2, 6, 5, K, state=True)
+    window = torch.cat([torch.randn(2, 5, 1, dtype=torch.float64), kw["initial_state"]], -1)
+    y = causal_conv1d(kw["x"], kw["weight"], kw["bias"], "silu", initial_state=window[..., 1:])
+    ys = [causal_conv1d_update(kw["x"][:, l], window, kw["weight"], kw["bias"], "silu")
+          for l in range(6)]
+    err = rel_err(torch.stack(ys, 1), y)
+    print(K, err)
+    assert err < 1e-13
+    assert torch.equal(window, kw["x"][:, 6 - K:].transpose(1, 2))
+
+
 def test_packed_sequences_equal_each_alone():
     lens = [3, 0, 6, 1]
     cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
     kw = _inputs(1, sum(lens), 5, 4)
     h0 = torch.randn(len(lens), 5, 3, dtype=torch.float64)
-    y, last = causal_conv1d(kw["x"], kw["weight"], kw["bias"], initial_state=h0, cu_seqlens=cu,
-                            return_final_state=True)
+    y, last = causal_conv1d(kw["x"], kw["weight"], kw["bias"], "silu", initial_state=h0,
+                            cu_seqlens=cu, return_final_state=True)
     for i in range(len(lens)):
         xi = kw["x"][:, cu[i]:cu[i + 1]]
-        yi, li = causal_conv1d(xi, kw["weight"], kw["bias"], initial_state=h0[i:i + 1],
+        yi, li = causal_conv1d(xi, kw["weight"], kw["bias"], "silu", initial_state=h0[i:i + 1],
                                return_final_state=True)
         assert rel_err(y[:, cu[i]:cu[i + 1]], yi) < 1e-13 and rel_err(last[i], li[0]) < 1e-13
 
@@ -133,7 +150,7 @@ def test_half_input_computes_in_float32():
     kw = _inputs(2, 7, 4, 4)
     w, b = kw["weight"].float(), kw["bias"].float()
     x = kw["x"].to(torch.bfloat16)
-    y = causal_conv1d(x, w, b)
+    y = causal_conv1d(x, w, b, "silu")
     y_ref = _oracle(x.double(), w.double(), b.double(), "silu")
     print(rel_err(y, y_ref))
     assert y.dtype == torch.bfloat16 and rel_err(y, y_ref) < 1e-2
@@ -158,12 +175,16 @@ CONTRACT = pytest.mark.parametrize("state,lengths", [(False, None), (True, None)
 
 def _contract(state, lengths):
     """What Mamba expects of the backend's conv, checked on the Triton kernel against this
-    module's conv (float32, strided x): equal outputs (0 at padding) and final states (the
-    last K-1 real inputs), and equal gradients of x, weight, bias and the initial state."""
+    module's conv (float32, strided x, a strided initial state): equal outputs and final
+    states (the last K-1 real inputs), equal gradients of x, weight, bias and the initial
+    state, and the same decoding step on a (B, D, K) window."""
     kconv = _kernel_conv()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     kw = _inputs(3, 7, 6, 4, state=state)
     kw = {k: None if v is None else v.float().to(dev) for k, v in kw.items()}
+    if state:  # a view of a (B, D, K) cache, as Mamba passes it
+        kw["initial_state"] = torch.cat([torch.zeros_like(kw["initial_state"][..., :1]),
+                                         kw["initial_state"]], -1)[..., 1:]
     lens = None if lengths is None else torch.tensor(lengths, device=dev)
     outs, grads = [], []
     for fn in (kconv, causal_conv1d):
@@ -176,6 +197,13 @@ def _contract(state, lengths):
         outs.append((y, last))
     errs = {"y": rel_err(*[o[0] for o in outs]), "final": rel_err(*[o[1] for o in outs]),
             **{k: rel_err(grads[0][k], grads[1][k]) for k in grads[1]}}
+    K = pytest.importorskip("eventssm.kernels")
+    windows = [torch.randn(3, 6, 4, device=dev) for _ in range(2)]
+    windows[1].copy_(windows[0])
+    x1 = kw["x"][:, 0]
+    steps = [fn(x1, win, kw["weight"], kw["bias"], "silu")
+             for fn, win in zip((K.causal_conv1d_update, causal_conv1d_update), windows)]
+    errs.update(step=rel_err(*steps), window=rel_err(*windows))
     print(errs)
     assert max(errs.values()) < 1e-5
 

@@ -10,7 +10,7 @@ import eventssm.dispatch as dispatch
 import eventssm.mamba as mamba_mod
 from eventssm import Asymmetric, Mamba
 from eventssm.chunked import selective_scan_chunked
-from eventssm.conv import causal_conv1d
+from eventssm.conv import causal_conv1d, causal_conv1d_update
 from eventssm.reference import selective_scan_ref, selective_state_update_ref
 from tests.helpers import rel_err
 
@@ -43,11 +43,13 @@ def test_resolve_backend(monkeypatch, no_interpreter):
 
 def test_paths_of_the_cpu_backends():
     torch_path = dispatch.path("auto", CPU)
-    assert (torch_path.name, torch_path.scan, torch_path.conv, torch_path.step) == (
-        "torch", selective_scan_chunked, causal_conv1d, selective_state_update_ref)
+    assert dataclasses.astuple(torch_path) == (
+        "torch", selective_scan_chunked, causal_conv1d, causal_conv1d_update,
+        selective_state_update_ref)
     ref = dispatch.path("reference", CPU)
-    assert (ref.name, ref.scan, ref.conv, ref.step) == (
-        "reference", selective_scan_ref, causal_conv1d, selective_state_update_ref)
+    assert dataclasses.astuple(ref) == (
+        "reference", selective_scan_ref, causal_conv1d, causal_conv1d_update,
+        selective_state_update_ref)
 
 
 def _spy(monkeypatch):
@@ -65,6 +67,7 @@ def _spy(monkeypatch):
             return run
 
         return dataclasses.replace(p, scan=rec("scan", p.scan), conv=rec("conv", p.conv),
+                                   conv_step=rec("conv_step", p.conv_step),
                                    step=rec("step", p.step))
 
     monkeypatch.setattr(mamba_mod, "path", path)
@@ -84,7 +87,8 @@ def test_forward_and_step_honour_the_backend(kw, expected, monkeypatch):
     m(x, tau, inference_cache=cache)
     m.step(x[:, :1], cache, tau[:, 0])
     print(calls)
-    assert calls == [(*expected, "conv"), (*expected, "scan"), (*expected, "conv"), (*expected, "step")]
+    assert calls == [(*expected, "conv"), (*expected, "scan"), (*expected, "conv_step"),
+                     (*expected, "step")]
 
 
 def test_step_with_triton_backend_needs_cuda(no_interpreter):
