@@ -95,7 +95,8 @@ def project(u: Tensor, x_proj: nn.Linear, dt_proj: nn.Linear, d_state: int) -> t
 
 def scan_constants(A_log: Tensor, D: Tensor, dt_bias: Tensor, rho: Tensor | None,
                    event: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """``(A (D, N), D (D,), delta_bias (D,), rate (D,) or None)`` in float32 for the scan.
+    """``(A (D, N), D (D,), delta_bias (D,), rate (D,) or None)`` for the scan, in float32 (the
+    scan's arithmetic), or float64 for a float64 model (tests against the float64 oracle).
 
     ``event``: whether timesteps are given. Without them the coupling falls back to the
     standard rule and the rate does not enter the scan; it is tied to ``delta_bias`` with an
@@ -103,13 +104,14 @@ def scan_constants(A_log: Tensor, D: Tensor, dt_bias: Tensor, rho: Tensor | None
     parameters without one, needs no ``find_unused_parameters``. That costs two ``(D,)`` ops,
     nothing per step.
     """
-    A = -torch.exp(A_log.float())
-    delta_bias = dt_bias.float()
-    rate = None if rho is None else F.softplus(rho.float())
+    c = lambda t: t if t.dtype == torch.float64 else t.float()
+    A = -torch.exp(c(A_log))
+    delta_bias = c(dt_bias)
+    rate = None if rho is None else F.softplus(c(rho))
     if rate is not None and not event:
         delta_bias = delta_bias + 0.0 * rate
         rate = None
-    return A, D.float(), delta_bias, rate
+    return A, c(D), delta_bias, rate
 
 
 class SelectiveSSM(nn.Module):
