@@ -79,9 +79,10 @@ def validate_steps(
         timestamps: ``(B, L)`` absolute times (float or integer); gaps are backward differences
             formed in float64 (:func:`~eventssm.time.timesteps_from_timestamps`), times
             ``time_scale``. Exclusive with ``integration_timesteps``.
+        lengths: ``(B,)`` real steps per right-padded sequence.
+        time_scale: factor applied to gaps formed from ``timestamps`` (a unit conversion).
         scale_gaps: multiply given ``integration_timesteps`` by ``time_scale`` too (a model whose
             time unit applies to gaps however they come in, as ``EventEncoder``'s does).
-        lengths: ``(B,)`` real steps per right-padded sequence.
         last_time: ``(B,)`` time of the last step already absorbed (a warm cache): the first
             gap is ``t[0] - last_time`` instead of 0.
         check_values: check values (τ finite and ``>= 0``, times finite and non-decreasing,
