@@ -232,7 +232,6 @@ def test_padding_is_inert(head):
 @pytest.mark.parametrize("head", ["mixture", "intensity"])
 def test_task_trains_and_predicts(head, tmp_path):
     import lightning as L
-
     from eventssm.datasets import SyntheticTPPDataModule
 
     L.seed_everything(0)
@@ -281,7 +280,6 @@ def test_sampled_gaps_reproduce_poisson_data(head):
     """Trained on Poisson data (total rate R = 3), the model's sampled next gaps follow Exp(R)
     whatever the history (KS statistic over samples at every test event)."""
     import lightning as L
-
     from eventssm.datasets import SyntheticTPPDataModule
 
     L.seed_everything(0)
@@ -303,3 +301,29 @@ def test_sampled_gaps_reproduce_poisson_data(head):
     res = stats.kstest(gaps, stats.expon(scale=1 / R).cdf)
     print(head, "KS statistic", res.statistic, "n", len(gaps), "true LL", dm.true_log_likelihood())
     assert res.statistic < 0.05
+
+
+def test_cli_smoke_fit_and_test(tmp_path):
+    """``eventssm fit`` / ``test`` on the Hawkes config, tiny, 1 epoch: the data's gap statistics
+    and number of types are linked into the model and the TPP metrics are reported."""
+    from pathlib import Path
+
+    from eventssm.cli import build_cli, main
+    from eventssm.tasks import EventTPP
+
+    cfg = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "tpp_hawkes.yaml"
+    args = ["--config", str(cfg), "--model.backbone.d_model", "8", "--model.backbone.n_layers", "1",
+            "--model.backbone.d_state", "4", "--model.head", "intensity", "--data.n_sequences", "40",
+            "--data.max_events", "16", "--data.batch_size", "8", "--trainer.max_epochs", "1",
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir",
+            str(tmp_path / "runs"), "--checkpoint.dirpath", str(tmp_path / "ckpt"),
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    main(["fit", *args])
+    cli = build_cli(["test", *args, "--ckpt_path", str(tmp_path / "ckpt" / "last.ckpt")])
+    got = cli.trainer.callback_metrics
+    assert {"test/ll", "test/time_ll", "test/type_ll", "test/rmse", "test/acc"} <= set(got)
+    dm = cli.datamodule
+    assert cli.model.hparams.log_gap_stats == pytest.approx(dm.log_gap_stats)
+    assert cli.model.hparams.num_marks == dm.num_marks == 2
+    m = EventTPP.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt")
+    assert float(m.head.log_gap_loc) == pytest.approx(dm.log_gap_stats[0])
