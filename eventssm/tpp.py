@@ -71,16 +71,21 @@ class TPPHead(nn.Module, ABC):
         num_marks: event types ``K`` (>= 1).
         log_gap_stats: ``(mean, std)`` of ``log τ`` over the training split's positive gaps; sets
             the time unit ``u = exp(mean)`` (default ``(0, 1)``: the data's own unit).
+        time_prediction: what :meth:`predict` gives as the next gap, ``"mean"`` (minimises the
+            squared error when the model is right) or ``"median"`` (robust to a heavy right tail).
     """
 
-    def __init__(self, d_model: int, num_marks: int, log_gap_stats=None) -> None:
+    def __init__(self, d_model: int, num_marks: int, log_gap_stats=None,
+                 time_prediction: str = "mean") -> None:
         super().__init__()
         if not isinstance(num_marks, int) or num_marks < 1:
             raise ValueError(f"num_marks must be a positive int, got {num_marks!r}")
         if not isinstance(d_model, int) or d_model < 1:
             raise ValueError(f"d_model must be a positive int, got {d_model!r}")
+        if time_prediction not in ("mean", "median"):
+            raise ValueError(f"time_prediction must be 'mean' or 'median', got {time_prediction!r}")
         loc, scale = _check_gap_stats(log_gap_stats)
-        self.d_model, self.num_marks = d_model, num_marks
+        self.d_model, self.num_marks, self.time_prediction = d_model, num_marks, time_prediction
         self.register_buffer("log_gap_loc", torch.tensor(loc, dtype=torch.float32))
         self.register_buffer("log_gap_scale", torch.tensor(scale, dtype=torch.float32))
 
@@ -100,7 +105,8 @@ class TPPHead(nn.Module, ABC):
 
     @abstractmethod
     def predict(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """``(expected gap (...), type probabilities (..., K))`` of the next event."""
+        """``(predicted gap (...), type probabilities (..., K))`` of the next event; the gap is
+        the predictive mean or median (``time_prediction``)."""
 
     @abstractmethod
     def sample(self, h: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -133,8 +139,8 @@ class LogNormalMixtureHead(TPPHead):
     """
 
     def __init__(self, d_model: int, num_marks: int, log_gap_stats=None,
-                 n_components: int = 8) -> None:
-        super().__init__(d_model, num_marks, log_gap_stats)
+                 n_components: int = 8, time_prediction: str = "mean") -> None:
+        super().__init__(d_model, num_marks, log_gap_stats, time_prediction)
         if not isinstance(n_components, int) or n_components < 1:
             raise ValueError(f"n_components must be a positive int, got {n_components!r}")
         self.n_components = n_components
@@ -161,9 +167,23 @@ class LogNormalMixtureHead(TPPHead):
     def predict(self, h: Tensor) -> tuple[Tensor, Tensor]:
         logw, mu, log_sigma = self.mixture(h)
         a, b = self.log_gap_loc, self.log_gap_scale
+        probs = F.softmax(_f(self.mark_proj(h)), -1)
+        if self.time_prediction == "median":
+            return (a + b * self._median_z(logw.exp(), mu, log_sigma.exp())).exp(), probs
         # E[τ] = Σ w exp(a + b μ + (b σ)² / 2), in log space for range
         mean = torch.logsumexp(logw + a + b * mu + 0.5 * (b * log_sigma.exp()) ** 2, -1).exp()
-        return mean, F.softmax(_f(self.mark_proj(h)), -1)
+        return mean, probs
+
+    @staticmethod
+    def _median_z(w: Tensor, mu: Tensor, sd: Tensor, iters: int = 60) -> Tensor:
+        """The median of the Gaussian mixture of ``z`` by bisection (its CDF is monotone)."""
+        lo = (mu - 10 * sd).min(-1).values
+        hi = (mu + 10 * sd).max(-1).values
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            below = (w * torch.special.ndtr((mid[..., None] - mu) / sd)).sum(-1) < 0.5
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        return 0.5 * (lo + hi)
 
     @torch.no_grad()
     def sample(self, h: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -211,8 +231,8 @@ class IntensityHead(TPPHead):
 
     def __init__(self, d_model: int, num_marks: int, log_gap_stats=None, d_hidden: int = 32,
                  n_quad: int = 8, n_panels: int = 6, decay_range: tuple[float, float] = (0.1, 10.0),
-                 n_grid: int = 128) -> None:
-        super().__init__(d_model, num_marks, log_gap_stats)
+                 n_grid: int = 128, time_prediction: str = "mean") -> None:
+        super().__init__(d_model, num_marks, log_gap_stats, time_prediction)
         if not isinstance(d_hidden, int) or d_hidden < 1:
             raise ValueError(f"d_hidden must be a positive int, got {d_hidden!r}")
         lo, hi = decay_range
@@ -269,9 +289,10 @@ class IntensityHead(TPPHead):
         return time_ll, mark_ll
 
     def predict(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean gap ``∫_0^∞ S(s) ds`` and marginal type probabilities ``∫_0^∞ λ_k(s) S(s) ds``
-        (``S = exp(-Λ)``) by the trapezoid rule on a log-spaced grid of ``n_grid`` points from
-        1e-4 to 1e4 time units; beyond it the intensity is its asymptote (closed-form tail)."""
+        """Mean gap ``∫_0^∞ S(s) ds`` (or the median, ``Λ(s) = log 2``) and marginal type
+        probabilities ``∫_0^∞ λ_k(s) S(s) ds`` (``S = exp(-Λ)``) by the trapezoid rule on a
+        log-spaced grid of ``n_grid`` points from 1e-4 to 1e4 time units; beyond it the intensity
+        is its asymptote (closed-form tail)."""
         st = self.states(h)
         u = self.time_unit
         kw = dict(dtype=st[0].dtype, device=h.device)
@@ -289,7 +310,17 @@ class IntensityHead(TPPHead):
         tail = S[..., -1]
         mean = mean + tail / lam_inf.sum(-1)
         probs = probs + tail[..., None] * lam_inf / lam_inf.sum(-1, keepdim=True)
-        return mean, probs / probs.sum(-1, keepdim=True)
+        probs = probs / probs.sum(-1, keepdim=True)
+        if self.time_prediction == "mean":
+            return mean, probs
+        # median: Λ(s) = log 2, linear in s between grid points (or past the grid at rate λ(∞))
+        half = math.log(2.0)
+        j = (Lam < half).sum(-1, keepdim=True).clamp(max=grid.numel() - 1)  # first index >= log 2
+        L1, L0 = Lam.gather(-1, j)[..., 0], Lam.gather(-1, j - 1)[..., 0]
+        g1, g0 = grid[j[..., 0]], grid[j[..., 0] - 1]
+        inside = g0 + (g1 - g0) * (half - L0) / (L1 - L0).clamp(min=1e-30)
+        past = grid[-1] + (half - Lam[..., -1]) / lam_inf.sum(-1)
+        return torch.where(Lam[..., -1] >= half, inside, past), probs
 
     def intensity_bound(self, h: Tensor) -> Tensor:
         """``(..., K)``: an upper bound of every ``λ_k(s)``, ``s >= 0`` (module docstring)."""

@@ -29,8 +29,8 @@ class EventTPP(EventTask):
 
     Logged per split: ``loss`` (negative log-likelihood per event), ``ll``, ``time_ll`` and
     ``type_ll`` per event (nats), and in val/test ``rmse`` of the predicted next gap (the
-    predictive mean) and ``acc`` of the predicted next type (the most probable one; for the
-    intensity head marginalised over the next time).
+    predictive mean or median, ``time_prediction``) and ``acc`` of the predicted next type (the
+    most probable one; for the intensity head marginalised over the next time).
 
     Args:
         num_marks: event types ``K`` (linked from ``data.num_marks``).
@@ -41,6 +41,9 @@ class EventTPP(EventTask):
             time, decaying state; see :mod:`eventssm.tpp`).
         n_components: mixture components (mixture head).
         d_hidden, n_quad, n_panels: decaying state size and compensator quadrature (intensity head).
+        time_prediction: the predicted next gap (for ``rmse`` and ``predict``): the predictive
+            ``"mean"`` or ``"median"`` (None: the median for the mixture, whose log-normal tails
+            make the mean unstable, and the mean for the intensity head).
         backbone: the encoder architecture and discretization.
         predict_horizon: ``predict`` samples futures this far past each sequence's last event
             (data time units; 0: only the next event).
@@ -53,6 +56,7 @@ class EventTPP(EventTask):
                  log_gap_stats: tuple[float, float] | None = None,
                  head: Literal["mixture", "intensity"] = "mixture", n_components: int = 8,
                  d_hidden: int = 32, n_quad: int = 8, n_panels: int = 6,
+                 time_prediction: Literal["mean", "median"] | None = None,
                  backbone: EncoderConfig | None = None, predict_horizon: float = 0.0,
                  n_samples: int = 1, max_future_events: int = 64, lr: float = 1e-3,
                  weight_decay: float = 0.01, warmup_steps: int = 0,
@@ -72,6 +76,9 @@ class EventTPP(EventTask):
         self.encoder = _encoder(backbone, d_input, num_marks, use_observed)
         kw = (dict(n_components=n_components) if head == "mixture"
               else dict(d_hidden=d_hidden, n_quad=n_quad, n_panels=n_panels))
+        # the mixture's log-normal tails make its mean unstable (one wide component dominates the
+        # squared error): its default is the median; the intensity head's mean is well behaved
+        kw["time_prediction"] = time_prediction or ("median" if head == "mixture" else "mean")
         self.head = make_head(head, backbone.d_model, num_marks, log_gap_stats, **kw)
         for stage in ("train", "val", "test"):
             for name in ("ll", "time_ll", "type_ll"):
@@ -120,9 +127,9 @@ class EventTPP(EventTask):
                      prog_bar=stage != "train" and name == "ll")
         if stage != "train" and n:
             with torch.no_grad():
-                mean_gap, probs = self.head.predict(hs)
+                pred_gap, probs = self.head.predict(hs)
             rmse, acc = getattr(self, f"{stage}_rmse"), getattr(self, f"{stage}_acc")
-            rmse(mean_gap, batch["target_gap"][scored].float())
+            rmse(pred_gap, batch["target_gap"][scored].float())
             acc(probs, batch["target"][scored])
             self.log(f"{stage}/rmse", rmse, on_step=False, on_epoch=True, batch_size=n)
             self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, batch_size=n)
@@ -203,13 +210,14 @@ class EventTPP(EventTask):
                 "mask": out_mask.reshape(shape)}
 
     def predict_step(self, batch, batch_idx) -> dict:
-        """Next-event predictions at the last event of every sequence (``gap_mean``,
+        """Next-event predictions at the last event of every sequence (``gap_pred``: the
+        predictive mean or median,
         ``type_probs``, one ``sampled_gap``/``sampled_mark``) and, with ``predict_horizon > 0``,
         ``n_samples`` sampled futures (:meth:`sample_futures`)."""
         h = self._last_features(batch)
-        mean_gap, probs = self.head.predict(h)
+        pred_gap, probs = self.head.predict(h)
         gap, mark = self.head.sample(h)
-        out = {"index": batch.get("index"), "gap_mean": mean_gap, "type_probs": probs,
+        out = {"index": batch.get("index"), "gap_pred": pred_gap, "type_probs": probs,
                "sampled_gap": gap, "sampled_mark": mark}
         if self.predict_horizon > 0:
             out["futures"] = self.sample_futures(batch, self.predict_horizon, self.n_samples,

@@ -54,6 +54,11 @@ def test_mixture_log_likelihood_matches_scipy_and_integrates_to_one():
     assert abs(total - 1) < 1e-9
     assert float(pred_mean) == pytest.approx(mean, rel=1e-6)
     assert float(probs.sum()) == pytest.approx(1.0)
+    head.time_prediction = "median"
+    med = float(head.predict(h)[0])
+    cdf = sum(wi * c.cdf(med) for wi, c in zip(w, comps))
+    print("median", med, "CDF there", cdf)
+    assert cdf == pytest.approx(0.5, abs=1e-9)
     # the type part is the categorical's log-probability
     _, type_ll = head.log_likelihood(h.expand(4, -1), torch.ones(4, dtype=torch.float64), torch.arange(4))
     torch.testing.assert_close(type_ll, probs.log())
@@ -116,6 +121,12 @@ def test_intensity_predict_matches_quadrature():
     print("mean", float(got), "vs", mean)
     assert float(got) == pytest.approx(mean, rel=2e-3)
     torch.testing.assert_close(probs, torch.full((2,), 0.5, dtype=torch.float64))
+    from scipy.optimize import brentq
+
+    head.time_prediction = "median"
+    med = brentq(lambda s: Lam(s) - math.log(2), 0, 100)
+    print("median", float(head.predict(h)[0]), "vs", med)
+    assert float(head.predict(h)[0]) == pytest.approx(med, rel=2e-3)
     assert integrate.quad(lambda s: lam(s) * math.exp(-Lam(s)), 0, np.inf)[0] == pytest.approx(1)
 
 
@@ -249,7 +260,7 @@ def test_task_trains_and_predicts(head, tmp_path):
     assert res["test/ll"] == pytest.approx(res["test/time_ll"] + res["test/type_ll"], abs=1e-4)
     out = trainer.predict(model, dm)
     f = out[0]["futures"]
-    B = out[0]["gap_mean"].shape[0]
+    B = out[0]["gap_pred"].shape[0]
     assert f["times"].shape == (B, 2, 8) and out[0]["type_probs"].shape == (B, dm.num_marks)
     batch = next(iter(dm.predict_dataloader()))
     t_end = batch["timestamps"][torch.arange(B), batch["lengths"] - 1]
