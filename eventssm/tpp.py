@@ -229,7 +229,7 @@ class IntensityHead(TPPHead):
             probabilities integrated to infinity; the tail beyond the grid is closed-form).
     """
 
-    def __init__(self, d_model: int, num_marks: int, log_gap_stats=None, d_hidden: int = 32,
+    def __init__(self, d_model: int, num_marks: int, log_gap_stats=None, d_hidden: int = 16,
                  n_quad: int = 8, n_panels: int = 6, decay_range: tuple[float, float] = (0.1, 10.0),
                  n_grid: int = 128, time_prediction: str = "mean") -> None:
         super().__init__(d_model, num_marks, log_gap_stats, time_prediction)

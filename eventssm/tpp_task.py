@@ -55,7 +55,7 @@ class EventTPP(EventTask):
     def __init__(self, num_marks: int = 1, d_input: int = 0, use_observed: bool = False,
                  log_gap_stats: tuple[float, float] | None = None,
                  head: Literal["mixture", "intensity"] = "mixture", n_components: int = 8,
-                 d_hidden: int = 32, n_quad: int = 8, n_panels: int = 6,
+                 d_hidden: int = 16, n_quad: int = 8, n_panels: int = 6,
                  time_prediction: Literal["mean", "median"] | None = None,
                  backbone: EncoderConfig | None = None, predict_horizon: float = 0.0,
                  n_samples: int = 1, max_future_events: int = 64, lr: float = 1e-3,
