@@ -8,6 +8,8 @@
     python experiments/plot_tpp.py --config experiments/configs/tpp_hawkes.yaml \\
         --ckpt runs/tpp_hawkes/version_0/checkpoints/last.ckpt --head intensity
 
+Other arguments go to the ``eventssm`` command line (``--data.n_sequences 64``, ...).
+
 Without ``--ckpt`` the model is trained for ``--epochs`` first. For the mixture head the
 "intensity" is its hazard ``p(s) / S(s)`` split by the type probabilities.
 """
@@ -15,6 +17,7 @@ Without ``--ckpt`` the model is trained for ``--epochs`` first. For the mixture 
 from __future__ import annotations
 
 import argparse
+import tempfile
 
 import lightning as L
 import matplotlib
@@ -65,12 +68,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--horizon", type=float, default=None, help="default: the sequence's remaining time")
     p.add_argument("--samples", type=int, default=5)
     p.add_argument("-o", "--output", default="experiments/results/tpp.png")
-    a = p.parse_args(argv)
+    a, overrides = p.parse_known_args(argv)  # the rest goes to the eventssm CLI (--data.x ...)
+    # a throw-away run folder: the CLI would otherwise save config.yaml and checkpoints in the cwd
+    tmp = tempfile.mkdtemp(prefix="plot_tpp_")
     extra = ["--trainer.max_epochs", str(a.epochs), "--trainer.logger", "false",
-             "--trainer.enable_progress_bar", "false", "--checkpoint.dirpath", "runs/plot_tpp"]
+             "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", tmp,
+             "--checkpoint.dirpath", tmp]
     if a.head:
         extra += ["--model.head", a.head]
-    cli = build_cli(["--config", a.config, *extra], run=False)
+    cli = build_cli(["--config", a.config, *extra, *overrides], run=False)
     model, dm = cli.model, cli.datamodule
     L.seed_everything(0)
     if a.ckpt:

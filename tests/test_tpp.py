@@ -338,3 +338,23 @@ def test_cli_smoke_fit_and_test(tmp_path):
     assert cli.model.hparams.num_marks == dm.num_marks == 2
     m = EventTPP.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt")
     assert float(m.head.log_gap_loc) == pytest.approx(dm.log_gap_stats[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["mixture", "intensity"])
+def test_plot_script(tmp_path, head):
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "experiments"))
+    try:
+        import plot_tpp
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "tpp.png"
+    plot_tpp.main(["--config", str(root / "experiments" / "configs" / "tpp_hawkes.yaml"), "--head", head,
+                   "--epochs", "1", "--cut", "8", "--samples", "2", "-o", str(out),
+                   "--data.n_sequences", "48", "--data.max_events", "16", "--data.batch_size", "8",
+                   "--checkpoint.dirpath", str(tmp_path / "ckpt"), "--trainer.default_root_dir", str(tmp_path)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -77,7 +77,8 @@ def run_ours(head: str, dm, args, workdir: Path) -> dict:
     timer = _EpochTimer()
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=workdir / f"ours-{head}", monitor="val/loss",
                                                mode="min", save_top_k=1)
-    trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", logger=False,
+    trainer = L.Trainer(max_epochs=args.epochs, accelerator="gpu" if args.device == "cuda" else "cpu",
+                        devices=1, logger=False,
                         callbacks=[timer, ckpt], enable_progress_bar=False,
                         enable_model_summary=False, gradient_clip_val=1.0)
     trainer.fit(model, dm)
@@ -126,7 +127,7 @@ run:
     use_tfb: false
     metrics: [acc, rmse]
     seed: 2019
-    gpu: -1
+    gpu: {0 if args.device == "cuda" else -1}
   model_config:
     hidden_size: {args.d_model}
     time_emb_size: 16
@@ -224,9 +225,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--nafld-batch-size", type=int, default=64)
     p.add_argument("--hawkes-sequences", type=int, default=1024)
     p.add_argument("--hawkes-events", type=int, default=64)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cuda: every model on GPU 0 (eventssm through Lightning, EasyTPP gpu: 0)")
     p.add_argument("--out", default=None, help="also write the table (markdown) here")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    if args.device == "cpu":
+        torch.set_num_threads(1)
     logging.getLogger("easy_tpp").setLevel(logging.ERROR)
     load0 = tuple(round(x, 1) for x in os.getloadavg())
     missing = easytpp_available()
@@ -234,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
              f"{args.nafld_batch_size}), lr={args.lr}, "
              f"width={args.d_model}, eventssm: {args.layers} Asymmetric({args.scheme}) layer(s), next gap = "
              f"predictive {args.time_prediction or 'median (mixture) / mean (intensity)'}, "
-             f"torch {torch.__version__}, 1 CPU thread"]
+             f"torch {torch.__version__}, "
+             + ("1 CPU thread" if args.device == "cpu" else torch.cuda.get_device_name(0))]
     if missing:
         lines.append(f"EasyTPP rows skipped: {missing}")
     rows = []
@@ -282,9 +287,11 @@ def main(argv: list[str] | None = None) -> None:
                       file=sys.stderr, flush=True)
     lines.append(f"EasyTPP test LL: compensator on {args.easytpp_eval_points} grid points per gap "
                  f"(IntensityFree: exact); eventssm: exact (mixture) / Gauss-Legendre to ~1e-7 (intensity)")
-    lines.append(f"load average (1, 5, 15 min) at the start {load0}, at the end "
-                 f"{tuple(round(x, 1) for x in os.getloadavg())}: the CPU is shared with other jobs, "
-                 f"so times are indicative; every model ran in the same conditions, one after another")
+    if args.device == "cpu":
+        lines.append(f"load average (1, 5, 15 min) at the start {load0}, at the end "
+                     f"{tuple(round(x, 1) for x in os.getloadavg())}: the CPU is shared with other "
+                     f"jobs, so times are indicative; every model ran in the same conditions, one "
+                     f"after another")
     f = lambda x, d=4: "" if isinstance(x, float) and math.isnan(x) else f"{x:.{d}f}"
     table = ["| data | model | test LL/event | time LL | type LL | RMSE | type acc | s/epoch | params | note |",
              "|---|---|---|---|---|---|---|---|---|---|"]
