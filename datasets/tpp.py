@@ -282,13 +282,15 @@ class TPPDataModule(EventDataModule):
     ``num_marks`` and ``log_gap_stats`` (of the training split) for the CLI to link.
 
     Args:
-        source, id_col, time_col, mark_col, split_col, time_scale: see :class:`EventDataModule`.
+        source, id_col, time_col, mark_col, split_col: see :class:`EventDataModule`.
+        time_scale: the encoder's time unit (``"auto"``: the median training gap is 1), linked
+            to the task; the heads model gaps in the data's own unit (``log_gap_stats``).
         **kwargs: other :class:`EventDataModule` options (batch_size, seed, fractions, ...).
     """
 
     def __init__(self, source=None, *, id_col: str = "id", time_col: str = "time",
                  mark_col: str | None = "mark", split_col: str | None = None,
-                 time_scale: float = 1.0, **kwargs):
+                 time_scale: float | Literal["auto"] = "auto", **kwargs):
         for bad in ("task", "target", "label_col", "value_cols"):
             if bad in kwargs:
                 raise ValueError(f"TPPDataModule sets {bad} itself (marks-only next-event data)")
@@ -391,15 +393,15 @@ class NAFLDDataModule(TPPDataModule):
 
     Args:
         dequantize_seed: seed of the within-day times.
-        time_scale: days -> model time (default years).
+        days_per_unit: the data's time unit in days (default 365.25: years).
         min_events: drop subjects with fewer events.
-        **kwargs: :class:`EventDataModule` options.
+        **kwargs: :class:`TPPDataModule` options (``time_scale``, ``batch_size``, ...).
     """
 
-    def __init__(self, dequantize_seed: int = 0, time_scale: float = 1 / 365.25,
+    def __init__(self, dequantize_seed: int = 0, days_per_unit: float = 365.25,
                  min_events: int = 2, **kwargs):
         super().__init__(None, **kwargs)
-        self.nafld = dict(seed=dequantize_seed, time_scale=time_scale, min_events=min_events)
+        self.nafld = dict(seed=dequantize_seed, time_scale=1.0 / days_per_unit, min_events=min_events)
 
     def load_table(self) -> EventTable:
         return load_nafld3(**self.nafld)

@@ -289,7 +289,8 @@ class EventEncoder(nn.Module):
         d_state, d_conv, expand: Mamba sizes.
         discretization: a Discretization or an lrnnx string.
         pooling: ``"last" | "mean" | "time"`` (see :func:`pool`).
-        time_scale: factor applied to gaps formed from ``timestamps``.
+        time_scale: the model's time unit: factor applied to every gap, whether formed from
+            ``timestamps`` or passed as ``integration_timesteps``.
         dropout: on the input embedding.
         use_observed: values come with an ``observed (B, L, C)`` mask, appended to the input.
         time_features: append ``log1p(τ)`` to every event's input.
@@ -351,6 +352,9 @@ class EventEncoder(nn.Module):
             tau = timesteps_from_timestamps(torch.as_tensor(timestamps, device=device),
                                             time_scale=self.time_scale, lengths=lengths,
                                             check_values=check_values)
+        elif integration_timesteps is not None and self.time_scale != 1:
+            # the model's time unit applies to gaps however they come in
+            tau = integration_timesteps * self.time_scale
         else:
             tau = integration_timesteps
         if tau is not None:

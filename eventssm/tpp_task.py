@@ -13,7 +13,8 @@ import torch
 import torchmetrics
 from torch import Tensor
 
-from eventssm.tasks import EncoderConfig, EventTask, _encoder, _no_packed
+from eventssm.tasks import EncoderConfig, EventTask, _check_time_scale, _encoder, _encoder_kwargs, _no_packed
+from eventssm.time import timesteps_from_timestamps
 from eventssm.tpp import HEADS, make_head
 
 __all__ = ["EventTPP"]
@@ -45,6 +46,9 @@ class EventTPP(EventTask):
             ``"mean"`` or ``"median"`` (None: the median for the mixture, whose log-normal tails
             make the mean unstable, and the mean for the intensity head).
         backbone: the encoder architecture and discretization.
+        time_scale: the encoder's time unit (see :class:`~eventssm.tasks.EventClassifier`;
+            linked from ``data.time_scale``). The heads work in the data's own time unit, set by
+            ``log_gap_stats``.
         predict_horizon: ``predict`` samples futures this far past each sequence's last event
             (data time units; 0: only the next event).
         n_samples: futures per sequence in ``predict``.
@@ -57,7 +61,8 @@ class EventTPP(EventTask):
                  head: Literal["mixture", "intensity"] = "mixture", n_components: int = 8,
                  d_hidden: int = 16, n_quad: int = 8, n_panels: int = 6,
                  time_prediction: Literal["mean", "median"] | None = None,
-                 backbone: EncoderConfig | None = None, predict_horizon: float = 0.0,
+                 backbone: EncoderConfig | None = None, time_scale: float = 1.0,
+                 predict_horizon: float = 0.0,
                  n_samples: int = 1, max_future_events: int = 64, lr: float = 1e-3,
                  weight_decay: float = 0.01, warmup_steps: int = 0,
                  scheduler: Literal["cosine", "constant"] = "cosine", min_lr_ratio: float = 0.1):
@@ -73,7 +78,8 @@ class EventTPP(EventTask):
         self.num_marks = num_marks
         self.predict_horizon, self.n_samples = predict_horizon, n_samples
         self.max_future_events = max_future_events
-        self.encoder = _encoder(backbone, d_input, num_marks, use_observed)
+        self.encoder = _encoder(backbone, d_input, num_marks, use_observed,
+                                _check_time_scale(time_scale))
         kw = (dict(n_components=n_components) if head == "mixture"
               else dict(d_hidden=d_hidden, n_quad=n_quad, n_panels=n_panels))
         # the mixture's log-normal tails make its mean unstable (one wide component dominates the
@@ -93,9 +99,10 @@ class EventTPP(EventTask):
     def forward(self, batch: dict) -> Tensor:
         """Per-event features ``(B, L, d_model)`` (padding 0)."""
         _no_packed(batch)
-        return self.encoder.encode(values=batch.get("values"), marks=batch.get("marks"),
-                                   timestamps=batch["timestamps"], lengths=batch["lengths"],
-                                   observed=batch.get("observed"))
+        if "integration_timesteps" not in batch:  # e.g. a sampled future: form the gaps once here
+            batch = {**batch, "integration_timesteps": timesteps_from_timestamps(
+                batch["timestamps"], lengths=batch["lengths"])}
+        return self.encoder.encode(**_encoder_kwargs(batch))
 
     def log_likelihood(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(time part (n,), type part (n,), features (n, d), scored (B, L) bool)`` of the ``n``

@@ -18,7 +18,7 @@ from eventssm.discretization import Discretization, as_discretization
 
 from .selective_scan_bwd import selective_scan_bwd
 from .selective_scan_fwd import chunk_slots, selective_scan_fwd
-from .utils import is_interpreting
+from .utils import RATE_COUPLINGS, is_interpreting
 
 __all__ = ["selective_scan_triton", "chunk_size"]
 
@@ -99,7 +99,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, tau, rate, ckpt, offsets, cu_seqlens,
         torch.empty_like(u), torch.empty_like(delta), f32(A), f32(B), f32(C),
         e if D is None else f32(D), e if z is None else torch.empty_like(z),
         e if delta_bias is None else f32(delta_bias), f32(tau) if tau_grad else e,
-        f32(rate) if coupling == 1 else e,
+        f32(rate) if coupling in RATE_COUPLINGS else e,
         u.new_empty(n_seq, A.shape[0], A.shape[1], dtype=torch.float32) if store_dh0 else e,
     ]
 
@@ -194,7 +194,7 @@ def selective_scan_triton(
     coupling = disc.coupling_id if tau is not None else 0
     c = lambda t: None if t is None else t.contiguous()
     Bk, Ck = (B[:, :, None], C[:, :, None]) if B.dim() == 3 else (B, C)
-    rate_k = rate if coupling == 1 else None
+    rate_k = rate if coupling in RATE_COUPLINGS else None
     cu = None if cu_seqlens is None else cu_seqlens.to(device=u.device, dtype=torch.int32)
     save_ckpt = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad

@@ -12,7 +12,7 @@ import triton.language as tl
 
 from eventssm.discretization import as_discretization
 
-from .utils import LOG2E, discretize, new_empty, sigmoid, softplus, step_sizes
+from .utils import LOG2E, RATE_COUPLINGS, discretize, new_empty, sigmoid, softplus, step_sizes
 
 __all__ = ["selective_state_update_triton"]
 
@@ -40,7 +40,7 @@ def selective_state_update_kernel(
     if SOFTPLUS:
         b_dl = softplus(b_dl)
     b_tau = tl.load(tau + i_b).to(tl.float32) if COUPLING != 0 else 0.0
-    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == 1 else 0.0
+    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if (COUPLING == 1 or COUPLING == 3) else 0.0
     b_dtA, b_dtB = step_sizes(b_dl, b_tau, b_rate, COUPLING)
     b_A = tl.load(A + o_dn, mask=m_dn, other=0.0).to(tl.float32)
     b_A2 = b_A * LOG2E
@@ -85,14 +85,14 @@ def selective_state_update_triton(
     G = B.shape[1]
     tau = integration_timesteps if disc.event_mode(integration_timesteps) else None
     coupling = disc.coupling_id if tau is not None else 0
-    if coupling == 1 and rate is None:
+    if coupling in RATE_COUPLINGS and rate is None:
         raise ValueError(f"rate (D,) is required by {disc!r} when integration_timesteps are given")
     c = lambda t: None if t is None else t.contiguous()
     y = new_empty(x.shape, like=x)
     BD = min(64, triton.next_power_of_2(Dm))
     selective_state_update_kernel[(triton.cdiv(Dm, BD), b)](
         state, c(x), c(dt), c(dt_bias), c(A), c(B), c(C), c(D), c(z),
-        c(tau) if coupling else None, c(rate) if coupling == 1 else None, y,
+        c(tau) if coupling else None, c(rate) if coupling in RATE_COUPLINGS else None, y,
         D=Dm, N=N, G=G, BN=triton.next_power_of_2(N), BD=BD,
         SCHEME=disc.scheme_id, COUPLING=coupling, SOFTPLUS=bool(dt_softplus),
         HAS_BIAS=dt_bias is not None, HAS_D=D is not None, HAS_Z=z is not None,

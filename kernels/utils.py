@@ -20,7 +20,9 @@ import triton.language as tl
 
 # Scheme codes (eventssm.discretization.SCHEME_IDS) and coupling codes (COUPLING_IDS).
 MAMBA, ZOH, BILINEAR, DIRAC = 0, 1, 2, 3
-STANDARD, ASYMMETRIC, SCALED = 0, 1, 2
+STANDARD, ASYMMETRIC, SCALED, ADDITIVE = 0, 1, 2, 3
+#: couplings whose dtA uses the per-channel rate r
+RATE_COUPLINGS = (ASYMMETRIC, ADDITIVE)
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 
@@ -402,6 +404,8 @@ def step_sizes(delta, tau, rate, COUPLING: tl.constexpr):
         dtA = tau * rate
     elif COUPLING == 2:  # scaled: learned step times observed gap
         dtA = delta * tau
+    elif COUPLING == 3:  # additive: selective step plus decay with elapsed time
+        dtA = delta + tau * rate
     else:
         dtA = delta
     return dtA, delta
@@ -569,7 +573,7 @@ def channel_params(A, delta_bias, Dskip, rate, o_d, m_d, o_dn, NS: tl.constexpr,
     tuples ``As`` and ``A2s = A·log2 e`` (Ā = 2^(dtA·A2): one multiply and one MUFU.EX2)."""
     b_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
     b_Dskip = tl.load(Dskip + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_D else 0.0
-    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == 1 else 0.0
+    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if (COUPLING == 1 or COUPLING == 3) else 0.0
     As = ()
     A2s = ()
     for i in tl.static_range(NS):

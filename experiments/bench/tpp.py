@@ -71,7 +71,7 @@ class _EpochTimer(L.Callback):
 def run_ours(head: str, dm, args, workdir: Path) -> dict:
     L.seed_everything(0)
     model = EventTPP(num_marks=dm.num_marks, log_gap_stats=dm.log_gap_stats, head=head,
-                     time_prediction=args.time_prediction,
+                     time_prediction=args.time_prediction, time_scale=dm.time_scale,
                      backbone=EncoderConfig(d_model=args.d_model, n_layers=args.layers, d_state=8,
                                             discretization=Asymmetric(args.scheme)), lr=args.lr)
     timer = _EpochTimer()
