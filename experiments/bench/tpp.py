@@ -37,7 +37,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from eventssm.datasets import NAFLDDataModule, SyntheticTPPDataModule, write_easytpp
+from eventssm.datasets import NAFLD3DataModule, SyntheticTPPDataModule, write_easytpp
 
 from eventssm import Asymmetric
 from eventssm.tasks import EncoderConfig, EventTPP
@@ -51,7 +51,7 @@ def make_data(name: str, args) -> object:
         return SyntheticTPPDataModule(process="hawkes", num_marks=2, n_sequences=args.hawkes_sequences,
                                       max_events=args.hawkes_events, batch_size=args.batch_size)
     if name == "nafld":
-        return NAFLDDataModule(batch_size=args.nafld_batch_size)
+        return NAFLD3DataModule(batch_size=args.nafld_batch_size)
     raise ValueError(f"unknown dataset {name!r}")
 
 
