@@ -19,6 +19,14 @@ from .splits import split_from_labels, split_indices
 from .synthetic import SyntheticDataModule, make_sinusoids, make_spirals
 from .table import EventTable, read_table
 from .text import ByteDataModule, ByteWindows, read_bytes, window_offsets
+from .tpp import (
+    EasyTPPDataModule,
+    NAFLD3DataModule,
+    SyntheticTPPDataModule,
+    TPPDataModule,
+    read_easytpp,
+    write_easytpp,
+)
 from .uea import UEADataModule, available_uea, drop_time_indices, load_uea
 
 __all__ = [
@@ -29,4 +37,7 @@ __all__ = [
     "drop_time_indices", "gap_statistics", "load_uea", "make_point_processes", "make_sinusoids", "make_spirals",
     "pack_batch", "read_bytes", "read_table", "resolve_time_scale", "simulate_hawkes", "simulate_poisson",
     "split_from_labels", "split_indices", "window_offsets",
+    # temporal point processes
+    "EasyTPPDataModule", "NAFLD3DataModule", "SyntheticTPPDataModule", "TPPDataModule",
+    "read_easytpp", "write_easytpp",
 ]

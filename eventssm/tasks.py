@@ -54,6 +54,7 @@ __all__ = [
     "EventRegressor",
     "ByteLM",
     "splice_queries",
+    "EventTPP",  # noqa: F822 (in eventssm.tpp_task, served lazily by __getattr__ below)
 ]
 
 
@@ -548,3 +549,13 @@ class ByteLM(EventTask):
     def predict_step(self, batch, batch_idx) -> Any:
         """Greedy next-byte predictions ``(B, L)`` for the batch's inputs."""
         return self(batch["input_ids"]).argmax(-1)
+
+
+def __getattr__(name: str):
+    # EventTPP (temporal point processes) lives in eventssm.tpp_task, which builds on EventTask:
+    # importing it lazily here avoids a circular import either way round.
+    if name == "EventTPP":
+        from eventssm.tpp_task import EventTPP
+
+        return EventTPP
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

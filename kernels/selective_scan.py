@@ -14,11 +14,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from eventssm.discretization import Discretization, as_discretization
-
+from .constants import COUPLING_STANDARD, RATE_COUPLINGS, SCHEME_MAMBA
 from .selective_scan_bwd import selective_scan_bwd
 from .selective_scan_fwd import chunk_slots, selective_scan_fwd
-from .utils import RATE_COUPLINGS, is_interpreting
+from .selective_state_update import scan_codes
+from .utils import is_interpreting
 
 __all__ = ["selective_scan_triton", "chunk_size"]
 
@@ -126,7 +126,7 @@ def _backward(ctx, dy, dlast, _dckpt, _doffsets, bwd=_bwd_op):
     grads = bwd(u, delta, A, B, C, D, z, delta_bias, tau, rate, ckpt, offsets, cu_seqlens,
                     dy, dlast, softplus, scheme, coupling,
                     store_dh0=h0 is not None and needs[10],
-                    tau_grad=tau is not None and coupling != 0 and needs[8])
+                    tau_grad=tau is not None and coupling != COUPLING_STANDARD and needs[8])
     g = dict(zip(_GRAD_NAMES, grads))
 
     def cast(name, like):
@@ -164,34 +164,43 @@ def selective_scan_triton(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
     z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
     integration_timesteps: Tensor | None = None, rate: Tensor | None = None,
-    discretization: Discretization | str = "mamba", initial_state: Tensor | None = None,
-    return_last_state: bool = False, cu_seqlens: Tensor | None = None,
+    scheme: int = SCHEME_MAMBA, coupling: int = COUPLING_STANDARD,
+    initial_state: Tensor | None = None, return_last_state: bool = False,
+    cu_seqlens: Tensor | None = None,
 ):
-    """Selective scan with the Triton kernels; same contract as :func:`eventssm.selective_scan`
-    (which validates the inputs and calls this for ``backend="triton"``).
+    """Selective scan with the Triton kernels (DESIGN §2-3), for inputs validated by the caller
+    (``eventssm.selective_scan`` checks values and shapes and calls this for ``backend="triton"``).
 
     Shapes: ``u, delta, z: (batch, L, D)``; ``B, C: (batch, L, N)`` or ``(batch, L, G, N)``;
     ``A: (D, N)``; ``D, delta_bias, rate: (D,)``; ``integration_timesteps: (batch, L)``;
-    ``initial_state: (batch, D, N)`` (``(n_seq, D, N)`` with ``cu_seqlens (n_seq + 1,)`` and
-    ``batch == 1``). Inputs may be fp16/bf16/fp32 (arithmetic in fp32); float64 ``u, delta, A,
-    B, C`` go to the reference (the kernels compute in fp32; a float64 τ is read as fp32).
+    ``initial_state: (batch, D, N)`` (``(n_seq, D, N)`` with ``cu_seqlens (n_seq + 1,)`` int32
+    or int64 and ``batch == 1``). Inputs fp16/bf16/fp32 (arithmetic in fp32; a float64 τ is read
+    as fp32).
+
+    The discretization comes as two integer codes of :mod:`eventssm.kernels.constants`:
+    ``scheme`` (``SCHEME_MAMBA``, ``SCHEME_ZOH``, ``SCHEME_BILINEAR``, ``SCHEME_DIRAC``) and
+    ``coupling`` (``COUPLING_STANDARD``, ``COUPLING_ASYMMETRIC``, ``COUPLING_SCALED``,
+    ``COUPLING_ADDITIVE``). The
+    coupling is the configured one: without ``integration_timesteps`` (or with the standard
+    coupling) τ is not read and the scan runs in standard mode; ``rate`` (the activated
+    per-channel rate r) is read only by the asymmetric coupling with τ.
 
     Returns ``y (batch, L, D)`` in ``u``'s dtype, and with ``return_last_state`` also the last
     state ``(batch or n_seq, D, N)`` in fp32. Gradients flow to every tensor input, to the last
     state's cotangent and, when ``integration_timesteps`` requires grad, to τ.
-    """
-    disc = as_discretization(discretization)
-    # τ may be float64 (timestamps often are); it is read as fp32 like every other input.
-    if any(t is not None and t.dtype == torch.float64 for t in (u, delta, A, B, C)):
-        from eventssm.reference import selective_scan_ref
 
-        return selective_scan_ref(
-            u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
-            integration_timesteps=integration_timesteps, rate=rate, discretization=disc,
-            initial_state=initial_state, return_last_state=return_last_state,
-            cu_seqlens=cu_seqlens)
-    tau = integration_timesteps if disc.event_mode(integration_timesteps) else None
-    coupling = disc.coupling_id if tau is not None else 0
+    Raises:
+        TypeError: float64 ``u, delta, A, B, C`` (the kernels compute in fp32: the caller sends
+            float64 to the reference).
+        ValueError: unknown codes; the asymmetric coupling with τ but no ``rate``.
+    """
+    if any(t.dtype == torch.float64 for t in (u, delta, A, B, C)):
+        raise TypeError("selective_scan_triton computes in float32: float64 inputs belong to the "
+                        "reference (eventssm.selective_scan routes them there)")
+    tau = integration_timesteps
+    coupling = scan_codes(scheme, coupling, tau, rate)
+    if coupling == COUPLING_STANDARD:
+        tau = None
     c = lambda t: None if t is None else t.contiguous()
     Bk, Ck = (B[:, :, None], C[:, :, None]) if B.dim() == 3 else (B, C)
     rate_k = rate if coupling in RATE_COUPLINGS else None
@@ -203,5 +212,5 @@ def selective_scan_triton(
     fwd = _fwd_op if torch.compiler.is_compiling() else _ScanFunction.apply
     y, last, _, _ = fwd(
         c(u), c(delta), c(A), c(Bk), c(Ck), c(D), c(z), c(delta_bias), c(tau), c(rate_k),
-        c(initial_state), c(cu), bool(delta_softplus), disc.scheme_id, coupling, save_ckpt)
+        c(initial_state), c(cu), bool(delta_softplus), scheme, coupling, save_ckpt)
     return (y, last) if return_last_state else y

@@ -45,14 +45,20 @@ import torch
 import triton
 import triton.language as tl
 
+from .constants import RATE_COUPLINGS
 from .utils import (
+    ADDITIVE,
+    ASYMMETRIC,
+    BILINEAR,
+    DIRAC,
     LN2,
-    LOG2E,
-    RATE_COUPLINGS,
+    MAMBA,
+    SCALED,
+    STANDARD,
+    ZOH,
     advance_states,
     channel_params,
     channel_sums,
-    discretize,
     discretize_grad,
     exp2_fast,
     group_sum,
@@ -100,7 +106,7 @@ def _sub_inputs(p_u, p_dl, p_tau, B, t, n_valid, m_d, o_bc, D: tl.constexpr, G: 
 
 
 @triton.jit
-def _forward_sub(hs, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS: tl.constexpr,
+def _forward_sub(hs, cur, Bks, n_valid, As, A2s, rAs, b_bias, b_rate, NS: tl.constexpr,
                  K: tl.constexpr, SCHEME: tl.constexpr, COUPLING: tl.constexpr,
                  SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, MASK_T: tl.constexpr,
                  KEEP: tl.constexpr):
@@ -115,7 +121,8 @@ def _forward_sub(hs, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS: tl.constexp
             Bs = Bs + (Bks[k * NS + i],)
         _, _, dtA, dtB = step_coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
                                      HAS_BIAS, MASK_T)
-        hs = advance_states(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, NS, SCHEME)
+        hs = advance_states(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, rAs, NS, SCHEME,
+                            COUPLING == STANDARD)
         if KEEP:
             hs_all = hs_all + (hs,)
     if KEEP:
@@ -126,7 +133,7 @@ def _forward_sub(hs, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS: tl.constexp
 
 @triton.jit
 def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du, p_ddl, p_dz,
-                  p_dtau, p_dbc, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias, b_Dskip,
+                  p_dtau, p_dbc, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, rAs, b_bias, b_Dskip,
                   b_rate, D: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr,
                   S: tl.constexpr, VEC: tl.constexpr, K: tl.constexpr,
                   SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -141,7 +148,7 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
     Bks = _load_rows(B, p_bc, n_valid, m_d, G, N, NS, VEC, K, MASK_T, SPLIT_GROUPS)
     Cks = _load_rows(C, p_bc, n_valid, m_d, G, N, NS, VEC, K, MASK_T, SPLIT_GROUPS)
     # the sub-chunk's states h[0..K] (h[0] = h0s) recomputed into registers
-    hs_all = _forward_sub(h0s, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS, K, SCHEME,
+    hs_all = _forward_sub(h0s, cur, Bks, n_valid, As, A2s, rAs, b_bias, b_rate, NS, K, SCHEME,
                           COUPLING, SOFTPLUS, HAS_BIAS, MASK_T, True)
     # after the reduce-scatter each lane holds Q of the 2N sums (see channel_sums)
     Q: tl.constexpr = (2 * N + 31) // 32
@@ -168,9 +175,9 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
             b_dz = b_dy * b_ypre * b_sz * (1.0 + b_z * (1.0 - b_sz))
             store_masked(p_dz + k * D, b_dz, m_t, m_w, MASK_T, EVEN_D and S == 1)
             b_dy = b_dy * b_z * b_sz
-        if SCHEME == 0:
+        if SCHEME == MAMBA:
             ku = dtB * b_u
-        elif SCHEME == 3:
+        elif SCHEME == DIRAC:
             ku = b_u
         # per state: adjoint update, the ∂B/∂C terms, the ∂u / ∂dtA / ∂dtB / ∂A contributions
         dBs = ()
@@ -183,7 +190,7 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         for n in tl.static_range(NS):
             gn = g[n] + b_dy * Cs[n]
             dCs = dCs + (b_dy * hk[n],)
-            if SCHEME == 0 or SCHEME == 3:
+            if SCHEME == MAMBA or SCHEME == DIRAC:
                 dBs = dBs + (gn * ku,)
                 s_u += gn * Bs[n]
                 dAn = exp2_fast(dtA * A2s[n])
@@ -191,14 +198,15 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
                 s_dtA += q * A2s[n]
                 ndA = ndA + (dA_acc[n] + q * dtA,)
             else:
-                dAn, kB = discretize(dtA, dtB, As[n], A2s[n], SCHEME)
-                ddA_ddtA, ddA_dA, dk_ddtB, dk_dA = discretize_grad(dtA, dtB, As[n], dAn, kB, SCHEME)
-                gk = gn * kB
-                dBs = dBs + (gk * b_u,)
-                s_u += gk * Bs[n]
+                # zoh / bilinear: Ā, k and their four partials from one evaluation
+                dAn, kB, ddA_dt, ddA_dA, dk_ddtB, dk_dA = discretize_grad(
+                    dtA, dtB, As[n], A2s[n], rAs[n], SCHEME, COUPLING == STANDARD)
+                gB = gn * Bs[n]
+                dBs = dBs + ((gn * kB) * b_u,)
+                s_u += gB * kB
                 gh = gn * hp[n]
-                gBu = gn * Bs[n] * b_u
-                s_dtA += gh * ddA_ddtA * LOG2E
+                gBu = gB * b_u
+                s_dtA += gh * ddA_dt  # ∂Ā/∂dtA·log2 e: × ln 2 below, as for the exp2 schemes
                 s_dtB += gBu * dk_ddtB
                 ndA = ndA + (dA_acc[n] + gh * ddA_dA + gBu * dk_dA,)
             ng = ng + (gn * dAn,)
@@ -207,12 +215,12 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         # per-channel sums over the channel's S lanes
         s_u = group_sum(s_u, S)
         d_dtA = group_sum(s_dtA, S) * LN2
-        if SCHEME == 1 or SCHEME == 2:
+        if SCHEME == ZOH or SCHEME == BILINEAR:
             s_dtB = group_sum(s_dtB, S)
-        if SCHEME == 0:
+        if SCHEME == MAMBA:
             b_du = s_u * dtB
             d_dtB = s_u * b_u
-        elif SCHEME == 3:
+        elif SCHEME == DIRAC:
             b_du = s_u
             d_dtB = tl.zeros_like(b_u)
         else:
@@ -223,14 +231,14 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
             b_dD += b_dy * b_u
         store_masked(p_du + k * D, b_du, m_t, m_w, MASK_T, EVEN_D and S == 1)
         # chain rule through the coupling
-        if COUPLING == 1:
+        if COUPLING == ASYMMETRIC:
             b_ddl = d_dtB
             b_drate += d_dtA * taus[k].to(tl.float32)
             b_dtau_l = d_dtA * b_rate
-        elif COUPLING == 2:
+        elif COUPLING == SCALED:
             b_ddl = d_dtB + d_dtA * taus[k].to(tl.float32)
             b_dtau_l = d_dtA * b_dl
-        elif COUPLING == 3:
+        elif COUPLING == ADDITIVE:
             b_ddl = d_dtB + d_dtA
             b_drate += d_dtA * taus[k].to(tl.float32)
             b_dtau_l = d_dtA * b_rate
@@ -322,8 +330,9 @@ def selective_scan_bwd_kernel(
     m_d = o_d < D
     m_w = m_d & (sub == 0)  # per-channel outputs are written by the channel's first lane
     o_dn = o_d * N + sub * NS  # (D, N) tensors: state sub·NS + i of channel o_d
-    b_bias, b_Dskip, b_rate, As, A2s = channel_params(A, delta_bias, Dskip, rate, o_d, m_d, o_dn,
-                                                      NS, HAS_BIAS, HAS_D, COUPLING)
+    b_bias, b_Dskip, b_rate, As, A2s, rAs = channel_params(A, delta_bias, Dskip, rate, o_d, m_d,
+                                                           o_dn, NS, HAS_BIAS, HAS_D, COUPLING,
+                                                           SCHEME)
     g = ()
     dA_acc = ()
     for i in tl.static_range(NS):
@@ -355,7 +364,7 @@ def selective_scan_bwd_kernel(
     else:
         p_z = p_u
         p_dz = p_du
-    if COUPLING != 0:
+    if COUPLING != STANDARD:
         p_tau = tau
     else:
         p_tau = u
@@ -402,7 +411,7 @@ def selective_scan_bwd_kernel(
                 prefetch_l2(B + (t + FAR) * G * N + o_bc_pf, m_pf & (o_pf < n_valid - FAR))
                 prefetch_rows_l2(p_u + (t + FAR) * D, t - bos + FAR, T, m_d, D, K)
                 prefetch_rows_l2(p_dl + (t + FAR) * D, t - bos + FAR, T, m_d, D, K)
-                if COUPLING != 0:
+                if COUPLING != STANDARD:
                     prefetch_l2(p_tau + t + FAR + o_pf, (l_pf == 0) & (o_pf < n_valid - FAR))
                 prefetch_l2(C + t * G * N + o_bc_pf, m_pf & (o_pf < n_valid))
                 prefetch_rows_l2(p_dy + t * D, t - bos, T, m_d, D, K)
@@ -410,10 +419,10 @@ def selective_scan_bwd_kernel(
                     prefetch_rows_l2(p_z + t * D, t - bos, T, m_d, D, K)
             # full sub-chunks take the path without step masks
             if n_valid >= K:
-                hs = _forward_sub(hs, cur, Bks, K, As, A2s, b_bias, b_rate, NS, K, SCHEME,
+                hs = _forward_sub(hs, cur, Bks, K, As, A2s, rAs, b_bias, b_rate, NS, K, SCHEME,
                                   COUPLING, SOFTPLUS, HAS_BIAS, False, False)
             else:
-                hs = _forward_sub(hs, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS, K, SCHEME,
+                hs = _forward_sub(hs, cur, Bks, n_valid, As, A2s, rAs, b_bias, b_rate, NS, K, SCHEME,
                                   COUPLING, SOFTPLUS, HAS_BIAS, True, False)
         # Reverse pass over the sub-chunks; the state entering sub-chunk i_c - 1 and its u, δ, τ
         # are requested before sub-chunk i_c is computed (the recompute needs them first).
@@ -442,7 +451,7 @@ def selective_scan_bwd_kernel(
                     prefetch_l2(B + (t - CK) * G * N + o_bc_pf, m_pf & (t - bos >= CK))
                     prefetch_rows_l2(p_u + (t - CK) * D, t - bos - CK, T, m_d, D, K)
                     prefetch_rows_l2(p_dl + (t - CK) * D, t - bos - CK, T, m_d, D, K)
-                    if COUPLING != 0:
+                    if COUPLING != STANDARD:
                         prefetch_l2(p_tau + t - CK + o_pf, (l_pf == 0) & (t - bos >= CK))
             if n_valid >= K:
                 dys = load_cols(p_dy + t * D, K, m_d, D, K, False, EVEN_D)
@@ -452,7 +461,7 @@ def selective_scan_bwd_kernel(
                 g, dA_acc, b_dD, b_dbias, b_drate = _backward_sub(
                     g, dA_acc, b_dD, b_dbias, b_drate, h0s, (us, dls, taus, dys, zs), B, C,
                     t * G * N + o_bc, p_du + t * D, p_ddl + t * D, p_dz + t * D, dtau + t,
-                    dBC + t * G * 2 * N, K, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias, b_Dskip,
+                    dBC + t * G * 2 * N, K, m_d, m_w, lane, sub, o_g2, As, A2s, rAs, b_bias, b_Dskip,
                     b_rate, D, G, N, NS, S, VEC, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D,
                     HAS_Z, TAU_GRAD, SPLIT_GROUPS, False, EVEN_D)
             else:
@@ -463,7 +472,7 @@ def selective_scan_bwd_kernel(
                 g, dA_acc, b_dD, b_dbias, b_drate = _backward_sub(
                     g, dA_acc, b_dD, b_dbias, b_drate, h0s, (us, dls, taus, dys, zs), B, C,
                     t * G * N + o_bc, p_du + t * D, p_ddl + t * D, p_dz + t * D, dtau + t,
-                    dBC + t * G * 2 * N, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias,
+                    dBC + t * G * 2 * N, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, rAs, b_bias,
                     b_Dskip, b_rate, D, G, N, NS, S, VEC, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS,
                     HAS_D, HAS_Z, TAU_GRAD, SPLIT_GROUPS, True, EVEN_D)
 
@@ -475,7 +484,7 @@ def selective_scan_bwd_kernel(
         tl.atomic_add(dDskip + o_d, b_dD, mask=m_w, sem="relaxed")
     if HAS_BIAS:
         tl.atomic_add(dbias + o_d, b_dbias, mask=m_w, sem="relaxed")
-    if COUPLING == 1 or COUPLING == 3:
+    if COUPLING == ASYMMETRIC or COUPLING == ADDITIVE:
         tl.atomic_add(drate + o_d, b_drate, mask=m_w, sem="relaxed")
 
 

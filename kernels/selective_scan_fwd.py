@@ -33,6 +33,7 @@ import triton
 import triton.language as tl
 
 from .utils import (
+    STANDARD,
     advance_states,
     channel_params,
     group_bcast,
@@ -75,7 +76,7 @@ def _load_chunk(p_u, p_dl, p_tau, p_z, B, C, p_bc, n_valid, m_d, m_bc, D: tl.con
 
 
 @triton.jit
-def _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_rate,
+def _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, rAs, b_bias, b_Dskip, b_rate,
            D: tl.constexpr, NS: tl.constexpr, S: tl.constexpr, K: tl.constexpr,
            SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
            HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
@@ -99,7 +100,7 @@ def _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_ra
     for k in tl.static_range(K):
         b_u = us[k].to(tl.float32)
         b_dl = group_bcast(dl_own[k // S], k % S, lane, S)
-        if COUPLING != 0:
+        if COUPLING != STANDARD:
             b_tau = taus[k].to(tl.float32)
         else:
             b_tau = 0.0
@@ -107,7 +108,8 @@ def _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_ra
         b_Bs = ()
         for i in tl.static_range(NS):
             b_Bs = b_Bs + (Bks[k * NS + i],)
-        hs = advance_states(hs, b_Bs, b_u, b_dtA, b_dtB, As, A2s, NS, SCHEME)
+        hs = advance_states(hs, b_Bs, b_u, b_dtA, b_dtB, As, A2s, rAs, NS, SCHEME,
+                            COUPLING == STANDARD)
         b_y = tl.zeros_like(b_u)
         for i in tl.static_range(NS):
             b_y += hs[i] * Cks[k * NS + i]
@@ -133,7 +135,7 @@ def _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_ra
 
 @triton.jit
 def _chunk(hs, cur, i_c, T, p_u, p_dl, p_tau, p_z, p_y, B, C, p_bc, p_bc_pf, m_d, m_bc, m_pf,
-           o_pf, l_pf, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D: tl.constexpr,
+           o_pf, l_pf, lane, sub, As, A2s, rAs, b_bias, b_Dskip, b_rate, D: tl.constexpr,
            G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr, S: tl.constexpr, K: tl.constexpr,
            VEC: tl.constexpr, SCHEME: tl.constexpr, COUPLING: tl.constexpr,
            SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
@@ -152,7 +154,7 @@ def _chunk(hs, cur, i_c, T, p_u, p_dl, p_tau, p_z, p_y, B, C, p_bc, p_bc_pf, m_d
         prefetch_rows_l2(p_dl + FAR * D, i_c * K + FAR, T, m_d, D, K)
         if HAS_Z:
             prefetch_rows_l2(p_z + FAR * D, i_c * K + FAR, T, m_d, D, K)
-        if COUPLING != 0:
+        if COUPLING != STANDARD:
             prefetch_l2(p_tau + FAR + o_pf, (l_pf == 0) & (o_pf < n_valid - FAR))
     if n_valid >= 2 * K:
         nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * D, B, C,
@@ -163,10 +165,10 @@ def _chunk(hs, cur, i_c, T, p_u, p_dl, p_tau, p_z, p_y, B, C, p_bc, p_bc_pf, m_d
                           p_bc + K * G * N, n_valid - K, m_d, m_bc, D, G, N, NS, K, VEC,
                           COUPLING, HAS_Z, SPLIT_GROUPS, True, EVEN_D)
     if n_valid > K:
-        hs = _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D,
+        hs = _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, rAs, b_bias, b_Dskip, b_rate, D,
                     NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, False, EVEN_D)
     else:
-        hs = _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D,
+        hs = _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, rAs, b_bias, b_Dskip, b_rate, D,
                     NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, True, EVEN_D)
     return hs, nxt
 
@@ -220,8 +222,9 @@ def selective_scan_fwd_kernel(
     # Every tensor is a [32] vector, so Triton has no layout to choose (a 2-D [N, BD] tile gets
     # N across lanes in some Triton versions: shuffles for y, per-channel work N times).
     o_dn = o_d * N + sub * NS  # (D, N) tensors: state sub·NS + i of channel o_d
-    b_bias, b_Dskip, b_rate, As, A2s = channel_params(A, delta_bias, Dskip, rate, o_d, m_d, o_dn,
-                                                      NS, HAS_BIAS, HAS_D, COUPLING)
+    b_bias, b_Dskip, b_rate, As, A2s, rAs = channel_params(A, delta_bias, Dskip, rate, o_d, m_d,
+                                                           o_dn, NS, HAS_BIAS, HAS_D, COUPLING,
+                                                           SCHEME)
     hs = ()
     for i in tl.static_range(NS):
         if HAS_H0:
@@ -248,7 +251,7 @@ def selective_scan_fwd_kernel(
         p_z = z + bos * D + o_d
     else:
         p_z = p_u
-    if COUPLING != 0:
+    if COUPLING != STANDARD:
         p_tau = tau + bos
     else:
         p_tau = u + bos
@@ -276,7 +279,7 @@ def selective_scan_fwd_kernel(
         # (a ping-pong over two register sets, two chunks an iteration, removed the copies of
         # nxt into cur at the loop's end but was not faster: kernel_notes.md, session 7)
         hs, nxt = _chunk(hs, nxt, i_c, T, p_u, p_dl, p_tau, p_z, p_y, B, C, p_bc, p_bc_pf, m_d,
-                         m_bc, m_pf, o_pf, l_pf, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D, G,
+                         m_bc, m_pf, o_pf, l_pf, lane, sub, As, A2s, rAs, b_bias, b_Dskip, b_rate, D, G,
                          N, NS, S, K, VEC, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z,
                          SPLIT_GROUPS, EVEN_D, PF_DIST)
         p_u += K * D
