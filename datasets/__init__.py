@@ -18,13 +18,22 @@ from .splits import split_from_labels, split_indices
 from .synthetic import SyntheticDataModule, make_sinusoids, make_spirals
 from .table import EventTable, read_table
 from .text import ByteDataModule, ByteWindows, read_bytes, window_offsets
+from .time_tasks import (
+    TimeDecayDataModule,
+    TimeFrequencyDataModule,
+    leaky_integral,
+    make_decay_task,
+    make_frequency_task,
+)
 from .uea import UEADataModule, available_uea, drop_time_indices, load_uea
 
 __all__ = [
     "ByteDataModule", "ByteWindows", "EventCollator", "EventDataModule", "EventDataset",
-    "EventTable", "GlobalBatchSampler", "PointProcessDataModule", "ShardSampler", "Standardizer",
-    "SyntheticDataModule", "UEADataModule", "available_uea", "collate_events",
-    "drop_time_indices", "load_uea", "make_point_processes", "make_sinusoids", "make_spirals",
-    "pack_batch", "read_bytes", "read_table", "simulate_hawkes", "simulate_poisson",
-    "split_from_labels", "split_indices", "window_offsets",
+    "EventTable", "GlobalBatchSampler",
+    "PointProcessDataModule", "ShardSampler", "Standardizer", "SyntheticDataModule",
+    "TimeDecayDataModule", "TimeFrequencyDataModule", "UEADataModule", "available_uea",
+    "collate_events", "drop_time_indices", "leaky_integral", "load_uea", "make_decay_task",
+    "make_frequency_task", "make_point_processes", "make_sinusoids", "make_spirals",
+    "pack_batch", "read_bytes", "read_table", "simulate_hawkes",
+    "simulate_poisson", "split_from_labels", "split_indices", "window_offsets",
 ]
