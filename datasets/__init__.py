@@ -15,6 +15,7 @@ from .point_process import (
 )
 from .sampling import GlobalBatchSampler, ShardSampler
 from .splits import split_from_labels, split_indices
+from .survival import NAFLDDataModule, PBCSeqDataModule, nafld_cohort, pbcseq_cohort
 from .synthetic import SyntheticDataModule, make_sinusoids, make_spirals
 from .table import EventTable, read_table
 from .text import ByteDataModule, ByteWindows, read_bytes, window_offsets
@@ -29,11 +30,11 @@ from .uea import UEADataModule, available_uea, drop_time_indices, load_uea
 
 __all__ = [
     "ByteDataModule", "ByteWindows", "EventCollator", "EventDataModule", "EventDataset",
-    "EventTable", "GlobalBatchSampler",
+    "EventTable", "GlobalBatchSampler", "NAFLDDataModule", "PBCSeqDataModule",
     "PointProcessDataModule", "ShardSampler", "Standardizer", "SyntheticDataModule",
     "TimeDecayDataModule", "TimeFrequencyDataModule", "UEADataModule", "available_uea",
     "collate_events", "drop_time_indices", "leaky_integral", "load_uea", "make_decay_task",
     "make_frequency_task", "make_point_processes", "make_sinusoids", "make_spirals",
-    "pack_batch", "read_bytes", "read_table", "simulate_hawkes",
+    "nafld_cohort", "pack_batch", "pbcseq_cohort", "read_bytes", "read_table", "simulate_hawkes",
     "simulate_poisson", "split_from_labels", "split_indices", "window_offsets",
 ]
