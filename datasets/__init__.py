@@ -16,9 +16,17 @@ from .point_process import (
 )
 from .sampling import GlobalBatchSampler, ResumableDataLoader, ShardSampler
 from .splits import split_from_labels, split_indices
+from .survival import NAFLDDataModule, PBCSeqDataModule, nafld_cohort, pbcseq_cohort
 from .synthetic import SyntheticDataModule, make_sinusoids, make_spirals
 from .table import EventTable, read_table
 from .text import ByteDataModule, ByteWindows, read_bytes, window_offsets
+from .time_tasks import (
+    TimeDecayDataModule,
+    TimeFrequencyDataModule,
+    leaky_integral,
+    make_decay_task,
+    make_frequency_task,
+)
 from .tpp import (
     EasyTPPDataModule,
     NAFLD3DataModule,
@@ -31,12 +39,14 @@ from .uea import UEADataModule, available_uea, drop_time_indices, load_uea
 
 __all__ = [
     "ByteDataModule", "ByteWindows", "EventCollator", "EventDataModule", "EventDataset",
-    "EventTable", "GapStats", "GlobalBatchSampler", "PointProcessDataModule", "ResumableDataLoader",
-    "ShardSampler", "Standardizer",
-    "SyntheticDataModule", "UEADataModule", "available_uea", "collate_events",
-    "drop_time_indices", "gap_statistics", "load_uea", "make_point_processes", "make_sinusoids", "make_spirals",
-    "pack_batch", "read_bytes", "read_table", "resolve_time_scale", "simulate_hawkes", "simulate_poisson",
-    "split_from_labels", "split_indices", "window_offsets",
+    "EventTable", "GapStats", "GlobalBatchSampler", "NAFLDDataModule", "PBCSeqDataModule",
+    "PointProcessDataModule", "ResumableDataLoader", "ShardSampler", "Standardizer", "SyntheticDataModule",
+    "TimeDecayDataModule", "TimeFrequencyDataModule", "UEADataModule", "available_uea",
+    "collate_events", "drop_time_indices", "gap_statistics", "leaky_integral", "load_uea",
+    "make_decay_task", "make_frequency_task", "make_point_processes", "make_sinusoids",
+    "make_spirals", "nafld_cohort", "pack_batch", "pbcseq_cohort", "read_bytes", "read_table",
+    "resolve_time_scale", "simulate_hawkes", "simulate_poisson", "split_from_labels",
+    "split_indices", "window_offsets",
     # temporal point processes
     "EasyTPPDataModule", "NAFLD3DataModule", "SyntheticTPPDataModule", "TPPDataModule",
     "read_easytpp", "write_easytpp",

