@@ -14,7 +14,7 @@ from .point_process import (
     simulate_hawkes,
     simulate_poisson,
 )
-from .sampling import GlobalBatchSampler, ShardSampler
+from .sampling import GlobalBatchSampler, ResumableDataLoader, ShardSampler
 from .splits import split_from_labels, split_indices
 from .survival import NAFLDDataModule, PBCSeqDataModule, nafld_cohort, pbcseq_cohort
 from .synthetic import SyntheticDataModule, make_sinusoids, make_spirals
@@ -40,7 +40,7 @@ from .uea import UEADataModule, available_uea, drop_time_indices, load_uea
 __all__ = [
     "ByteDataModule", "ByteWindows", "EventCollator", "EventDataModule", "EventDataset",
     "EventTable", "GapStats", "GlobalBatchSampler", "NAFLDDataModule", "PBCSeqDataModule",
-    "PointProcessDataModule", "ShardSampler", "Standardizer", "SyntheticDataModule",
+    "PointProcessDataModule", "ResumableDataLoader", "ShardSampler", "Standardizer", "SyntheticDataModule",
     "TimeDecayDataModule", "TimeFrequencyDataModule", "UEADataModule", "available_uea",
     "collate_events", "drop_time_indices", "gap_statistics", "leaky_integral", "load_uea",
     "make_decay_task", "make_frequency_task", "make_point_processes", "make_sinusoids",

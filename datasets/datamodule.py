@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from .collate import EventCollator
 from .gaps import gap_statistics, resolve_time_scale
 from .normalize import Standardizer
-from .sampling import GlobalBatchSampler, ShardSampler
+from .sampling import GlobalBatchSampler, ResumableDataLoader, ShardSampler
 from .splits import split_from_labels, split_indices
 from .table import EventTable, _few
 
@@ -307,9 +307,10 @@ class EventDataModule(L.LightningDataModule):
         else:
             sampler = ShardSampler(ds, world, rank)
             bs = max(1, self.eval_batch_size // world)
-        return DataLoader(ds, batch_size=bs, sampler=sampler, collate_fn=collate,
-                          num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        # The training loader records its place in the epoch in checkpoints (exact resume).
+        make = ResumableDataLoader if train else DataLoader
+        return make(ds, batch_size=bs, sampler=sampler, collate_fn=collate,
+                    num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,6 +36,12 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor
 
+from eventssm.checkpointing import (
+    IntegrityCheckpointIO,
+    add_checksums,
+    checkpoint_errors,
+    verify_checkpoint,
+)
 from eventssm.discretization import Additive, Asymmetric, Discretization, Scaled, Standard
 from eventssm.models import EventEncoder, MambaLM
 from eventssm.time import timesteps_from_timestamps
@@ -152,6 +159,26 @@ class EventTask(L.LightningModule):
         metric.update(loss.detach(), weight=n)
         self.log(f"{stage}/loss", metric, prog_bar=True, on_step=False, on_epoch=True,
                  batch_size=n)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Checksums of every tensor (eventssm.checkpointing); the CheckpointIO that the
+        # ResumeCallback installs adds them itself when it writes the file.
+        trainer = self._trainer
+        if trainer is None or not isinstance(trainer.strategy.checkpoint_io, IntegrityCheckpointIO):
+            add_checksums(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Already checked when a trainer's IntegrityCheckpointIO loaded the file.
+        verify_checkpoint(checkpoint)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """``LightningModule.load_from_checkpoint`` that refuses an empty, truncated or altered
+        file with a :class:`~eventssm.checkpointing.CheckpointError` naming it."""
+        if not isinstance(checkpoint_path, (str, os.PathLike)) or "://" in os.fspath(checkpoint_path):
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        with checkpoint_errors(checkpoint_path):
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def configure_optimizers(self):
         decay, no_decay = [], []
