@@ -95,6 +95,8 @@ def fwd_case(mod, scheme, coupling, dtype, D=1536, N=16, K=4, S=4):
                   SAVE_CKPT=True, IS_VARLEN=False, DTYPE_KEY=dtype, S=S, BD=32 // S, VEC=16,
                   K=K, SPLIT_GROUPS=False, EVEN_D=True, PF_DIST=4, h0=None, last=None,
                   cu_seqlens=None)
+    if "SZ" in jit_of(mod.selective_scan_fwd_kernel).arg_names:  # row strides (contiguous here)
+        consts.update(SZ=D, SBC=N)
     if coupling == 0:
         consts.update(tau=None)
     if coupling != 1:
@@ -114,6 +116,8 @@ def bwd_case(mod, scheme, coupling, dtype, D=1536, N=16, K=4, S=4):
                   STORE_DH0=False, TAU_GRAD=False, IS_VARLEN=False, DTYPE_KEY=dtype, S=S,
                   BD=32 // S, VEC=16, K=K, SPLIT_GROUPS=False, EVEN_D=True, PF_DIST=4,
                   dlast=None, dh0=None, cu_seqlens=None)
+    if "SZ" in jit_of(mod.selective_scan_bwd_kernel).arg_names:
+        consts.update(SZ=D, SBC=N)
     if coupling == 0:
         consts.update(tau=None)
     if coupling != 1:
