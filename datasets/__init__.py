@@ -6,6 +6,7 @@ imports pandas and Lightning; the ``eventssm`` core does not.
 
 from .collate import EventCollator, collate_events, pack_batch
 from .datamodule import EventDataModule, EventDataset
+from .gaps import GapStats, gap_statistics, resolve_time_scale
 from .normalize import Standardizer
 from .point_process import (
     PointProcessDataModule,
@@ -18,13 +19,24 @@ from .splits import split_from_labels, split_indices
 from .synthetic import SyntheticDataModule, make_sinusoids, make_spirals
 from .table import EventTable, read_table
 from .text import ByteDataModule, ByteWindows, read_bytes, window_offsets
+from .tpp import (
+    EasyTPPDataModule,
+    NAFLD3DataModule,
+    SyntheticTPPDataModule,
+    TPPDataModule,
+    read_easytpp,
+    write_easytpp,
+)
 from .uea import UEADataModule, available_uea, drop_time_indices, load_uea
 
 __all__ = [
     "ByteDataModule", "ByteWindows", "EventCollator", "EventDataModule", "EventDataset",
-    "EventTable", "GlobalBatchSampler", "PointProcessDataModule", "ShardSampler", "Standardizer",
+    "EventTable", "GapStats", "GlobalBatchSampler", "PointProcessDataModule", "ShardSampler", "Standardizer",
     "SyntheticDataModule", "UEADataModule", "available_uea", "collate_events",
-    "drop_time_indices", "load_uea", "make_point_processes", "make_sinusoids", "make_spirals",
-    "pack_batch", "read_bytes", "read_table", "simulate_hawkes", "simulate_poisson",
+    "drop_time_indices", "gap_statistics", "load_uea", "make_point_processes", "make_sinusoids", "make_spirals",
+    "pack_batch", "read_bytes", "read_table", "resolve_time_scale", "simulate_hawkes", "simulate_poisson",
     "split_from_labels", "split_indices", "window_offsets",
+    # temporal point processes
+    "EasyTPPDataModule", "NAFLD3DataModule", "SyntheticTPPDataModule", "TPPDataModule",
+    "read_easytpp", "write_easytpp",
 ]

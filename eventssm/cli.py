@@ -35,6 +35,8 @@ LINKS = (
     ("per_event", "per_event"),
     ("d_target", "d_target"),
     ("vocab_size", "vocab_size"),
+    ("time_scale", "time_scale"),  # the model's time unit, from the training split's gaps
+    ("log_gap_stats", "log_gap_stats"),  # point processes: the training gaps set the time unit
 )
 
 

@@ -12,7 +12,8 @@ from typing import Final
 
 __all__ = [
     "SCHEME_MAMBA", "SCHEME_ZOH", "SCHEME_BILINEAR", "SCHEME_DIRAC", "SCHEMES",
-    "COUPLING_STANDARD", "COUPLING_ASYMMETRIC", "COUPLING_SCALED", "COUPLINGS",
+    "COUPLING_STANDARD", "COUPLING_ASYMMETRIC", "COUPLING_SCALED", "COUPLING_ADDITIVE", "COUPLINGS",
+    "RATE_COUPLINGS",
 ]
 
 #: Ā = exp(dtA·A), B̄ = dtB·B (mamba-ssm's default)
@@ -32,5 +33,9 @@ COUPLING_STANDARD: Final = 0
 COUPLING_ASYMMETRIC: Final = 1
 #: dtA = Δ·τ, dtB = Δ
 COUPLING_SCALED: Final = 2
+#: dtA = Δ + τ·r[d], dtB = Δ (input-selective forgetting plus decay with elapsed time)
+COUPLING_ADDITIVE: Final = 3
 COUPLINGS: Final = {"standard": COUPLING_STANDARD, "asymmetric": COUPLING_ASYMMETRIC,
-                    "scaled": COUPLING_SCALED}
+                    "scaled": COUPLING_SCALED, "additive": COUPLING_ADDITIVE}
+#: couplings whose dtA uses the per-channel rate r (its load and gradient)
+RATE_COUPLINGS: Final = (COUPLING_ASYMMETRIC, COUPLING_ADDITIVE)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .constants import COUPLING_ASYMMETRIC, COUPLING_STANDARD, SCHEME_MAMBA
+from .constants import COUPLING_STANDARD, RATE_COUPLINGS, SCHEME_MAMBA
 from .selective_scan_bwd import selective_scan_bwd
 from .selective_scan_fwd import chunk_slots, selective_scan_fwd, strided_ok
 from .selective_state_update import scan_codes
@@ -109,7 +109,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, tau, rate, ckpt, offsets, cu_seqlens,
         torch.empty_like(u), torch.empty_like(delta), f32(A), f32(B), f32(C),
         e if D is None else f32(D), e if z is None else torch.empty_like(z),
         e if delta_bias is None else f32(delta_bias), f32(tau) if tau_grad else e,
-        f32(rate) if coupling == COUPLING_ASYMMETRIC else e,
+        f32(rate) if coupling in RATE_COUPLINGS else e,
         u.new_empty(n_seq, A.shape[0], A.shape[1], dtype=torch.float32) if store_dh0 else e,
     ]
 
@@ -207,7 +207,8 @@ def selective_scan_triton(
 
     The discretization comes as two integer codes of :mod:`eventssm.kernels.constants`:
     ``scheme`` (``SCHEME_MAMBA``, ``SCHEME_ZOH``, ``SCHEME_BILINEAR``, ``SCHEME_DIRAC``) and
-    ``coupling`` (``COUPLING_STANDARD``, ``COUPLING_ASYMMETRIC``, ``COUPLING_SCALED``). The
+    ``coupling`` (``COUPLING_STANDARD``, ``COUPLING_ASYMMETRIC``, ``COUPLING_SCALED``,
+    ``COUPLING_ADDITIVE``). The
     coupling is the configured one: without ``integration_timesteps`` (or with the standard
     coupling) τ is not read and the scan runs in standard mode; ``rate`` (the activated
     per-channel rate r) is read only by the asymmetric coupling with τ.
@@ -246,7 +247,7 @@ def selective_scan_triton(
     zk = z if z is not None and strided_ok(z, L, (z.shape[-1],)) else c(z)
     if not (Bk.stride() == Ck.stride() and strided_ok(Bk, L, tuple(Bk.shape[2:]))):
         Bk, Ck = Bk.contiguous(), Ck.contiguous()
-    rate_k = rate if coupling == COUPLING_ASYMMETRIC else None
+    rate_k = rate if coupling in RATE_COUPLINGS else None
     cu = None if cu_seqlens is None else cu_seqlens.to(device=u.device, dtype=torch.int32)
     save_ckpt = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad

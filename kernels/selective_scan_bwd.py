@@ -45,9 +45,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .constants import COUPLING_ASYMMETRIC
+from .constants import RATE_COUPLINGS
 from .selective_scan_fwd import row_strides
 from .utils import (
+    ADDITIVE,
     ASYMMETRIC,
     BILINEAR,
     DIRAC,
@@ -238,6 +239,10 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         elif COUPLING == SCALED:
             b_ddl = d_dtB + d_dtA * taus[k].to(tl.float32)
             b_dtau_l = d_dtA * b_dl
+        elif COUPLING == ADDITIVE:
+            b_ddl = d_dtB + d_dtA
+            b_drate += d_dtA * taus[k].to(tl.float32)
+            b_dtau_l = d_dtA * b_rate
         else:
             b_ddl = d_dtB + d_dtA
             b_dtau_l = d_dtA
@@ -481,7 +486,7 @@ def selective_scan_bwd_kernel(
         tl.atomic_add(dDskip + o_d, b_dD, mask=m_w, sem="relaxed")
     if HAS_BIAS:
         tl.atomic_add(dbias + o_d, b_dbias, mask=m_w, sem="relaxed")
-    if COUPLING == ASYMMETRIC:
+    if COUPLING == ASYMMETRIC or COUPLING == ADDITIVE:
         tl.atomic_add(drate + o_d, b_drate, mask=m_w, sem="relaxed")
 
 
@@ -509,7 +514,7 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
     # argument between its trial launches.
     dDskip = torch.zeros(D if Dskip is not None else 1, **f32)
     dbias = torch.zeros(D if delta_bias is not None else 1, **f32)
-    drate = torch.zeros(D if coupling == COUPLING_ASYMMETRIC else 1, **f32)
+    drate = torch.zeros(D if coupling in RATE_COUPLINGS else 1, **f32)
     dtau = torch.zeros((b, L) if tau_grad else (1,), **f32)
     dh0 = new_empty(n_seq, D, N, like=u, dtype=torch.float32) if store_dh0 else None
     # Per-program slots for the sub-chunk states of one chunk (K >= 2 steps a sub-chunk): with
@@ -537,4 +542,4 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
     return dict(u=du, delta=ddelta, A=dA, B=dBC[..., :N], C=dBC[..., N:],
                 D=dDskip if Dskip is not None else None,
                 z=dz, delta_bias=dbias if delta_bias is not None else None,
-                rate=drate if coupling == COUPLING_ASYMMETRIC else None, tau=dtau if tau_grad else None, h0=dh0)
+                rate=drate if coupling in RATE_COUPLINGS else None, tau=dtau if tau_grad else None, h0=dh0)

@@ -10,8 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .constants import COUPLING_ASYMMETRIC, COUPLING_STANDARD, COUPLINGS, SCHEME_MAMBA, SCHEMES
-from .utils import ASYMMETRIC, LOG2E, STANDARD, ZOH, discretize, new_empty, sigmoid, softplus, step_sizes
+from .constants import COUPLING_STANDARD, COUPLINGS, RATE_COUPLINGS, SCHEME_MAMBA, SCHEMES
+from .utils import ADDITIVE, ASYMMETRIC, LOG2E, STANDARD, ZOH, discretize, new_empty, sigmoid, softplus, step_sizes
 
 __all__ = ["selective_state_update_triton"]
 
@@ -39,7 +39,8 @@ def selective_state_update_kernel(
     if SOFTPLUS:
         b_dl = softplus(b_dl)
     b_tau = tl.load(tau + i_b).to(tl.float32) if COUPLING != STANDARD else 0.0
-    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == ASYMMETRIC else 0.0
+    USES_RATE: tl.constexpr = COUPLING == ASYMMETRIC or COUPLING == ADDITIVE
+    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if USES_RATE else 0.0
     b_dtA, b_dtB = step_sizes(b_dl, b_tau, b_rate, COUPLING)
     b_A = tl.load(A + o_dn, mask=m_dn, other=0.0).to(tl.float32)
     b_A2 = b_A * LOG2E
@@ -70,9 +71,9 @@ def scan_codes(scheme: int, coupling: int, tau, rate) -> int:
                          f"got {coupling!r}")
     if tau is None:
         return COUPLING_STANDARD
-    if coupling == COUPLING_ASYMMETRIC and rate is None:
-        raise ValueError("rate (D,) is required by the asymmetric coupling when integration_timesteps "
-                         "are given")
+    if coupling in RATE_COUPLINGS and rate is None:
+        raise ValueError("rate (D,) is required by the asymmetric and additive couplings when "
+                         "integration_timesteps are given")
     return coupling
 
 
@@ -113,7 +114,7 @@ def selective_state_update_triton(
     selective_state_update_kernel[(triton.cdiv(Dm, BD), b)](
         state, c(x), c(dt), c(dt_bias), c(A), c(B), c(C), c(D), c(z),
         c(tau) if coupling != COUPLING_STANDARD else None,
-        c(rate) if coupling == COUPLING_ASYMMETRIC else None, y,
+        c(rate) if coupling in RATE_COUPLINGS else None, y,
         D=Dm, N=N, G=G, BN=triton.next_power_of_2(N), BD=BD,
         SCHEME=scheme, COUPLING=coupling, SOFTPLUS=bool(dt_softplus),
         HAS_BIAS=dt_bias is not None, HAS_D=D is not None, HAS_Z=z is not None,

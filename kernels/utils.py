@@ -30,6 +30,7 @@ DIRAC: tl.constexpr = tl.constexpr(constants.SCHEME_DIRAC)
 STANDARD: tl.constexpr = tl.constexpr(constants.COUPLING_STANDARD)
 ASYMMETRIC: tl.constexpr = tl.constexpr(constants.COUPLING_ASYMMETRIC)
 SCALED: tl.constexpr = tl.constexpr(constants.COUPLING_SCALED)
+ADDITIVE: tl.constexpr = tl.constexpr(constants.COUPLING_ADDITIVE)
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 
@@ -421,6 +422,8 @@ def step_sizes(delta, tau, rate, COUPLING: tl.constexpr):
         dtA = tau * rate
     elif COUPLING == SCALED:  # scaled: learned step times observed gap
         dtA = delta * tau
+    elif COUPLING == ADDITIVE:  # additive: selective step plus decay with elapsed time
+        dtA = delta + tau * rate
     else:
         dtA = delta
     return dtA, delta
@@ -602,7 +605,8 @@ def channel_params(A, delta_bias, Dskip, rate, o_d, m_d, o_dn, NS: tl.constexpr,
     zoh, ``rAs = 1/A`` (one division a program instead of one a step; ``As`` otherwise)."""
     b_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
     b_Dskip = tl.load(Dskip + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_D else 0.0
-    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == ASYMMETRIC else 0.0
+    USES_RATE: tl.constexpr = COUPLING == ASYMMETRIC or COUPLING == ADDITIVE
+    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if USES_RATE else 0.0
     As = ()
     A2s = ()
     rAs = ()

@@ -4,7 +4,7 @@ Sections (each row has its time, what it is compared with, and the ratio):
 
 * ``block``: a Mamba block's training step (forward + backward) at d_model 768, expand 2, N 16,
   d_conv 4, L 2048, batch 8, fp32 and bf16 parameters, one block and a 4-layer stack (``x ← x +
-  block(x)``), for every scheme × coupling (Standard without timesteps; Asymmetric and Scaled with
+  block(x)``), for every scheme × coupling (Standard without timesteps; Asymmetric, Scaled and Additive with
   timesteps), against mamba-ssm 2.3.2.post1's ``Mamba(use_fast_path=True)`` (causal-conv1d
   1.7.0 + the fused ``mamba_inner_fn``) when it imports, else against our Standard(mamba) row.
   mamba-ssm's fast path is verified in ``torch.profiler`` (its ``selective_scan_fwd`` and
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMES = ("mamba", "zoh", "bilinear", "dirac")
-COUPLINGS = ("Standard", "Asymmetric", "Scaled")
+COUPLINGS = ("Standard", "Asymmetric", "Scaled", "Additive")
 FULL = dict(B=8, L=2048, d_model=768, expand=2, N=16, K=4)
 SMALL = dict(B=2, L=32, d_model=16, expand=2, N=4, K=4)
 
