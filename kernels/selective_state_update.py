@@ -44,7 +44,7 @@ def selective_state_update_kernel(
     b_dtA, b_dtB = step_sizes(b_dl, b_tau, b_rate, COUPLING)
     b_A = tl.load(A + o_dn, mask=m_dn, other=0.0).to(tl.float32)
     b_A2 = b_A * LOG2E
-    b_rA = 1.0 / b_A if SCHEME == ZOH else b_A
+    b_rA = 1.0 / tl.where(b_A == 0.0, 1.0, b_A) if SCHEME == ZOH else b_A  # 0: masked states
     b_dA, b_kB = discretize(b_dtA[None, :], b_dtB[None, :], b_A, b_A2, b_rA, SCHEME,
                             COUPLING == STANDARD)
     b_B = tl.load(B + i_b * G * N + o_bc, mask=m_dn, other=0.0).to(tl.float32)

@@ -195,11 +195,11 @@ def store_masked(p, x, m_t, m_d, MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
 @triton.jit
 def load_steps(p_u, p_dl, p_tau, p_dy, p_z, n_valid, m_d, D: tl.constexpr, K: tl.constexpr,
                COUPLING: tl.constexpr, HAS_DY: tl.constexpr, HAS_Z: tl.constexpr,
-               MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
+               MASK_T: tl.constexpr, EVEN_D: tl.constexpr, DZ: tl.constexpr):
     """The per-channel inputs (u, δ, τ, dy, z) of the K steps starting at the pointers, as
-    tuples of ``[BD]`` vectors (steps ``k >= n_valid`` read as 0 when ``MASK_T``). Absent
-    inputs (τ without coupling, dy, z without their flags) alias δ's tuple: empty tuples cannot
-    be loop-carried."""
+    tuples of ``[BD]`` vectors (steps ``k >= n_valid`` read as 0 when ``MASK_T``); rows are
+    ``D`` elements apart, z's ``DZ`` (a slice of a wider tensor). Absent inputs (τ without
+    coupling, dy, z without their flags) alias δ's tuple: empty tuples cannot be loop-carried."""
     us = ()
     dls = ()
     taus = ()
@@ -217,7 +217,7 @@ def load_steps(p_u, p_dl, p_tau, p_dy, p_z, n_valid, m_d, D: tl.constexpr, K: tl
         if HAS_DY:
             dys = dys + (load_masked(p_dy + k * D, m_t, m_d, MASK_T, EVEN_D),)
         if HAS_Z:
-            zs = zs + (load_masked(p_z + k * D, m_t, m_d, MASK_T, EVEN_D),)
+            zs = zs + (load_masked(p_z + k * DZ, m_t, m_d, MASK_T, EVEN_D),)
     if COUPLING == STANDARD:
         taus = dls
     if not HAS_DY:
@@ -502,13 +502,15 @@ def discretize_grad(dtA, dtB, A, A2, rA, SCHEME: tl.constexpr, SAME_DT: tl.const
 # ``[32]`` vectors.
 
 
-def vector_bytes(N: int, NS: int, *tensors: torch.Tensor) -> int:
+def vector_bytes(N: int, NS: int, *tensors: torch.Tensor, row: int | None = None) -> int:
     """Widest access (16, 8 or 4 bytes; 0: element by element) that ``load_row_vec`` may use to
     read a lane's NS contiguous entries of rows of N elements from every one of ``tensors``:
-    it must divide the lane's span, the row length and each base address."""
+    it must divide the lane's span, the row length, the step between rows (``row`` elements,
+    when the rows are slices of wider ones) and each base address."""
     es = tensors[0].element_size()
     for a in (16, 8, 4):
-        if (NS * es) % a == 0 and (N * es) % a == 0 and all(t.data_ptr() % a == 0 for t in tensors):
+        if (NS * es) % a == 0 and (N * es) % a == 0 and (row is None or (row * es) % a == 0) \
+                and all(t.data_ptr() % a == 0 for t in tensors):
             return a
     return 0
 

@@ -67,9 +67,22 @@ def _pack(kw, b, lengths, D, N):
     return kw, cu
 
 
+def _strided_leaf(v, extra_before, extra_after):
+    """A leaf with v's values that is a slice of wider rows (as z of in_proj's (b, L, 2D) output
+    or B/C of x_proj's): v's last two dimensions flattened into columns of a wider tensor."""
+    b, L = v.shape[:2]
+    flat = v.detach().reshape(b, L, -1)
+    wide = torch.full((b, L, extra_before + flat.shape[-1] + extra_after), 7.0, dtype=v.dtype)
+    wide[..., extra_before:extra_before + flat.shape[-1]] = flat
+    out = wide[..., extra_before:extra_before + flat.shape[-1]].unflatten(-1, v.shape[2:])
+    assert not out.is_contiguous() or L == 1
+    return out.detach().requires_grad_(True)
+
+
 def check_scan(disc, *, b=2, L=37, D=6, N=4, G=None, z=True, h0=True, dtype=torch.float32,
-               tau_max=5.0, lengths=None, tau_grad=True, seed=0):
-    """Forward, last state and every gradient of the Triton scan vs the float64 reference."""
+               tau_max=5.0, lengths=None, tau_grad=True, seed=0, strided=False):
+    """Forward, last state and every gradient of the Triton scan vs the float64 reference.
+    ``strided``: z, B and C are slices of wider rows (read in place by the kernels)."""
     gen = torch.Generator().manual_seed(seed)
     kw = scan_inputs(b=b, L=L, D=D, N=N, G=G, z=z, h0=h0, dtype=torch.float64, tau_max=tau_max,
                      generator=gen)
@@ -82,6 +95,16 @@ def check_scan(disc, *, b=2, L=37, D=6, N=4, G=None, z=True, h0=True, dtype=torc
     leaf = lambda v, dt: None if v is None else v.to(dt).clone().requires_grad_(True)
     ref_in = {k: leaf(v, torch.float64) for k, v in kw.items()}
     tri_in = {k: leaf(v, dtype) for k, v in kw.items()}
+    if strided:
+        if tri_in["z"] is not None:
+            tri_in["z"] = _strided_leaf(tri_in["z"], 3, 5)
+        # B and C: neighbouring columns of one (b, L, 3 + 2·G·N) tensor, as x_proj's output
+        BC = torch.cat([tri_in["B"].detach().flatten(2), tri_in["C"].detach().flatten(2)], -1)
+        BC = _strided_leaf(BC, 3, 0)
+        n = BC.shape[-1] // 2
+        tri_in["B"] = BC[..., :n].unflatten(-1, tri_in["B"].shape[2:]).detach().requires_grad_(True)
+        tri_in["C"] = BC[..., n:].unflatten(-1, tri_in["C"].shape[2:]).detach().requires_grad_(True)
+        assert tri_in["B"].stride() == tri_in["C"].stride()
     if not tau_grad:
         ref_in["integration_timesteps"].requires_grad_(False)
         tri_in["integration_timesteps"].requires_grad_(False)
@@ -137,6 +160,10 @@ CASES = {
     # that full chunks (no step masks) and a partial last chunk both run
     "B2-T41-D32-even": (Standard("mamba"), dict(L=41, D=32, N=4)),
     "B2-T41-D32-even-event": (Asymmetric("mamba"), dict(L=41, D=32, N=4)),
+    # z, B and C slices of wider rows, read in place (no copies)
+    "B2-T37-strided-zBC": (Asymmetric("zoh"), dict(strided=True)),
+    "B2-T41-D32-strided-G2": (Scaled("bilinear"), dict(L=41, D=32, N=4, G=2, strided=True)),
+    "B2-T40-packed-strided": (Standard("mamba"), dict(L=40, lengths=[17, 1, 62], strided=True)),
 }
 
 
@@ -236,6 +263,75 @@ def test_zoh_coefficients_around_the_thresholds(A):
     for xi, a, b in zip(ZOH_X, ek, edk):
         print(f"x={xi:+.4g}  k rel err {a:.1e}  dk/dA rel err {b:.1e}")
     assert max(ek) <= 2e-6 and max(edk) <= 3e-6
+
+
+def test_strided_inputs_are_read_in_place(monkeypatch):
+    """z = xz[..., D:] and B, C as columns of one wider tensor reach the kernel launch as the same
+    memory (no .contiguous() copy); u and δ still arrive contiguous."""
+    sel = importlib.import_module("eventssm.kernels.selective_scan")
+    seen = {}
+    real = sel.selective_scan_fwd
+
+    def spy(u, delta, A, B, C, Dskip, z, *rest, **kw):
+        seen.update(u=u, delta=delta, B=B, C=C, z=z)
+        return real(u, delta, A, B, C, Dskip, z, *rest, **kw)
+
+    monkeypatch.setattr(sel, "selective_scan_fwd", spy)
+    b, L, D, N = 2, 9, 6, 4
+    xz = torch.randn(b, L, 2 * D)
+    x_dbl = torch.randn(b, L, 3 + 2 * N)
+    z, Bm, Cm = xz[..., D:], x_dbl[..., 3:3 + N], x_dbl[..., 3 + N:]
+    u, delta = torch.randn(b, L, D), torch.randn(b, L, D)
+    A = -torch.rand(D, N) - 0.5
+    y = selective_scan(u, delta, A, Bm, Cm, z=z, delta_softplus=True, backend="triton")
+    assert seen["z"].data_ptr() == z.data_ptr() and seen["z"].stride() == z.stride()
+    assert seen["B"].data_ptr() == Bm.data_ptr() and seen["C"].data_ptr() == Cm.data_ptr()
+    ref = selective_scan_ref(u.double(), delta.double(), A.double(), Bm.double(), Cm.double(),
+                             z=z.double(), delta_softplus=True)
+    assert rel_err(y, ref) <= 1e-5
+    # a layout the kernels cannot read in place (B and C with different strides) is copied
+    B2 = torch.randn(b, L, 2 * N)[..., :N]
+    selective_scan(u, delta, A, B2, Cm, z=z, delta_softplus=True, backend="triton")
+    assert seen["B"].is_contiguous() and seen["C"].is_contiguous()
+
+
+def test_dz_and_dx_written_into_one_buffer():
+    """The gate's ∂z (scan, ``dz_out``) and the conv input's ∂x (conv, ``dx_out``) land in the two
+    halves of one (b, L, 2D) buffer, the gradient of in_proj's output xz, with no concatenation:
+    equal to the gradients autograd assembles from the default path."""
+    from eventssm.kernels import causal_conv1d
+    from eventssm.kernels.constants import COUPLING_STANDARD as STANDARD
+    from eventssm.kernels.constants import SCHEME_ZOH as ZOH
+
+    b, L, D, N = 2, 19, 6, 4
+    gen = torch.Generator().manual_seed(9)
+    xz0 = torch.randn(b, L, 2 * D, generator=gen)
+    w, cb = torch.randn(D, 4, generator=gen) * 0.5, torch.randn(D, generator=gen)
+    A = -torch.rand(D, N, generator=gen) - 0.5
+    Bm, Cm = torch.randn(b, L, N, generator=gen), torch.randn(b, L, N, generator=gen)
+    delta = torch.randn(b, L, D, generator=gen)
+    dy = torch.randn(b, L, D, generator=gen)
+
+    def run(buffered):
+        xz = xz0.clone().requires_grad_(True)
+        buf = torch.full((b, L, 2 * D), 5.0)
+        x = xz[..., :D].detach().requires_grad_(True) if buffered else xz[..., :D]
+        z = xz[..., D:].detach().requires_grad_(True) if buffered else xz[..., D:]
+        u = causal_conv1d(x, w, cb, "silu", dx_out=buf[..., :D] if buffered else None)
+        y = K.selective_scan_triton(u, delta, A, Bm, Cm, z=z, delta_softplus=True,
+                                    scheme=ZOH, coupling=STANDARD,
+                                    dz_out=(lambda: buf[..., D:]) if buffered else None)
+        if buffered:  # the gradients handed back are the buffer's halves themselves
+            gx, gz = torch.autograd.grad(y, (x, z), dy)
+            assert gx.data_ptr() == buf.data_ptr() and gz.data_ptr() == buf[..., D:].data_ptr()
+            return buf
+        y.backward(dy)
+        return xz.grad
+
+    want, got = run(False), run(True)
+    err = rel_err(got, want)
+    print("one-buffer gradient vs autograd's", err)
+    assert err <= 1e-6
 
 
 @pytest.mark.parametrize("distance", [0, 64])

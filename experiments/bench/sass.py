@@ -92,9 +92,12 @@ def fwd_case(mod, scheme, coupling, dtype, D=1536, N=16, K=4, S=4):
                cu_seqlens="*i32", chunk_offsets="*i32", L="i32")
     consts = dict(D=D, N=N, G=1, CK=128, SCHEME=scheme, COUPLING=coupling, SOFTPLUS=True,
                   HAS_BIAS=True, HAS_D=True, HAS_Z=True, HAS_H0=False, STORE_LAST=False,
-                  SAVE_CKPT=True, IS_VARLEN=False, DTYPE_KEY=dtype, S=S, BD=32 // S, VEC=16,
+                  SAVE_CKPT=True, IS_VARLEN=False, DTYPE_KEY=dtype, S=S, BD=32 // S,
+                  VEC=16 if dtype == "float32" else 8,
                   K=K, SPLIT_GROUPS=False, EVEN_D=True, PF_DIST=4, h0=None, last=None,
                   cu_seqlens=None)
+    if "SZ" in jit_of(mod.selective_scan_fwd_kernel).arg_names:  # row strides (contiguous here)
+        consts.update(SZ=D, SBC=N)
     if coupling == 0:
         consts.update(tau=None)
     if coupling != 1:
@@ -112,8 +115,13 @@ def bwd_case(mod, scheme, coupling, dtype, D=1536, N=16, K=4, S=4):
     consts = dict(D=D, N=N, G=1, CK=128, SLOTS=64, SCHEME=scheme, COUPLING=coupling,
                   SOFTPLUS=True, HAS_BIAS=True, HAS_D=True, HAS_Z=True, HAS_DLAST=False,
                   STORE_DH0=False, TAU_GRAD=False, IS_VARLEN=False, DTYPE_KEY=dtype, S=S,
-                  BD=32 // S, VEC=16, K=K, SPLIT_GROUPS=False, EVEN_D=True, PF_DIST=4,
+                  BD=32 // S, VEC=16 if dtype == "float32" else 8, K=K, SPLIT_GROUPS=False,
+                  EVEN_D=True, PF_DIST=4,
                   dlast=None, dh0=None, cu_seqlens=None)
+    if "SZ" in jit_of(mod.selective_scan_bwd_kernel).arg_names:
+        consts.update(SZ=D, SBC=N)
+    if "SDZ" in jit_of(mod.selective_scan_bwd_kernel).arg_names:
+        consts.update(SDZ=D)
     if coupling == 0:
         consts.update(tau=None)
     if coupling != 1:
