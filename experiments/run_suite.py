@@ -20,6 +20,7 @@ the command that produced it, and each run's line as it finishes. ``--plot`` wri
 from __future__ import annotations
 
 import argparse
+import ast
 import math
 import multiprocessing as mp
 import os
@@ -245,17 +246,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     p.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"],
                    help="where the eventssm models train (the baselines run on the CPU)")
+    p.add_argument("--from-log", type=Path, default=None,
+                   help="print the table of an earlier run's log (its 'done' lines) instead of running")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--plot", type=Path, default=None)
     a = p.parse_args(argv)
     os.environ["EVENTSSM_SUITE_ACCELERATOR"] = a.accelerator  # read by the spawned workers
     jobs = [(d, m, s, a.epochs) for d in a.datasets for m in [*a.discs, *a.baselines] for s in a.seeds]
     results: dict[tuple, dict] = {}
-    print(f"{len(jobs)} runs on {a.workers} worker processes", flush=True)
-    with mp.get_context("spawn").Pool(a.workers, maxtasksperchild=1) as pool:
-        for job, m, err, dt in pool.imap_unordered(_job, jobs):
-            results[job] = m
-            print("done", job[:3], {k: round(v, 4) for k, v in m.items()}, err or "", f"{dt:.0f} s", flush=True)
+    if a.from_log:
+        # rebuild the table from the "done" lines of an earlier (possibly interrupted) run's log
+        for line in a.from_log.read_text().splitlines():
+            if line.startswith("done ("):
+                head, rest = line[5:].split(") ", 1)
+                d, m, s = ast.literal_eval(head + ")")
+                results[(d, m, s, a.epochs)] = ast.literal_eval(rest[:rest.index("}") + 1])
+    else:
+        print(f"{len(jobs)} runs on {a.workers} worker processes", flush=True)
+        with mp.get_context("spawn").Pool(a.workers, maxtasksperchild=1) as pool:
+            for job, m, err, dt in pool.imap_unordered(_job, jobs):
+                results[job] = m
+                print("done", job[:3], {k: round(v, 4) for k, v in m.items()}, err or "", f"{dt:.0f} s",
+                      flush=True)
     cmd = "python experiments/run_suite.py " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = [f"Command: `{cmd}`", "",
              "| dataset | model | metric | test mean ± std | seeds | runs ok |", "|---|---|---|---|---|---|"]
@@ -263,13 +275,15 @@ def main(argv: list[str] | None = None) -> None:
     for d in a.datasets:
         metric = DATASETS[d][2]
         for m in [*a.discs, *a.baselines]:
-            vals = [results[(d, m, s, a.epochs)].get(metric) for s in a.seeds]
+            vals = [results.get((d, m, s, a.epochs), {}).get(metric) for s in a.seeds]
             ok = [v for v in vals if v is not None]
             if ok:
                 summary[(d, m)] = (np.mean(ok), np.std(ok))
                 cell = f"{100 * np.mean(ok):.1f} ± {100 * np.std(ok):.1f}"
             else:
                 cell = "failed"
+            if a.from_log and not ok:
+                continue  # not reached before the run was stopped
             lines.append(f"| {d} | {m} | {metric} | {cell} | {len(a.seeds)} | {len(ok)} |")
     text = "\n".join(lines)
     print(text, flush=True)
