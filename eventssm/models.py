@@ -223,6 +223,14 @@ class MambaLM(nn.Module):
         ``MambaLMHeadModel`` state dict; sizes are read off the tensors' shapes. ``kwargs``
         override or add constructor arguments (e.g. ``discretization``, ``norm_eps``)."""
         sd = convert_mamba_state_dict(state_dict)
+        needed = ["backbone.embedding.weight", "backbone.layers.0.mixer.A_log",
+                  "backbone.layers.0.mixer.conv1d.weight", "backbone.layers.0.mixer.dt_proj.weight"]
+        absent = [k for k in needed if k not in sd]
+        if absent:
+            raise ValueError(
+                f"state_dict is not a Mamba language model's: missing {absent} (keys start with "
+                f"{sorted({k.split('.')[0] for k in sd})[:5]}); expected a transformers "
+                "MambaForCausalLM / MambaModel or a mamba-ssm MambaLMHeadModel state dict")
         emb = sd["backbone.embedding.weight"]
         vocab, d_model = emb.shape
         n_layers = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"backbone\.layers\.(\d+)\.", k)))
@@ -250,9 +258,16 @@ def convert_mamba_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor]
     """Map transformers' ``MambaForCausalLM`` names onto ours (mamba-ssm's, which need no change).
 
     transformers: ``backbone.embeddings.weight``; mamba-ssm and eventssm: ``backbone.embedding.weight``.
+    A headless backbone (transformers' ``MambaModel``: ``embeddings.weight``, ``layers.N...``,
+    ``norm_f.weight``, no ``backbone.`` prefix) gets the prefix.
     """
+    if not isinstance(state_dict, dict):
+        raise TypeError(f"state_dict must be a dict of tensors, got {type(state_dict).__name__}")
+    headless = not any(k.startswith("backbone.") for k in state_dict) and any(
+        k.startswith(("layers.", "embedding.", "embeddings.")) for k in state_dict)
     out = {}
     for k, v in state_dict.items():
+        k = "backbone." + k if headless and not k.startswith("lm_head.") else k
         k = re.sub(r"^backbone\.embeddings\.", "backbone.embedding.", k)
         out[k] = v
     return out
