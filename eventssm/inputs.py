@@ -112,7 +112,7 @@ def validate_steps(
         new_last = ts.gather(1, idx[:, None].long())[:, 0].to(torch.float64)
         if lengths is not None and last_time is not None:  # an empty sequence keeps its time
             new_last = torch.where(lengths > 0, new_last, torch.as_tensor(last_time, device=device))
-        return Steps(tau.to(tdt), lengths, mask, new_last)
+        return Steps(_to_compute(tau, tdt, "timestamps", check_values), lengths, mask, new_last)
     mask = None if lengths is None else length_mask(lengths, L, check_values=check_values)
     if integration_timesteps is None:
         return Steps(None, lengths, mask, None)
@@ -125,4 +125,17 @@ def validate_steps(
         tau = tau.masked_fill(~mask, 0.0)
     if check_values:
         check_timesteps(tau, "integration_timesteps")
-    return Steps(tau.to(tdt), lengths, mask, None)
+    return Steps(_to_compute(tau, tdt, "integration_timesteps", check_values), lengths, mask, None)
+
+
+def _to_compute(tau: Tensor, dtype: torch.dtype, name: str, check: bool) -> Tensor:
+    """τ in the scan's dtype; a gap that is finite in float64 but overflows the compute dtype is
+    an error (it would become Inf and silently turn the state into NaN)."""
+    out = tau.to(dtype)
+    if check and out.dtype != tau.dtype and out.is_floating_point() and bool(torch.isinf(out).any()):
+        pos = tuple(int(i) for i in torch.nonzero(torch.isinf(out))[0])
+        raise ValueError(
+            f"{name}: the gap {tau[pos].item():.3g} at position {pos} exceeds the {dtype} range the "
+            f"scan computes in (max {torch.finfo(dtype).max:.3g}); choose a larger time unit "
+            "(a smaller time_scale)")
+    return out

@@ -100,3 +100,20 @@ def test_encoder_scales_given_gaps_and_timestamps_alike():
     b = enc(v, integration_timesteps=tau)
     print("max diff", (a - b).abs().max().item())
     torch.testing.assert_close(a, b)
+
+
+def test_gap_beyond_float32_is_an_error_not_nan():
+    """A float64 gap that overflows float32 (the scan's arithmetic) is refused by name."""
+    from eventssm import Mamba
+
+    torch.manual_seed(0)
+    block = Mamba(8, discretization="bilinear", use_fast_path=False)
+    x = torch.randn(1, 3, 8)
+    tau = torch.tensor([[0.0, 1e39, 1.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"integration_timesteps: the gap 1e\+39 at position \(0, 1\) exceeds"):
+        block(x, integration_timesteps=tau)
+    t = torch.tensor([[0.0, 1.0, 2.0]], dtype=torch.float64)
+    block_s = Mamba(8, discretization="bilinear", use_fast_path=False, time_scale=1e39)
+    with pytest.raises(ValueError, match="timestamps: the gap .* exceeds"):
+        block_s(x, timestamps=t)
+    assert torch.isfinite(block(x, integration_timesteps=tau.clamp(max=1e30))).all()
