@@ -9,11 +9,13 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import pandas as pd
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from .collate import EventCollator
+from .gaps import gap_statistics, resolve_time_scale
 from .normalize import Standardizer
-from .sampling import GlobalBatchSampler, ShardSampler
+from .sampling import GlobalBatchSampler, ResumableDataLoader, ShardSampler
 from .splits import split_from_labels, split_indices
 from .table import EventTable, _few
 
@@ -105,8 +107,15 @@ class EventDataModule(L.LightningDataModule):
     Args:
         source: a pandas DataFrame or a path to a CSV/Parquet file (long format); subclasses
             that generate or load their own data leave it None and override :meth:`load_table`.
-        id_col, time_col, value_cols, mark_col, label_col, split_col, time_scale: see
-            :meth:`EventTable.from_frame`.
+        id_col, time_col, value_cols, mark_col, label_col, split_col: see
+            :meth:`EventTable.from_frame`. Times are kept in the table's own unit (datetimes in
+            seconds).
+        time_scale: the model's time unit, as the factor taking the data's gaps to it:
+            ``"auto"`` (default) measures the gaps of the training split and maps the median
+            positive gap to 1 (:mod:`eventssm.datasets.gaps`), so seconds, hours or nanosecond
+            datetimes give the same model; a number fixes it (``1/3600``: seconds -> hours).
+            It is not applied to the batches: the CLI links it to the task's ``time_scale``, the
+            one place gaps are scaled. :attr:`gap_stats` reports the measured gaps.
         task: ``"classification"`` or ``"regression"`` (of the label), or ``"none"``.
         target: what to predict; see :class:`EventDataset`.
         forecast_steps: events to forecast per sequence when ``target="forecast"``.
@@ -146,7 +155,7 @@ class EventDataModule(L.LightningDataModule):
         task: Literal["classification", "regression", "none"] = "classification",
         target: Literal["label", "forecast", "next_event"] = "label",
         forecast_steps: int = 0,
-        time_scale: float = 1.0,
+        time_scale: float | Literal["auto"] = "auto",
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         seed: int = 0,
@@ -169,8 +178,12 @@ class EventDataModule(L.LightningDataModule):
         self.table_kwargs = dict(
             id_col=id_col, time_col=time_col, value_cols=value_cols, mark_col=mark_col,
             label_col=label_col if task != "none" else None, split_col=split_col, task=task,
-            time_scale=time_scale,
         )
+        if not (time_scale == "auto" or (isinstance(time_scale, (int, float))
+                                         and not isinstance(time_scale, bool)
+                                         and np.isfinite(time_scale) and time_scale > 0)):
+            raise ValueError(f"time_scale must be 'auto' or a positive finite number, got {time_scale!r}")
+        self._time_scale = time_scale
         self.task = task
         self.target = target
         self.forecast_steps = forecast_steps
@@ -226,6 +239,9 @@ class EventDataModule(L.LightningDataModule):
         self.target_scaler = None
         if self.normalize_target and table.task == "regression" and self.target == "label":
             self.target_scaler = Standardizer().fit([table.labels[tr]])
+        self.gap_stats = gap_statistics([table.times[i] for i in tr])
+        self._resolved_time_scale = resolve_time_scale(self._time_scale, self.gap_stats)
+        rank_zero_info(self.gap_stats.report(self._resolved_time_scale))
         self.datasets = {
             name: EventDataset(table.subset(idx), self.target, self.scaler, self.target_scaler,
                                self.forecast_steps)
@@ -270,6 +286,13 @@ class EventDataModule(L.LightningDataModule):
         if self._use_observed is None:
             return self.table.has_missing or self.target == "forecast"
         return bool(self._use_observed)
+
+    @property
+    def time_scale(self) -> float:
+        """Factor from the data's gaps to the model's time unit (resolved from ``"auto"`` with the
+        training split's median gap); linked to the task's ``time_scale`` by the CLI."""
+        self.build()
+        return self._resolved_time_scale
 
     @property
     def per_event(self) -> bool:
@@ -326,9 +349,10 @@ class EventDataModule(L.LightningDataModule):
         else:
             sampler = ShardSampler(ds, world, rank)
             bs = max(1, (self.eval_batch_size or batch_size) // world)
-        return DataLoader(ds, batch_size=bs, sampler=sampler, collate_fn=collate,
-                          num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        # The training loader records its place in the epoch in checkpoints (exact resume).
+        make = ResumableDataLoader if train else DataLoader
+        return make(ds, batch_size=bs, sampler=sampler, collate_fn=collate,
+                    num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -5,14 +5,19 @@ global batch: one process with batch ``G`` and ``W`` processes with ``G / W`` ea
 the same sequences in the same order, so (with equal-sized slices, i.e. ``drop_last`` for
 training) averaged DDP gradients equal the one-process gradient. Both samplers subclass
 ``DistributedSampler`` so that Lightning leaves them in place instead of substituting its own.
+
+:class:`ResumableDataLoader` is the training DataLoader that a checkpoint taken in the middle of
+an epoch can resume at the exact batch (Lightning's stateful-loader protocol).
 """
 
 from __future__ import annotations
 
-import torch
-from torch.utils.data import DistributedSampler
+import itertools
 
-__all__ = ["GlobalBatchSampler", "ShardSampler"]
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+__all__ = ["GlobalBatchSampler", "ResumableDataLoader", "ShardSampler"]
 
 
 class GlobalBatchSampler(DistributedSampler):
@@ -61,6 +66,14 @@ class GlobalBatchSampler(DistributedSampler):
         self.num_samples = sum(e - s for s, e in
                                (self._part(b) for b in range(self.num_batches)))
         self.total_size = min(n, self.num_batches * batch_size)  # sequences per epoch, all ranks
+        self._skip = 0  # local samples to leave out at the start of the next pass (a resume)
+
+    def skip_samples(self, n: int) -> None:
+        """Start the next pass ``n`` samples in (this process's share), then go back to full
+        passes: :class:`ResumableDataLoader` resumes mid-epoch without loading the skipped data."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        self._skip = n
 
     def _part(self, b: int) -> tuple[int, int]:
         """This rank's ``[start, end)`` within global batch ``b``."""
@@ -84,7 +97,8 @@ class GlobalBatchSampler(DistributedSampler):
             chunk = order[b * self.global_batch:(b + 1) * self.global_batch]
             start, end = self._part(b)
             out.extend(chunk[start:end])
-        return iter(out)
+        skip, self._skip = self._skip, 0
+        return iter(out[skip:])
 
     def __len__(self) -> int:
         return self.num_samples
@@ -107,3 +121,61 @@ class ShardSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class ResumableDataLoader(DataLoader):
+    """A training DataLoader whose place in the epoch goes into checkpoints.
+
+    Lightning saves ``state_dict()`` (the sampler's epoch and the batches this epoch has handed
+    out so far) with every checkpoint and calls ``load_state_dict()`` on a mid-epoch resume; the
+    next pass over that epoch then starts at the first batch not yet trained on, so a resumed run
+    sees the batches an uninterrupted one would. A sampler with ``skip_samples`` (as
+    :class:`GlobalBatchSampler`) skips them without loading; any other sampler's skipped batches
+    are loaded and dropped. Without a restored state it is a plain DataLoader.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epoch = 0  # epoch of the current (or last) pass
+        self._served = 0  # batches handed out in that pass
+        self._resume: tuple[int, int] | None = None  # (epoch, batches) to skip in that epoch
+
+    def _sampler_epoch(self) -> int:
+        for obj in (self.sampler, getattr(self.batch_sampler, "sampler", None)):
+            epoch = getattr(obj, "epoch", None)
+            if isinstance(epoch, int):
+                return epoch
+        return self._epoch
+
+    def __iter__(self):
+        # A generator, so that the epoch is read at the first batch: Lightning creates the
+        # iterator before it calls set_epoch on a resumed run.
+        epoch = self._sampler_epoch()
+        skip = 0
+        if self._resume is not None:
+            r_epoch, r_batches = self._resume
+            self._resume = None
+            if r_epoch == epoch:
+                skip = min(r_batches, len(self))
+        self._epoch, self._served = epoch, skip
+        fast = (skip and self.batch_size is not None
+                and callable(getattr(self.sampler, "skip_samples", None)))
+        if fast:
+            self.sampler.skip_samples(skip * self.batch_size)
+        it = super().__iter__()
+        if skip and not fast:
+            it = itertools.islice(it, skip, None)
+        for batch in it:
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self._epoch, "batches": self._served}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict) or not {"epoch", "batches"} <= state.keys():
+            raise ValueError(f"not a ResumableDataLoader state: {state!r}")
+        self._resume = (int(state["epoch"]), int(state["batches"]))
+        set_epoch = getattr(self.sampler, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(int(state["epoch"]))

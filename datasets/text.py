@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .sampling import GlobalBatchSampler, ShardSampler
+from .sampling import GlobalBatchSampler, ResumableDataLoader, ShardSampler
 
 __all__ = ["window_offsets", "read_bytes", "ByteWindows", "ByteDataModule"]
 
@@ -129,8 +129,8 @@ class ByteDataModule(L.LightningDataModule):
         world, rank = self._world()
         sampler = GlobalBatchSampler(self.train_set, self.batch_size, world, rank,
                                      seed=self.seed, drop_last=True)
-        return DataLoader(self.train_set, batch_size=self.batch_size // world, sampler=sampler,
-                          num_workers=self.num_workers)
+        return ResumableDataLoader(self.train_set, batch_size=self.batch_size // world,
+                                   sampler=sampler, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         self.build()

@@ -6,6 +6,7 @@ The core (this package's top level) imports only torch: Lightning tasks live in
 
 from eventssm.discretization import (
     SCHEMES,
+    Additive,
     Asymmetric,
     Discretization,
     Scaled,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SCHEMES",
+    "Additive",
     "Asymmetric",
     "Discretization",
     "Scaled",

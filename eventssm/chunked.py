@@ -351,14 +351,19 @@ def selective_scan_chunked(
     to_gnd = lambda h: h.reshape(-1, G, Dg, N).transpose(-1, -2).contiguous()  # (n, D, N) -> (n, G, N, Dg)
     h0 = u_.new_zeros(n_state, G, N, Dg) if initial_state is None else to_gnd(initial_state.to(cdt))
     tm_d = lambda t: tm(t).view(L, b, G, Dg)
+    dtA_t = tm_d(dtA)
+    dtB_t = dtA_t if dtB is dtA else tm_d(dtB)  # standard mode: one step size, one copy
     y, h_last = _ChunkedScan.apply(
-        tm_d(u_), tm_d(dtA), tm_d(dtB), to_gnd(A_)[0], tm(B_), tm(C_), h0, disc.scheme, T, pack
+        tm_d(u_), dtA_t, dtB_t, to_gnd(A_)[0], tm(B_), tm(C_), h0, disc.scheme, T, pack
     )
-    y = y.view(L, b, Dm).transpose(0, 1)
+    y = y.view(L, b, Dm).transpose(0, 1)  # (b, L, D) view of time-major memory
+    # The (b, L, D)-major operand first: elementwise ops lay their output out like their first
+    # operand, so y comes back in the caller's layout (out_proj then needs no copy) at no extra
+    # pass. Addition and multiplication commute exactly: the numbers do not change.
     if D_ is not None:
-        y = y + u_ * D_
+        y = u_ * D_ + y
     if z_ is not None:
-        y = y * F.silu(z_)
+        y = F.silu(z_) * y
     y = y.to(u.dtype)
     if not return_last_state:
         return y

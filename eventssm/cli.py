@@ -12,10 +12,14 @@ Any :class:`eventssm.tasks.EventTask` is a model (``class_path: eventssm.tasks.E
 ``eventssm.tasks.EventRegressor``, ``eventssm.tasks.ByteLM``) and any LightningDataModule is a data module.
 Sizes the model takes from the data (value channels, event types, classes, targets, whether an
 ``observed`` mask comes with the values, per-event targets) are linked, so configs never repeat
-them. By default runs log to CSV under ``runs/`` and keep the last and the best checkpoint.
+them. By default runs log to CSV under ``runs/`` and keep the last and the best checkpoint; a
+:class:`~eventssm.resume.ResumeCallback` makes every checkpoint an exact resume point and checks
+checkpoints on load, and ``--ckpt_path last`` resumes the latest run (or fails when there is none).
 """
 
 from __future__ import annotations
+
+import os
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import (
@@ -26,6 +30,8 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.cli import LightningCLI
 
+from eventssm.checkpointing import check_file
+from eventssm.resume import ResumeCallback, resolve_ckpt_path
 from eventssm.tasks import EventTask
 
 __all__ = ["EventCLI", "build_cli", "main"]
@@ -40,6 +46,8 @@ LINKS = (
     ("per_event", "per_event"),
     ("d_target", "d_target"),
     ("vocab_size", "vocab_size"),
+    ("time_scale", "time_scale"),  # the model's time unit, from the training split's gaps
+    ("log_gap_stats", "log_gap_stats"),  # point processes: the training gaps set the time unit
 )
 
 
@@ -84,6 +92,24 @@ class EventCLI(LightningCLI):
             "checkpoint.filename": "best-{epoch}",
             "checkpoint.auto_insert_metric_name": False,
         })
+        parser.add_lightning_class_args(ResumeCallback, "resume")
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        # LightningCLI reads a --ckpt_path file's hyperparameters right after parsing: check the
+        # file first, so that an empty or damaged one is named instead of failing in torch.load.
+        sub = self.config.get("subcommand")
+        path = self.config[sub].get("ckpt_path") if sub else None
+        if isinstance(path, str) and os.path.isfile(path):
+            check_file(path)
+
+    def _resolve_ckpt_path(self) -> None:
+        # "last" means the latest run's last checkpoint (error when none); fit continues its logs.
+        cfg = self.config_init[self.subcommand]
+        if cfg.get("ckpt_path") is not None:
+            cfg["ckpt_path"] = resolve_ckpt_path(self.trainer, cfg["ckpt_path"], self.subcommand)
+
+    before_fit = before_validate = before_test = before_predict = _resolve_ckpt_path
 
     def instantiate_trainer(self, **kwargs):
         # The LR monitor is added here rather than through trainer.callbacks, so that a config

@@ -4,6 +4,11 @@ Compatible with mamba-ssm's ``Mamba`` and lrnnx's ``Mamba``: same constructor, s
 names (``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D``, ``out_proj``), so
 their checkpoints load; plus ``rho`` (the asymmetric rate) when the discretization needs it.
 
+One path from module to kernel: ``forward``/``step`` validate their inputs once
+(:func:`eventssm.inputs.validate_steps`), :func:`eventssm.dispatch.path` picks the conv, scan
+and step functions of the backend, and ``_forward`` runs them on activations that stay
+``(B, L, ·)`` from ``in_proj`` to ``out_proj``.
+
 Legend: batch ``B``, steps ``L``, model width ``d_model``, channels ``D = d_inner = expand *
 d_model``, state ``N = d_state``, conv width ``K = d_conv``.
 """
@@ -18,10 +23,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from eventssm.discretization import Discretization
-from eventssm.scan import triton_available
-from eventssm.ssm import SelectiveSSM
-from eventssm.time import check_timesteps, length_mask, timesteps_from_timestamps
+from eventssm.discretization import Discretization, as_discretization
+from eventssm.dispatch import backend_of, path
+from eventssm.inputs import Steps, validate_steps
+from eventssm.ssm import PAD_DELTA, project, scan_constants, ssm_parameters
 
 __all__ = ["Mamba", "InferenceCache"]
 
@@ -31,7 +36,9 @@ class InferenceCache:
     """Recurrent state of one Mamba block between calls.
 
     Attributes:
-        conv_state: ``(B, D, K)`` the last K conv inputs (oldest first).
+        conv_state: ``(B, D, K)`` the most recent conv inputs, oldest first (mamba-ssm's
+            layout): ``[..., 1:]`` holds the last K-1, all a conv of width K reads; ``step``
+            shifts the window left and appends the new input.
         ssm_state: ``(B, D, N)`` float32 SSM state.
         last_time: ``(B,)`` float64 absolute time of the last absorbed step, when timestamps
             were used (so the next chunk's first gap is ``t[0] - last_time``), else None.
@@ -44,7 +51,7 @@ class InferenceCache:
     seqlen_offset: int = 0
 
 
-class Mamba(SelectiveSSM):
+class Mamba(nn.Module):
     """Mamba block: ``(B, L, d_model) -> (B, L, d_model)`` (or unbatched ``(L, d_model)``).
 
     in_proj -> (x, z); x -> causal depthwise conv -> SiLU -> selective scan (Δ, B, C from x;
@@ -54,7 +61,12 @@ class Mamba(SelectiveSSM):
     (``Standard``/``Asymmetric``/``Scaled`` with a scheme) or an lrnnx string (``"mamba"``,
     ``"zoh"``, ``"bilinear"``, ``"dirac"``: asymmetric coupling whenever timesteps are passed);
     ``time_scale`` multiplies gaps computed from ``timestamps``; ``use_fast_path`` picks the
-    Triton kernels on CUDA (``False``: the PyTorch path everywhere).
+    Triton kernels on CUDA (``False``: the PyTorch path everywhere); ``backend`` (``"auto" |
+    "triton" | "torch" | "reference"``) overrides it, for ``forward`` and ``step`` alike.
+
+    An asymmetric block (the lrnnx strings too) called without timesteps falls back to the
+    standard rule, where the rate ``rho`` does not enter; it still gets an exact zero gradient
+    (see :func:`eventssm.ssm.scan_constants`), so DDP needs no ``find_unused_parameters``.
     """
 
     def __init__(
@@ -77,73 +89,45 @@ class Mamba(SelectiveSSM):
         dtype=None,
         discretization: Discretization | str = "mamba",
         time_scale: float = 1.0,
+        backend: str | None = None,
     ) -> None:
+        super().__init__()
         for name, v in (("d_model", d_model), ("d_conv", d_conv), ("expand", expand)):
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        d_inner = expand * d_model
-        super().__init__(
-            d_inner, d_state, math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank,
-            dt_min, dt_max, dt_init, dt_scale, dt_init_floor, discretization, time_scale,
-            use_fast_path, device, dtype,
-        )
+        if not (math.isfinite(time_scale) and time_scale > 0):
+            raise ValueError(f"time_scale must be a positive finite number, got {time_scale!r}")
         fk = {"device": device, "dtype": dtype}
-        self.d_model, self.d_conv, self.expand, self.layer_idx = d_model, d_conv, expand, layer_idx
+        self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.d_inner = d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.layer_idx = layer_idx
+        self.discretization = as_discretization(discretization)
+        self.time_scale = float(time_scale)
+        self.backend = backend_of(use_fast_path, backend)
+
+        # The SSM parts first, then in_proj, conv1d and out_proj: the order in which earlier
+        # versions drew their random initial values and registered parameters (a seed gives the
+        # same model, and saved optimizer states, which follow that order, still load).
+        self.x_proj, self.dt_proj, self.A_log, self.D, rho = ssm_parameters(
+            d_inner, d_state, self.dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor,
+            self.discretization.uses_rate, device, dtype)
+        self.register_parameter("rho", rho)
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias, **fk)
+        # nn.Conv1d holds the weights under mamba-ssm's names; the conv itself runs channel-last
+        # through the backend's causal_conv1d (weight[:, 0] is (D, K)).
         self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1,
                                 bias=conv_bias, **fk)
         self.out_proj = nn.Linear(d_inner, d_model, bias=bias, **fk)
 
-    # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _tau_dtype(dtype: torch.dtype) -> torch.dtype:
-        # Gaps are formed in float64 and handed to the scan in float32 (its arithmetic), or
-        # float64 for a float64 model so that tests against the oracle stay exact.
-        return torch.float64 if dtype == torch.float64 else torch.float32
+    @property
+    def rate(self) -> Tensor | None:
+        """The positive per-channel rate r = softplus(ρ), ``(D,)``, or None."""
+        return None if self.rho is None else F.softplus(self.rho.float())
 
-    def _gaps(self, L, Bsz, device, dtype, integration_timesteps, timestamps, lengths, mask, cache,
-              check_values=True):
-        """Integration timesteps ``(B, L)`` or None, and the last absolute time ``(B,)``
-        (``mask``: the ``(B, L)`` mask of ``lengths``, or None)."""
-        if integration_timesteps is not None and timestamps is not None:
-            raise ValueError("pass either integration_timesteps or timestamps, not both")
-        last_time = None
-        if timestamps is not None:
-            ts = torch.as_tensor(timestamps, device=device)
-            ts = ts[None] if ts.dim() == 1 else ts
-            if tuple(ts.shape) != (Bsz, L):
-                raise ValueError(f"timestamps must have shape ({Bsz}, {L}), got {tuple(ts.shape)}")
-            prev = cache.last_time if (cache is not None and cache.seqlen_offset > 0) else None
-            tau = timesteps_from_timestamps(ts, time_scale=self.time_scale, last_time=prev,
-                                            lengths=lengths, name="timestamps",
-                                            check_values=check_values)
-            idx = (lengths - 1).clamp(min=0) if lengths is not None else torch.full((Bsz,), L - 1, device=device)
-            last_time = ts.gather(1, idx[:, None].long())[:, 0].to(torch.float64)
-            if lengths is not None and prev is not None:
-                last_time = torch.where(lengths > 0, last_time, prev)
-            return tau.to(self._tau_dtype(dtype)), last_time
-        if integration_timesteps is None:
-            return None, None
-        tau = torch.as_tensor(integration_timesteps, device=device)
-        tau = tau[None] if tau.dim() == 1 else tau
-        if tuple(tau.shape) != (Bsz, L):
-            raise ValueError(f"integration_timesteps must have shape ({Bsz}, {L}), got {tuple(tau.shape)}")
-        if not tau.dtype.is_floating_point:
-            tau = tau.double()
-        if mask is not None:  # padding may hold anything: zero it, then validate the rest
-            tau = tau.masked_fill(~mask, 0.0)
-        if check_values:
-            check_timesteps(tau, "integration_timesteps")
-        return tau.to(self._tau_dtype(dtype)), None
-
-    def _conv(self, x: Tensor, conv_state: Tensor | None) -> Tensor:
-        """Causal depthwise conv of ``x (B, D, L)``, continuing from ``conv_state (B, D, K)``."""
-        L = x.shape[-1]
-        if conv_state is None:
-            return self.conv1d(x)[..., :L]
-        # Prepend the K-1 most recent cached inputs and convolve without padding.
-        xc = torch.cat([conv_state[..., 1:].to(x.dtype), x], dim=-1)
-        return F.conv1d(xc, self.conv1d.weight, self.conv1d.bias, groups=self.d_inner)
+    def A(self) -> Tensor:
+        """``(D, N)`` negative real state matrix diagonal."""
+        return -torch.exp(self.A_log.float())
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -166,68 +150,68 @@ class Mamba(SelectiveSSM):
                 from its state (prefill / chunked processing) and updates it in place.
             timestamps: ``(B, L)`` absolute times (float or int); gaps are formed in float64 as
                 backward differences (``τ[0] = 0``, or ``t[0]`` minus the cache's last time).
-            check_values: check the values of ``integration_timesteps`` (finite, ``>= 0``) and
-                ``lengths`` (in ``[0, L]``): a host sync each, which also splits a
-                ``torch.compile`` graph. ``False`` only for inputs the caller has validated
-                (:class:`~eventssm.models.MambaBackbone` checks once for all its layers) or
-                inside a captured step (``torch.compile(mode="reduce-overhead")``); it also
-                skips the checks of ``timestamps``.
+            check_values: check the values of the gaps, timestamps and lengths (a host sync each,
+                which also splits a ``torch.compile`` graph). ``False`` skips them, for inputs
+                validated already or inside a captured step
+                (``torch.compile(mode="reduce-overhead")``).
         """
         unbatched = hidden_states.dim() == 2
-        if unbatched:
-            hidden_states = hidden_states[None]
-            if lengths is not None:
-                lengths = torch.as_tensor(lengths).reshape(1)
-        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
+        x = hidden_states[None] if unbatched else hidden_states
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
                 f"hidden_states must have shape (batch, L, {self.d_model}) or (L, {self.d_model}), "
                 f"got {tuple(hidden_states.shape)}"
             )
-        Bsz, L, _ = hidden_states.shape
-        mask = None
-        if lengths is not None:
-            lengths = torch.as_tensor(lengths, device=hidden_states.device)
-            if lengths.shape != (Bsz,):
-                raise ValueError(f"lengths must have shape ({Bsz},), got {tuple(lengths.shape)}")
-            mask = length_mask(lengths, L, check_values=check_values)
-        tau, last_time = self._gaps(L, Bsz, hidden_states.device, hidden_states.dtype, integration_timesteps,
-                                    timestamps, lengths, mask, inference_cache, check_values)
-
-        xz = self.in_proj(hidden_states)  # (B, L, 2D)
-        x, z = xz.chunk(2, dim=-1)  # (B, L, D) each
-        if mask is not None:
-            x = x * mask[..., None]
         cache = inference_cache
-        x_t = x.transpose(1, 2)  # (B, D, L): conv over L
-        u = F.silu(self._conv(x_t, cache.conv_state if cache is not None and cache.seqlen_offset > 0 else None))
-        u = u.transpose(1, 2)  # (B, L, D)
-        if mask is not None:
-            u = u * mask[..., None]  # padded steps feed u = 0 to the scan
-        h0 = cache.ssm_state if (cache is not None and cache.seqlen_offset > 0) else None
-        # τ was validated by _tau (once per call) and the rate is a softplus: the scan need not
-        # check values again (each check is a host sync)
-        out = self.ssm(u, z=z, integration_timesteps=tau, mask=mask, initial_state=h0,
-                       return_last_state=cache is not None, check_values=False)
-        y, h_last = (out if cache is not None else (out, None))
-        if cache is not None:
-            self._update_cache(cache, x_t, h_last, lengths, last_time, L)
-        y = self.out_proj(y)  # (B, L, d_model)
-        if mask is not None:
-            y = y * mask[..., None]
+        steps = validate_steps(
+            x.shape[0], x.shape[1], x.device, x.dtype, integration_timesteps=integration_timesteps,
+            timestamps=timestamps, lengths=lengths, time_scale=self.time_scale,
+            last_time=cache.last_time if cache is not None and cache.seqlen_offset > 0 else None,
+            check_values=check_values)
+        y = self._forward(x, steps, cache)
         return y[0] if unbatched else y
 
+    def _forward(self, hidden_states: Tensor, steps: Steps, cache: InferenceCache | None) -> Tensor:
+        """The block on validated input: ``hidden_states (B, L, d_model)`` -> same."""
+        fns = path(self.backend, hidden_states.device)
+        warm = cache is not None and cache.seqlen_offset > 0
+        mask = steps.mask
+        # 1. x (conv branch) and z (gate): two (B, L, D) views of one in_proj output
+        x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
+        # 2. causal conv + SiLU over L, channel-last; a cache keeps the last K-1 real inputs
+        conv = fns.conv(x, self.conv1d.weight[:, 0], self.conv1d.bias, activation="silu",
+                        initial_state=cache.conv_state[..., 1:] if warm else None,
+                        lengths=steps.lengths if cache is not None else None,
+                        return_final_state=cache is not None)
+        u, conv_state = conv if cache is not None else (conv, None)  # (B, L, D)
+        # Padded steps come after the real ones: only a state kept past the call (a cache) sees
+        # them. There they must leave it as it is: u = 0 (dirac's B̄ = B) and Δ = 0 (Ā = 1).
+        pad = None if cache is None or mask is None else ~mask[..., None]
+        if pad is not None:
+            u = u.masked_fill(pad, 0.0)
+        # 3. input-dependent step δ (B, L, D) and B, C (B, L, N), views of x_proj's output
+        delta, Bm, Cm = project(u, self.x_proj, self.dt_proj, self.d_state)
+        if pad is not None:
+            delta = delta.masked_fill(pad, PAD_DELTA)
+        # 4. the selective scan, gated by silu(z)
+        A, D, delta_bias, rate = scan_constants(self.A_log, self.D, self.dt_proj.bias, self.rho,
+                                                event=steps.tau is not None)
+        out = fns.scan(u, delta, A, Bm, Cm, D=D, z=z, delta_bias=delta_bias, delta_softplus=True,
+                       integration_timesteps=steps.tau, rate=rate,
+                       discretization=self.discretization,
+                       initial_state=cache.ssm_state if warm else None,
+                       return_last_state=cache is not None)
+        y, ssm_state = out if cache is not None else (out, None)  # (B, L, D)
+        if cache is not None:
+            self._update_cache(cache, conv_state, ssm_state, steps.last_time, hidden_states.shape[1])
+        # 5. back to d_model; padded outputs are 0
+        y = self.out_proj(y)
+        return y if mask is None else y.masked_fill(~mask[..., None], 0.0)
+
     @torch.no_grad()
-    def _update_cache(self, cache, x_t, h_last, lengths, last_time, L):
-        K = self.d_conv
-        prev = cache.conv_state.to(x_t.dtype)
-        if cache.seqlen_offset == 0:
-            prev = torch.zeros_like(prev)
-        hist = torch.cat([prev, x_t], dim=-1)  # (B, D, K + L)
-        # The K most recent real inputs of each sequence end at its length (right padding).
-        end = K + (lengths if lengths is not None else torch.full((x_t.shape[0],), L, device=x_t.device))
-        idx = end[:, None] - K + torch.arange(K, device=x_t.device)[None]  # (B, K)
-        cache.conv_state.copy_(hist.gather(2, idx[:, None, :].expand(-1, hist.shape[1], -1).long()))
-        cache.ssm_state.copy_(h_last)
+    def _update_cache(self, cache: InferenceCache, conv_state, ssm_state, last_time, L: int) -> None:
+        cache.conv_state[..., 1:].copy_(conv_state)
+        cache.ssm_state.copy_(ssm_state)
         if last_time is not None:
             cache.last_time = last_time
         cache.seqlen_offset += L
@@ -257,7 +241,8 @@ class Mamba(SelectiveSSM):
 
         ``integration_timesteps (B,)`` (or ``(B, 1)``) is the gap since the previous step;
         alternatively ``timestamps (B,)`` absolute times, whose gap is taken from the cache's
-        last time. Uses the same discretization formulas as the scan; updates the cache in place.
+        last time. The same conv and discretization formulas as ``forward``, on the same backend
+        (``backend`` / ``use_fast_path``); updates the cache in place.
         """
         if x.dim() == 3:
             if x.shape[1] != 1:
@@ -267,43 +252,26 @@ class Mamba(SelectiveSSM):
             raise ValueError(f"x must have shape (B, 1, {self.d_model}) or (B, {self.d_model}), got {tuple(x.shape)}")
         Bsz = x.shape[0]
         cache = inference_cache
-        if timestamps is not None:
-            if integration_timesteps is not None:
-                raise ValueError("pass either integration_timesteps or timestamps, not both")
-            t = torch.as_tensor(timestamps, device=x.device).reshape(Bsz)
-            prev = cache.last_time if cache.seqlen_offset > 0 else None  # first step: τ = 0
-            tau = timesteps_from_timestamps(t[:, None], time_scale=self.time_scale, last_time=prev,
-                                            name="timestamps")[:, 0]
-            cache.last_time = t.to(torch.float64)
-        elif integration_timesteps is not None:
-            tau = torch.as_tensor(integration_timesteps, device=x.device).reshape(Bsz)
-            if not tau.dtype.is_floating_point:
-                tau = tau.double()
-            check_timesteps(tau, "integration_timesteps")
-        else:
-            tau = None
-        xz = self.in_proj(x)  # (B, 2D)
-        xi, z = xz.chunk(2, dim=-1)  # (B, D)
-        cs = cache.conv_state
-        cs.copy_(torch.roll(cs, shifts=-1, dims=-1))
-        cs[:, :, -1] = xi.to(cs.dtype)
-        xc = (cs * self.conv1d.weight[:, 0, :].to(cs.dtype)).sum(-1)  # (B, D)
-        if self.conv1d.bias is not None:
-            xc = xc + self.conv1d.bias
-        u = F.silu(xc).to(x.dtype)
-        delta, Bm, Cm = self.project(u)
-        y = self._state_update(cache.ssm_state, u, delta, Bm, Cm, z,
-                               None if tau is None else tau.to(self._tau_dtype(x.dtype)))
+        col = lambda t: None if t is None else torch.as_tensor(t, device=x.device).reshape(Bsz, 1)
+        steps = validate_steps(
+            Bsz, 1, x.device, x.dtype, integration_timesteps=col(integration_timesteps),
+            timestamps=col(timestamps), time_scale=self.time_scale,
+            last_time=cache.last_time if cache.seqlen_offset > 0 else None)  # first step: τ = 0
+        return self._step(x, steps, cache)[:, None, :], cache
+
+    def _step(self, x: Tensor, steps: Steps, cache: InferenceCache) -> Tensor:
+        """One step on validated input: ``x (B, d_model)`` -> ``(B, d_model)``."""
+        fns = path(self.backend, x.device)
+        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, D) each
+        u = fns.conv_step(xi, cache.conv_state, self.conv1d.weight[:, 0], self.conv1d.bias,
+                          activation="silu")  # (B, D); the window shifted in place
+        delta, Bm, Cm = project(u, self.x_proj, self.dt_proj, self.d_state)
+        A, D, delta_bias, rate = scan_constants(self.A_log, self.D, self.dt_proj.bias, self.rho,
+                                                event=steps.tau is not None)
+        y = fns.step(cache.ssm_state, u, delta, A, Bm, Cm, D=D, z=z, dt_bias=delta_bias,
+                     dt_softplus=True, integration_timesteps=None if steps.tau is None else steps.tau[:, 0],
+                     rate=rate, discretization=self.discretization)
+        if steps.last_time is not None:
+            cache.last_time = steps.last_time
         cache.seqlen_offset += 1
-        return self.out_proj(y)[:, None, :], cache
-
-    def _state_update(self, state, u, delta, Bm, Cm, z, tau):
-        kw = dict(D=self.D.float(), z=z, dt_bias=self.dt_proj.bias.float(), dt_softplus=True,
-                  integration_timesteps=tau, rate=self.rate, discretization=self.discretization)
-        if state.is_cuda and self.backend == "auto" and triton_available()[0]:
-            from eventssm.kernels import selective_state_update_triton
-
-            return selective_state_update_triton(state, u, delta, self.A(), Bm, Cm, **kw)
-        from eventssm.reference import selective_state_update_ref
-
-        return selective_state_update_ref(state, u, delta, self.A(), Bm, Cm, **kw)
+        return self.out_proj(y)

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from eventssm.discretization import Discretization
+from eventssm.inputs import Steps, validate_steps
 from eventssm.mamba import InferenceCache, Mamba
 from eventssm.ssm import SelectiveSSM
-from eventssm.time import length_mask, timesteps_from_timestamps
 
 __all__ = [
     "SelectiveSSM",
@@ -43,14 +43,21 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: Tensor, integration_timesteps=None, lengths=None, inference_cache=None,
                 *, timestamps=None, check_values: bool = True) -> Tensor:
-        """``x (B, L, d_model)`` -> same (``check_values``: see :meth:`Mamba.forward`)."""
-        h = self.mixer(self.norm(x), integration_timesteps, lengths, inference_cache,
-                       timestamps=timestamps, check_values=check_values)
-        return x + h
+        """``x (B, L, d_model)`` -> same (arguments: see :meth:`Mamba.forward`)."""
+        return x + self.mixer(self.norm(x), integration_timesteps, lengths, inference_cache,
+                              timestamps=timestamps, check_values=check_values)
+
+    def _forward(self, x: Tensor, steps: Steps, cache: InferenceCache | None) -> Tensor:
+        """The block on validated input (``steps`` from :func:`~eventssm.inputs.validate_steps`)."""
+        return x + self.mixer._forward(self.norm(x), steps, cache)
 
     def step(self, x: Tensor, cache: InferenceCache, integration_timesteps=None) -> Tensor:
         """``x (B, 1, d_model)`` -> same, updating ``cache``."""
         return x + self.mixer.step(self.norm(x), cache, integration_timesteps)[0]
+
+    def _step(self, x: Tensor, steps: Steps, cache: InferenceCache) -> Tensor:
+        """One step on validated input: ``x (B, d_model)`` -> same."""
+        return x + self.mixer._step(self.norm(x), steps, cache)
 
 
 class MambaBackbone(nn.Module):
@@ -75,27 +82,30 @@ class MambaBackbone(nn.Module):
 
     def forward(self, x: Tensor, integration_timesteps=None, lengths=None, inference_cache=None,
                 *, timestamps=None, check_values: bool = True) -> Tensor:
-        """``x (B, L, d_model)`` -> same. The values of ``integration_timesteps`` and ``lengths``
-        are checked once, by the first layer (``check_values=False``: not at all, for inputs
-        validated already or a CUDA-graph-captured step; see :meth:`Mamba.forward`)."""
-        if timestamps is not None:
-            if integration_timesteps is not None:
-                raise ValueError("pass either integration_timesteps or timestamps, not both")
-            if inference_cache is not None:
-                # Chunked/prefill processing needs each block's last time: let blocks form gaps.
-                for layer, c in zip(self.layers, inference_cache):
-                    x = layer(x, None, lengths, c, timestamps=timestamps)
-                return self.norm_f(x)
-            ts = torch.as_tensor(timestamps, device=x.device)
-            integration_timesteps = timesteps_from_timestamps(
-                ts, time_scale=self.time_scale, lengths=lengths, name="timestamps",
-                check_values=check_values)
-            check_values = False  # the gaps and lengths were just checked
+        """``x (B, L, d_model)`` -> same (arguments: see :meth:`Mamba.forward`).
+
+        The gaps, timestamps and lengths are validated once, here, and the same :class:`Steps`
+        goes to every layer (each value check is a host sync, and splits a compiled graph);
+        ``check_values=False`` skips the checks (inputs validated already, or a
+        CUDA-graph-captured step)."""
+        unbatched = x.dim() == 2
+        h = x[None] if unbatched else x
+        if h.dim() != 3 or h.shape[-1] != self.d_model:
+            raise ValueError(f"x must have shape (batch, L, {self.d_model}) or (L, {self.d_model}), "
+                             f"got {tuple(x.shape)}")
+        warm = inference_cache is not None and inference_cache[0].seqlen_offset > 0
+        steps = validate_steps(
+            h.shape[0], h.shape[1], h.device, h.dtype, integration_timesteps=integration_timesteps,
+            timestamps=timestamps, lengths=lengths, time_scale=self.time_scale,
+            last_time=inference_cache[0].last_time if warm else None, check_values=check_values)
+        h = self._forward(h, steps, inference_cache)
+        return h[0] if unbatched else h
+
+    def _forward(self, x: Tensor, steps: Steps, inference_cache=None) -> Tensor:
+        """The stack on validated input: ``x (B, L, d_model)`` -> same."""
         caches = inference_cache if inference_cache is not None else [None] * len(self.layers)
-        for i, (layer, c) in enumerate(zip(self.layers, caches)):
-            # the same τ and lengths go to every layer: checking them once is enough (each check
-            # is a host sync, and splits a compiled graph)
-            x = layer(x, integration_timesteps, lengths, c, check_values=check_values and i == 0)
+        for layer, c in zip(self.layers, caches):
+            x = layer._forward(x, steps, c)
         return self.norm_f(x)
 
     def allocate_inference_cache(self, batch_size: int, max_seqlen: int | None = None, dtype=None):
@@ -167,10 +177,13 @@ class MambaLM(nn.Module):
 
     def step(self, token: Tensor, cache, integration_timesteps=None) -> Tensor:
         """``token (B,)`` -> logits ``(B, V)``, advancing every block's cache by one step."""
-        x = self.backbone.embedding(token)[:, None]  # (B, 1, d_model)
+        x = self.backbone.embedding(token)  # (B, d_model)
+        tau = None if integration_timesteps is None else torch.as_tensor(
+            integration_timesteps, device=x.device).reshape(x.shape[0], 1)
+        steps = validate_steps(x.shape[0], 1, x.device, x.dtype, integration_timesteps=tau)
         for layer, c in zip(self.backbone.layers, cache):
-            x = layer.step(x, c, integration_timesteps)
-        return self.lm_head(self.backbone.norm_f(x))[:, 0]
+            x = layer._step(x, steps, c)
+        return self.lm_head(self.backbone.norm_f(x))
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, max_new_tokens: int, temperature: float = 1.0,
@@ -210,6 +223,14 @@ class MambaLM(nn.Module):
         ``MambaLMHeadModel`` state dict; sizes are read off the tensors' shapes. ``kwargs``
         override or add constructor arguments (e.g. ``discretization``, ``norm_eps``)."""
         sd = convert_mamba_state_dict(state_dict)
+        needed = ["backbone.embedding.weight", "backbone.layers.0.mixer.A_log",
+                  "backbone.layers.0.mixer.conv1d.weight", "backbone.layers.0.mixer.dt_proj.weight"]
+        absent = [k for k in needed if k not in sd]
+        if absent:
+            raise ValueError(
+                f"state_dict is not a Mamba language model's: missing {absent} (keys start with "
+                f"{sorted({k.split('.')[0] for k in sd})[:5]}); expected a transformers "
+                "MambaForCausalLM / MambaModel or a mamba-ssm MambaLMHeadModel state dict")
         emb = sd["backbone.embedding.weight"]
         vocab, d_model = emb.shape
         n_layers = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"backbone\.layers\.(\d+)\.", k)))
@@ -237,9 +258,16 @@ def convert_mamba_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor]
     """Map transformers' ``MambaForCausalLM`` names onto ours (mamba-ssm's, which need no change).
 
     transformers: ``backbone.embeddings.weight``; mamba-ssm and eventssm: ``backbone.embedding.weight``.
+    A headless backbone (transformers' ``MambaModel``: ``embeddings.weight``, ``layers.N...``,
+    ``norm_f.weight``, no ``backbone.`` prefix) gets the prefix.
     """
+    if not isinstance(state_dict, dict):
+        raise TypeError(f"state_dict must be a dict of tensors, got {type(state_dict).__name__}")
+    headless = not any(k.startswith("backbone.") for k in state_dict) and any(
+        k.startswith(("layers.", "embedding.", "embeddings.")) for k in state_dict)
     out = {}
     for k, v in state_dict.items():
+        k = "backbone." + k if headless and not k.startswith("lm_head.") else k
         k = re.sub(r"^backbone\.embeddings\.", "backbone.embedding.", k)
         out[k] = v
     return out
@@ -289,7 +317,8 @@ class EventEncoder(nn.Module):
         d_state, d_conv, expand: Mamba sizes.
         discretization: a Discretization or an lrnnx string.
         pooling: ``"last" | "mean" | "time"`` (see :func:`pool`).
-        time_scale: factor applied to gaps formed from ``timestamps``.
+        time_scale: the model's time unit: factor applied to every gap, whether formed from
+            ``timestamps`` or passed as ``integration_timesteps``.
         dropout: on the input embedding.
         use_observed: values come with an ``observed (B, L, C)`` mask, appended to the input.
         time_features: append ``log1p(τ)`` to every event's input.
@@ -316,7 +345,9 @@ class EventEncoder(nn.Module):
                                       time_scale=time_scale, **mamba_kwargs)
 
     def _inputs(self, values, marks, observed, timestamps, integration_timesteps, lengths,
-                check_values=True):
+                check_values):
+        """Validate the inputs once: the embedded events ``(B, L, d_model)``, their
+        :class:`~eventssm.inputs.Steps` and whether the input was unbatched."""
         ref = values if values is not None else marks
         if ref is None:
             raise ValueError("pass values (B, L, C) and/or marks (B, L)")
@@ -343,23 +374,12 @@ class EventEncoder(nn.Module):
                     (marks.min() < 0) | (marks.max() >= max(self.num_marks, 1))):
                 raise ValueError(f"marks must lie in [0, {self.num_marks}), "
                                  f"got range [{int(marks.min())}, {int(marks.max())}]")
-        mask = None if lengths is None else length_mask(torch.as_tensor(lengths, device=device), L,
-                                                        check_values=check_values)
-        if timestamps is not None:
-            if integration_timesteps is not None:
-                raise ValueError("pass either integration_timesteps or timestamps, not both")
-            tau = timesteps_from_timestamps(torch.as_tensor(timestamps, device=device),
-                                            time_scale=self.time_scale, lengths=lengths,
-                                            check_values=check_values)
-        else:
-            tau = integration_timesteps
-        if tau is not None:
-            if tau.shape != (Bsz, L):
-                raise ValueError(f"integration_timesteps must have shape ({Bsz}, {L}), got {tuple(tau.shape)}")
-            if mask is not None:
-                tau = tau.masked_fill(~mask, 0)
-        feats = []
         wdt = self.backbone.norm_f.weight.dtype
+        # the model's time unit applies to gaps however they come in
+        steps = validate_steps(Bsz, L, device, wdt, integration_timesteps=integration_timesteps,
+                               timestamps=timestamps, lengths=lengths, time_scale=self.time_scale,
+                               scale_gaps=True, check_values=check_values)
+        feats = []
         if values is not None:
             feats.append(values.to(wdt))
             if self.use_observed:
@@ -370,29 +390,27 @@ class EventEncoder(nn.Module):
                                      f"got {tuple(observed.shape)}")
                 feats.append(observed.to(wdt))
         if self.time_features:
-            gaps = tau if tau is not None else torch.zeros(Bsz, L, device=device)
+            gaps = steps.tau if steps.tau is not None else torch.zeros(Bsz, L, device=device)
             feats.append(torch.log1p(gaps.to(wdt))[..., None])
         x = self.input_proj(torch.cat(feats, -1)) if feats else 0
         if self.mark_embedding is not None:
             x = x + self.mark_embedding(marks)
-        return self.dropout(x), tau, lengths, mask, unbatched
+        return self.dropout(x), steps, unbatched
 
     def _features(self, values, marks, observed, timestamps, integration_timesteps, lengths,
                   check_values):
-        """Backbone features ``(B, L, d_model)`` and the ``(mask, τ, unbatched)`` of the input."""
-        x, tau, lengths, mask, unbatched = self._inputs(values, marks, observed, timestamps,
-                                                        integration_timesteps, lengths, check_values)
-        # lengths were checked by _inputs; τ too when formed from timestamps
-        h = self.backbone(x, tau, lengths, check_values=check_values and timestamps is None)
-        return h, mask, tau, unbatched
+        """Backbone features ``(B, L, d_model)``, the :class:`Steps` and ``unbatched``."""
+        x, steps, unbatched = self._inputs(values, marks, observed, timestamps,
+                                           integration_timesteps, lengths, check_values)
+        return self.backbone._forward(x, steps), steps, unbatched
 
     def encode(self, values=None, marks=None, *, timestamps=None, integration_timesteps=None,
                lengths=None, observed=None, check_values: bool = True) -> Tensor:
         """Per-event features ``(B, L, d_model)``; padding steps are 0."""
-        h, mask, _, unbatched = self._features(values, marks, observed, timestamps,
-                                               integration_timesteps, lengths, check_values)
-        if mask is not None:
-            h = h * mask[..., None]
+        h, steps, unbatched = self._features(values, marks, observed, timestamps,
+                                             integration_timesteps, lengths, check_values)
+        if steps.mask is not None:
+            h = h.masked_fill(~steps.mask[..., None], 0.0)
         return h[0] if unbatched else h
 
     def forward(self, values=None, marks=None, *, timestamps=None, integration_timesteps=None,
@@ -402,7 +420,7 @@ class EventEncoder(nn.Module):
         ``check_values``: check marks, lengths and times (host syncs; a sync also splits a
         ``torch.compile`` graph). ``False`` only for inputs validated already, e.g. in a
         CUDA-graph-captured training step (``torch.compile(mode="reduce-overhead")``)."""
-        h, mask, tau, unbatched = self._features(values, marks, observed, timestamps,
-                                                 integration_timesteps, lengths, check_values)
-        out = pool(h, self.pooling, mask, tau)
+        h, steps, unbatched = self._features(values, marks, observed, timestamps,
+                                             integration_timesteps, lengths, check_values)
+        out = pool(h, self.pooling, steps.mask, steps.tau)
         return out[0] if unbatched else out

@@ -1,42 +1,29 @@
-"""``selective_scan``: the one public op. Validates its inputs, then dispatches to a backend.
+"""``selective_scan``: the one public op. Validates its inputs, then runs the backend's scan.
 
-Backends:
+Backends (picked by :mod:`eventssm.dispatch`, the one place that decides):
 
 * ``"triton"``: fused Triton kernels (forward + backward) from :mod:`eventssm.kernels`; CUDA tensors.
 * ``"torch"``: the chunked pure-PyTorch path of :mod:`eventssm.chunked` (fast on the CPU).
 * ``"reference"``: the per-step loop of :mod:`eventssm.reference` (the oracle; slow).
 * ``"auto"`` (default): Triton for CUDA tensors when Triton is importable, ``"torch"`` otherwise.
+
+Validation happens here, once: the backends' functions trust their inputs, and the modules
+(``Mamba`` and the models) validate their own inputs at their door and call the backend's scan
+through :func:`eventssm.dispatch.path` directly.
 """
 
 from __future__ import annotations
-
-import functools
-import os
-import warnings
 
 import torch
 from torch import Tensor
 
 from eventssm.discretization import Discretization, as_discretization
+from eventssm.dispatch import BACKENDS, path, triton_available
 from eventssm.time import check_timesteps
 
 __all__ = ["selective_scan", "triton_available", "BACKENDS"]
 
-BACKENDS = ("auto", "triton", "torch", "reference")
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-@functools.cache
-def triton_available() -> tuple[bool, str]:
-    """(available, reason): whether the Triton backend can be imported here."""
-    try:
-        import eventssm.kernels as k  # noqa: F401
-
-        if not hasattr(k, "selective_scan_triton"):
-            return False, "eventssm.kernels has no selective_scan_triton"
-        return True, ""
-    except ImportError as e:  # triton missing or broken
-        return False, f"{type(e).__name__}: {e}"
 
 
 def _shape(name: str, t: Tensor, expected: tuple, got_note: str = "") -> None:
@@ -159,9 +146,9 @@ def selective_scan(
         backend: ``"auto" | "triton" | "torch" | "reference"``.
         check_values: check that ``integration_timesteps`` are finite and ``>= 0`` and ``rate``
             positive and finite. Each check reads a flag back from the device (a host sync that
-            stalls the launch queue: on an H100 it cost more than the scan at small sizes). Pass
-            False only for values validated already; ``Mamba`` validates its τ once per call and
-            its rate is a softplus. Shapes, dtypes and devices are always checked.
+            stalls the launch queue and splits a ``torch.compile`` graph). ``False`` skips them:
+            for values validated already, or inside a CUDA-graph-captured step. Shapes, dtypes
+            and devices are always checked.
 
     Returns:
         ``y (batch, L, D)`` in ``u``'s dtype; with ``return_last_state`` also the last state
@@ -177,47 +164,7 @@ def selective_scan(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     _validate(u, delta, A, B, C, D, z, delta_bias, integration_timesteps, rate, disc, initial_state,
               cu_seqlens, check_values)
-    kwargs = dict(D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
-                  integration_timesteps=integration_timesteps, rate=rate, discretization=disc,
-                  initial_state=initial_state, return_last_state=return_last_state,
-                  cu_seqlens=cu_seqlens)
-    if backend == "auto":
-        backend = "triton" if (u.is_cuda and triton_available()[0]) else "torch"
-        if u.is_cuda and backend == "torch":
-            _warn_no_triton()
-    if backend == "triton":
-        ok, why = triton_available()
-        if not ok:
-            raise ValueError(
-                f'backend="triton" but the Triton kernels cannot be used here ({why}); '
-                'install the extra with `pip install "eventssm[triton]"` or pass backend="torch"'
-            )
-        if not u.is_cuda and not _interpreting():
-            raise ValueError(
-                f'backend="triton" needs CUDA tensors, got u on {u.device} '
-                "(set TRITON_INTERPRET=1 to run the kernels on the CPU for testing)"
-            )
-        from eventssm.kernels import selective_scan_triton
-
-        return selective_scan_triton(u, delta, A, B, C, **kwargs)
-    if backend == "torch":
-        from eventssm.chunked import selective_scan_chunked
-
-        return selective_scan_chunked(u, delta, A, B, C, **kwargs)
-    from eventssm.reference import selective_scan_ref
-
-    return selective_scan_ref(u, delta, A, B, C, **kwargs)
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-@functools.cache
-def _warn_no_triton() -> None:
-    warnings.warn(
-        "selective_scan: CUDA tensors but the Triton kernels are unavailable "
-        f"({triton_available()[1]}); using the slower PyTorch path. "
-        'Install them with `pip install "eventssm[triton]"`.',
-        stacklevel=3,
-    )
+    return path(backend, u.device).scan(
+        u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+        integration_timesteps=integration_timesteps, rate=rate, discretization=disc,
+        initial_state=initial_state, return_last_state=return_last_state, cu_seqlens=cu_seqlens)

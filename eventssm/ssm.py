@@ -1,9 +1,10 @@
-"""SelectiveSSM: the input-dependent projections to (Δ, B, C) around one selective scan.
+"""The state space part of a Mamba block: its parameters, the projections to (Δ, B, C), and
+``SelectiveSSM``, a standalone module around one selective scan.
 
-``SelectiveSSM`` owns the parameters of the state space part of a Mamba block with mamba-ssm's
-names (``x_proj``, ``dt_proj``, ``A_log``, ``D``) plus, for couplings that need it, the
-per-channel rate parameter ``rho`` (``r = softplus(ρ)``, one ``(d_inner,)`` tensor). ``Mamba``
-subclasses it so that checkpoints keep mamba-ssm's flat parameter names.
+The parameters have mamba-ssm's names (``x_proj``, ``dt_proj``, ``A_log``, ``D``) plus, for
+couplings that need it, the per-channel rate ``rho`` (``r = softplus(ρ)``, one ``(d_inner,)``
+tensor). ``Mamba`` and ``SelectiveSSM`` each hold these parts directly (so checkpoints keep
+mamba-ssm's flat names) and build and use them through the functions of this module.
 
 Legend: batch ``B``, steps ``L``, channels ``D = d_inner``, state ``N = d_state``.
 """
@@ -18,9 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from eventssm.discretization import Discretization, as_discretization
+from eventssm.dispatch import backend_of
 from eventssm.scan import selective_scan
 
-__all__ = ["SelectiveSSM", "PAD_DELTA"]
+__all__ = ["SelectiveSSM", "PAD_DELTA", "ssm_parameters", "project", "scan_constants"]
 
 # Raw step δ written at padded positions: softplus(PAD_DELTA + bias) is exactly 0 in fp32 and
 # fp64, so Ā = 1 and B̄ = 0 there (dirac's B̄ = B meets u = 0): the state passes through.
@@ -31,18 +33,100 @@ def _inverse_softplus(x: Tensor) -> Tensor:
     return x + torch.log(-torch.expm1(-x))
 
 
+def _log_uniform(n: int, lo: float, hi: float, floor: float, device) -> Tensor:
+    u = torch.rand(n, device=device, dtype=torch.float32)
+    return torch.exp(u * (math.log(hi) - math.log(lo)) + math.log(lo)).clamp(min=floor)
+
+
+def ssm_parameters(
+    d_inner: int, d_state: int, dt_rank: int, dt_min: float, dt_max: float, dt_init: str,
+    dt_scale: float, dt_init_floor: float, uses_rate: bool, device=None, dtype=None,
+) -> tuple[nn.Linear, nn.Linear, nn.Parameter, nn.Parameter, nn.Parameter | None]:
+    """Fresh ``(x_proj, dt_proj, A_log, D, rho)`` initialised as in mamba-ssm (``rho`` is None
+    unless the coupling ``uses_rate``).
+
+    Raises:
+        ValueError: non-positive sizes, ``dt_min > dt_max`` or an unknown ``dt_init``.
+    """
+    for name, v in (("d_inner", d_inner), ("d_state", d_state), ("dt_rank", dt_rank)):
+        if not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if not (0 < dt_min <= dt_max):
+        raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+    if dt_init not in ("random", "constant"):
+        raise ValueError(f"dt_init must be 'random' or 'constant', got {dt_init!r}")
+    fk = {"device": device, "dtype": dtype}
+    x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False, **fk)
+    dt_proj = nn.Linear(dt_rank, d_inner, bias=True, **fk)
+    # Δ init (mamba-ssm): weight keeps the projection's output variance at dt_scale, bias is
+    # softplus^-1 of a log-uniform step in [dt_min, dt_max].
+    std = dt_rank**-0.5 * dt_scale
+    with torch.no_grad():
+        if dt_init == "constant":
+            dt_proj.weight.fill_(std)
+        else:
+            dt_proj.weight.uniform_(-std, std)
+        dt_proj.bias.copy_(_inverse_softplus(_log_uniform(d_inner, dt_min, dt_max, dt_init_floor, device)))
+    dt_proj.bias._no_reinit = True  # type: ignore[attr-defined]
+    # S4D-real init: A[d, n] = -(n + 1).
+    A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(d_inner, 1)
+    A_log = nn.Parameter(torch.log(A))
+    A_log._no_weight_decay = True  # type: ignore[attr-defined]
+    D = nn.Parameter(torch.ones(d_inner, device=device))
+    D._no_weight_decay = True  # type: ignore[attr-defined]
+    rho = None
+    if uses_rate:
+        # r = softplus(ρ) starts like Δ (log-uniform in [dt_min, dt_max]) so that τ ~ 1 in the
+        # configured time unit decays the state as much as one ordinary Mamba step.
+        rho = nn.Parameter(_inverse_softplus(_log_uniform(d_inner, dt_min, dt_max, dt_init_floor, device)))
+        rho._no_weight_decay = True  # type: ignore[attr-defined]
+    return x_proj, dt_proj, A_log, D, rho
+
+
+def project(u: Tensor, x_proj: nn.Linear, dt_proj: nn.Linear, d_state: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``u (B, L, D)`` (or ``(B, D)``) -> raw step δ (same shape), ``B``, ``C`` ``(..., N)``.
+
+    B and C are views of ``x_proj``'s output (no copy): the scan takes strided inputs."""
+    x_dbl = x_proj(u)  # (..., dt_rank + 2N)
+    dt, Bm, Cm = torch.split(x_dbl, [dt_proj.in_features, d_state, d_state], dim=-1)
+    # The bias is added inside the scan (delta_bias) so it sits in fp32 next to the softplus.
+    return F.linear(dt, dt_proj.weight), Bm, Cm
+
+
+def scan_constants(A_log: Tensor, D: Tensor, dt_bias: Tensor, rho: Tensor | None,
+                   event: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """``(A (D, N), D (D,), delta_bias (D,), rate (D,) or None)`` for the scan, in float32 (the
+    scan's arithmetic), or float64 for a float64 model (tests against the float64 oracle).
+
+    ``event``: whether timesteps are given. Without them the coupling falls back to the
+    standard rule and the rate does not enter the scan; it is tied to ``delta_bias`` with an
+    exact zero factor so that it still gets a (zero) gradient and DDP, which stops on
+    parameters without one, needs no ``find_unused_parameters``. That costs two ``(D,)`` ops,
+    nothing per step.
+    """
+    c = lambda t: t if t.dtype == torch.float64 else t.float()
+    A = -torch.exp(c(A_log))
+    delta_bias = c(dt_bias)
+    rate = None if rho is None else F.softplus(c(rho))
+    if rate is not None and not event:
+        delta_bias = delta_bias + 0.0 * rate
+        rate = None
+    return A, c(D), delta_bias, rate
+
+
 class SelectiveSSM(nn.Module):
-    """Selective state space layer: ``u (B, L, D) -> y (B, L, D)``.
+    """Selective state space layer: ``u (B, L, D) -> y (B, L, D)``, one validated
+    :func:`~eventssm.selective_scan` on Δ, B, C projected from ``u``.
 
     Args:
         d_inner: channels D.
         d_state: state size N per channel.
-        dt_rank: rank of the Δ projection (``"auto"``: ceil(d_inner / expand / 16) as in mamba-ssm,
-            computed by the caller; here ``"auto"`` means ceil(d_inner / 32)).
+        dt_rank: rank of the Δ projection (``"auto"``: ceil(d_inner / 32)).
         dt_min, dt_max, dt_init, dt_scale, dt_init_floor: Δ initialisation as in mamba-ssm.
         discretization: a :class:`~eventssm.Discretization` or an lrnnx scheme string.
-        time_scale: factor applied to gaps computed from ``timestamps`` (unit conversion).
+        time_scale: kept for compatibility (this layer takes gaps, not timestamps).
         use_fast_path: ``True`` -> ``backend="auto"`` (Triton on CUDA), ``False`` -> ``"torch"``.
+        backend: overrides ``use_fast_path``: ``"auto" | "triton" | "torch" | "reference"``.
     """
 
     def __init__(
@@ -60,55 +144,22 @@ class SelectiveSSM(nn.Module):
         use_fast_path: bool = True,
         device=None,
         dtype=None,
+        backend: str | None = None,
     ) -> None:
         super().__init__()
-        fk = {"device": device, "dtype": dtype}
-        for name, v in (("d_inner", d_inner), ("d_state", d_state)):
-            if not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not (0 < dt_min <= dt_max):
-            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
-        if dt_init not in ("random", "constant"):
-            raise ValueError(f"dt_init must be 'random' or 'constant', got {dt_init!r}")
+        if not isinstance(d_inner, int) or d_inner <= 0:
+            raise ValueError(f"d_inner must be a positive int, got {d_inner!r}")
         if not (math.isfinite(time_scale) and time_scale > 0):
             raise ValueError(f"time_scale must be a positive finite number, got {time_scale!r}")
         self.d_inner, self.d_state = d_inner, d_state
         self.dt_rank = math.ceil(d_inner / 32) if dt_rank == "auto" else int(dt_rank)
         self.discretization = as_discretization(discretization)
         self.time_scale = float(time_scale)
-        self.backend = "auto" if use_fast_path else "torch"
-
-        self.x_proj = nn.Linear(d_inner, self.dt_rank + 2 * d_state, bias=False, **fk)
-        self.dt_proj = nn.Linear(self.dt_rank, d_inner, bias=True, **fk)
-        # Δ init (mamba-ssm): weight keeps the projection's output variance at dt_scale, bias is
-        # softplus^-1 of a log-uniform step in [dt_min, dt_max].
-        std = self.dt_rank**-0.5 * dt_scale
-        with torch.no_grad():
-            if dt_init == "constant":
-                self.dt_proj.weight.fill_(std)
-            else:
-                self.dt_proj.weight.uniform_(-std, std)
-            self.dt_proj.bias.copy_(_inverse_softplus(self._log_uniform(d_inner, dt_min, dt_max, dt_init_floor, fk)))
-        self.dt_proj.bias._no_reinit = True  # type: ignore[attr-defined]
-        # S4D-real init: A[d, n] = -(n + 1).
-        A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(d_inner, 1)
-        self.A_log = nn.Parameter(torch.log(A))
-        self.A_log._no_weight_decay = True  # type: ignore[attr-defined]
-        self.D = nn.Parameter(torch.ones(d_inner, device=device))
-        self.D._no_weight_decay = True  # type: ignore[attr-defined]
-        if self.discretization.uses_rate:
-            # r = softplus(ρ) starts like Δ (log-uniform in [dt_min, dt_max]) so that τ ~ 1 in the
-            # configured time unit decays the state as much as one ordinary Mamba step.
-            r0 = self._log_uniform(d_inner, dt_min, dt_max, dt_init_floor, fk)
-            self.rho = nn.Parameter(_inverse_softplus(r0))
-            self.rho._no_weight_decay = True  # type: ignore[attr-defined]
-        else:
-            self.register_parameter("rho", None)
-
-    @staticmethod
-    def _log_uniform(n, lo, hi, floor, fk) -> Tensor:
-        u = torch.rand(n, device=fk["device"], dtype=torch.float32)
-        return torch.exp(u * (math.log(hi) - math.log(lo)) + math.log(lo)).clamp(min=floor)
+        self.backend = backend_of(use_fast_path, backend)
+        self.x_proj, self.dt_proj, self.A_log, self.D, rho = ssm_parameters(
+            d_inner, d_state, self.dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor,
+            self.discretization.uses_rate, device, dtype)
+        self.register_parameter("rho", rho)
 
     @property
     def rate(self) -> Tensor | None:
@@ -121,11 +172,7 @@ class SelectiveSSM(nn.Module):
 
     def project(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``u (B, L, D)`` (or ``(B, D)``) -> raw step δ (same shape), ``B``, ``C`` ``(..., N)``."""
-        x_dbl = self.x_proj(u)
-        dt, Bm, Cm = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        # The bias is added inside the scan (delta_bias) so it sits in fp32 next to the softplus.
-        delta = F.linear(dt, self.dt_proj.weight)
-        return delta, Bm, Cm
+        return project(u, self.x_proj, self.dt_proj, self.d_state)
 
     def ssm(
         self,
@@ -137,30 +184,22 @@ class SelectiveSSM(nn.Module):
         return_last_state: bool = False,
         check_values: bool = True,
     ):
-        """Run the scan on ``u (B, L, D)`` with optional gate ``z`` and gaps ``(B, L)``.
+        """Run the scan on ``u (B, L, D)`` with optional gate ``z (B, L, D)`` and gaps ``(B, L)``.
 
         ``mask (B, L)`` marks real steps: padded steps get Δ = 0 (and must have u = 0, τ = 0),
-        so they leave the state unchanged. ``check_values=False`` skips the scan's τ value check
-        (a host sync) for gaps the caller has validated.
+        so they leave the state unchanged. ``check_values``: see :func:`~eventssm.selective_scan`.
         """
         delta, Bm, Cm = self.project(u)
         if mask is not None:
             delta = delta.masked_fill(~mask[..., None], PAD_DELTA)
-        rate = self.rate
-        out = selective_scan(
-            u, delta, self.A(), Bm, Cm, self.D.float(), z=z,
-            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+        A, D, delta_bias, rate = scan_constants(self.A_log, self.D, self.dt_proj.bias, self.rho,
+                                                event=integration_timesteps is not None)
+        return selective_scan(
+            u, delta, A, Bm, Cm, D, z=z, delta_bias=delta_bias, delta_softplus=True,
             integration_timesteps=integration_timesteps, rate=rate,
             discretization=self.discretization, initial_state=initial_state,
             return_last_state=return_last_state, backend=self.backend, check_values=check_values,
         )
-        if rate is not None and integration_timesteps is None and torch.is_grad_enabled():
-            # Without timesteps the rate does not enter (standard fallback). Give it an exact zero
-            # gradient so that DDP does not stop on an unused parameter.
-            y = out[0] if return_last_state else out
-            y = y + (0.0 * rate.sum()).to(y.dtype)
-            out = (y, out[1]) if return_last_state else y
-        return out
 
     def forward(self, u: Tensor, integration_timesteps: Tensor | None = None, z: Tensor | None = None) -> Tensor:
         """``u (B, L, D)`` -> ``y (B, L, D)``."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,8 +36,15 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor
 
-from eventssm.discretization import Asymmetric, Discretization, Scaled, Standard
+from eventssm.checkpointing import (
+    IntegrityCheckpointIO,
+    add_checksums,
+    checkpoint_errors,
+    verify_checkpoint,
+)
+from eventssm.discretization import Additive, Asymmetric, Discretization, Scaled, Standard
 from eventssm.models import EventEncoder, MambaLM
+from eventssm.time import timesteps_from_timestamps
 
 __all__ = [
     "EncoderConfig",
@@ -46,6 +54,7 @@ __all__ = [
     "EventRegressor",
     "ByteLM",
     "splice_queries",
+    "EventTPP",  # noqa: F822 (in eventssm.tpp_task, served lazily by __getattr__ below)
 ]
 
 
@@ -62,7 +71,6 @@ class EncoderConfig:
     # coupling with the mamba scheme whenever timestamps are given, as in lrnnx).
     discretization: Discretization | str = "mamba"
     pooling: Literal["last", "mean", "time"] = "last"  # sequence-level tasks only
-    time_scale: float = 1.0  # multiplies the gaps formed from the batch's timestamps
     dropout: float = 0.0  # on the input embedding
     time_features: bool = True  # also feed log1p(gap) as an input feature
 
@@ -82,7 +90,8 @@ class LMConfig:
 # Checkpoints store the backbone config (with its Discretization) in their hyperparameters; allow
 # these plain config classes under torch.load(weights_only=True), the default of
 # load_from_checkpoint, so that it rebuilds the same discretization without weights_only=False.
-torch.serialization.add_safe_globals([EncoderConfig, LMConfig, Standard, Asymmetric, Scaled])
+torch.serialization.add_safe_globals([EncoderConfig, LMConfig, Standard, Asymmetric, Scaled,
+                                      Additive])
 
 
 def _no_packed(batch: dict) -> None:
@@ -151,6 +160,26 @@ class EventTask(L.LightningModule):
         self.log(f"{stage}/loss", metric, prog_bar=True, on_step=False, on_epoch=True,
                  batch_size=n)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Checksums of every tensor (eventssm.checkpointing); the CheckpointIO that the
+        # ResumeCallback installs adds them itself when it writes the file.
+        trainer = self._trainer
+        if trainer is None or not isinstance(trainer.strategy.checkpoint_io, IntegrityCheckpointIO):
+            add_checksums(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Already checked when a trainer's IntegrityCheckpointIO loaded the file.
+        verify_checkpoint(checkpoint)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """``LightningModule.load_from_checkpoint`` that refuses an empty, truncated or altered
+        file with a :class:`~eventssm.checkpointing.CheckpointError` naming it."""
+        if not isinstance(checkpoint_path, (str, os.PathLike)) or "://" in os.fspath(checkpoint_path):
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        with checkpoint_errors(checkpoint_path):
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
     def configure_optimizers(self):
         decay, no_decay = [], []
         for name, p in self.named_parameters():
@@ -179,15 +208,30 @@ class EventTask(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def _encoder(backbone: EncoderConfig, d_input: int, num_marks: int, use_observed: bool):
+def _encoder(backbone: EncoderConfig, d_input: int, num_marks: int, use_observed: bool,
+             time_scale: float):
     cfg = dataclasses.asdict(backbone) if dataclasses.is_dataclass(backbone) else dict(backbone)
     cfg["discretization"] = backbone.discretization  # asdict would deep-copy; keep the object
-    return EventEncoder(d_input=d_input, num_marks=num_marks, use_observed=use_observed, **cfg)
+    # Checkpoints written before time_scale moved to the task carry it in the backbone config.
+    legacy = cfg.pop("time_scale", None) or getattr(backbone, "time_scale", None)
+    if legacy not in (None, 1.0) and time_scale == 1.0:
+        time_scale = float(legacy)
+    return EventEncoder(d_input=d_input, num_marks=num_marks, use_observed=use_observed,
+                        time_scale=time_scale, **cfg)
+
+
+def _check_time_scale(time_scale: float) -> float:
+    if isinstance(time_scale, bool) or not isinstance(time_scale, (int, float)) or not (
+            math.isfinite(time_scale) and time_scale > 0):
+        raise ValueError(f"time_scale must be a positive finite number, got {time_scale!r}")
+    return float(time_scale)
 
 
 def _encoder_kwargs(batch: dict) -> dict:
+    """The encoder's inputs from a §5 batch: the gaps the collate formed once (float64), and the
+    lengths; the encoder scales the gaps to the model's time unit."""
     return dict(values=batch.get("values"), marks=batch.get("marks"),
-                timestamps=batch["timestamps"], lengths=batch["lengths"],
+                integration_timesteps=batch["integration_timesteps"], lengths=batch["lengths"],
                 observed=batch.get("observed"))
 
 
@@ -202,13 +246,16 @@ class EventClassifier(EventTask):
         use_observed: batches carry an ``observed`` mask (``data.use_observed``).
         per_event: one prediction per event from the per-event features (``data.per_event``).
         backbone: the encoder architecture and discretization.
+        time_scale: the model's time unit, as the factor applied to every gap of the batches
+            (linked from ``data.time_scale``: by default 1 / the median training gap).
         label_smoothing: of the cross-entropy.
         **optim: :class:`EventTask` options (lr, weight_decay, warmup_steps, scheduler, ...).
     """
 
     def __init__(self, num_classes: int = 2, d_input: int = 0, num_marks: int = 0,
                  use_observed: bool = False, per_event: bool = False,
-                 backbone: EncoderConfig | None = None, label_smoothing: float = 0.0,
+                 backbone: EncoderConfig | None = None, time_scale: float = 1.0,
+                 label_smoothing: float = 0.0,
                  lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 0,
                  scheduler: Literal["cosine", "constant"] = "cosine", min_lr_ratio: float = 0.1):
         super().__init__(lr, weight_decay, warmup_steps, scheduler, min_lr_ratio)
@@ -218,7 +265,8 @@ class EventClassifier(EventTask):
         self._save_hparams()
         self.per_event = per_event
         self.num_classes = num_classes
-        self.encoder = _encoder(backbone, d_input, num_marks, use_observed)
+        self.encoder = _encoder(backbone, d_input, num_marks, use_observed,
+                                _check_time_scale(time_scale))
         self.head = nn.Linear(backbone.d_model, num_classes)
         self.label_smoothing = label_smoothing
         kw = dict(task="multiclass", num_classes=num_classes, ignore_index=-100)
@@ -294,7 +342,8 @@ def splice_queries(batch: dict) -> tuple[dict, Tensor]:
                          ts.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0])
     pad = torch.arange(Lp, device=dev)[None] >= new_len[:, None]
     t = torch.where(pad, last_t[:, None], t)
-    out = {"timestamps": t, "lengths": new_len}
+    out = {"timestamps": t, "lengths": new_len,
+           "integration_timesteps": timesteps_from_timestamps(t, lengths=new_len)}
     if batch.get("values") is not None:
         v = torch.zeros(Bsz, Lp, batch["values"].shape[-1], dtype=batch["values"].dtype,
                         device=dev)
@@ -326,13 +375,14 @@ class EventRegressor(EventTask):
         d_input, num_marks, use_observed: from the data (see :class:`EventClassifier`);
             forecasting needs ``use_observed`` (queries are the unobserved steps).
         backbone: the encoder architecture and discretization.
+        time_scale: the model's time unit (see :class:`EventClassifier`).
         loss: ``"mse"`` or ``"l1"``.
         **optim: :class:`EventTask` options.
     """
 
     def __init__(self, d_target: int = 1, d_input: int = 0, num_marks: int = 0,
                  use_observed: bool = False, backbone: EncoderConfig | None = None,
-                 loss: Literal["mse", "l1"] = "mse", lr: float = 1e-3,
+                 time_scale: float = 1.0, loss: Literal["mse", "l1"] = "mse", lr: float = 1e-3,
                  weight_decay: float = 0.01, warmup_steps: int = 0,
                  scheduler: Literal["cosine", "constant"] = "cosine", min_lr_ratio: float = 0.1):
         super().__init__(lr, weight_decay, warmup_steps, scheduler, min_lr_ratio)
@@ -344,7 +394,8 @@ class EventRegressor(EventTask):
         self._save_hparams()
         self.use_observed = use_observed
         self.loss_name = loss
-        self.encoder = _encoder(backbone, d_input, num_marks, use_observed)
+        self.encoder = _encoder(backbone, d_input, num_marks, use_observed,
+                                _check_time_scale(time_scale))
         self.head = nn.Linear(backbone.d_model, d_target)
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_mse", torchmetrics.MeanSquaredError())
@@ -498,3 +549,13 @@ class ByteLM(EventTask):
     def predict_step(self, batch, batch_idx) -> Any:
         """Greedy next-byte predictions ``(B, L)`` for the batch's inputs."""
         return self(batch["input_ids"]).argmax(-1)
+
+
+def __getattr__(name: str):
+    # EventTPP (temporal point processes) lives in eventssm.tpp_task, which builds on EventTask:
+    # importing it lazily here avoids a circular import either way round.
+    if name == "EventTPP":
+        from eventssm.tpp_task import EventTPP
+
+        return EventTPP
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

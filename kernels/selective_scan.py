@@ -11,13 +11,15 @@ needed; the backward recomputes the chunk from it (see :mod:`.selective_scan_bwd
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
-from eventssm.discretization import Discretization, as_discretization
-
+from .constants import COUPLING_STANDARD, RATE_COUPLINGS, SCHEME_MAMBA
 from .selective_scan_bwd import selective_scan_bwd
-from .selective_scan_fwd import chunk_slots, selective_scan_fwd
+from .selective_scan_fwd import chunk_slots, selective_scan_fwd, strided_ok
+from .selective_state_update import scan_codes
 from .utils import is_interpreting
 
 __all__ = ["selective_scan_triton", "chunk_size"]
@@ -75,12 +77,20 @@ def _bwd_impl(
     dlast: Tensor | None, softplus: bool, scheme: int, coupling: int, store_dh0: bool,
     tau_grad: bool,
 ) -> list[Tensor]:
+    return _bwd_core(u, delta, A, B, C, D, z, delta_bias, tau, rate, ckpt, offsets, cu_seqlens,
+                     dy, dlast, softplus, scheme, coupling, store_dh0, tau_grad)
+
+
+def _bwd_core(u, delta, A, B, C, D, z, delta_bias, tau, rate, ckpt, offsets, cu_seqlens, dy,
+              dlast, softplus, scheme, coupling, store_dh0, tau_grad, dz_out=None):
+    """The backward launch; ``dz_out`` (eager calls only): where ∂z goes, returned as it is."""
     g = selective_scan_bwd(
         u, delta, A, B, C, D, z, delta_bias, softplus, tau, rate, ckpt, offsets, cu_seqlens,
         dy.contiguous(), None if dlast is None else dlast.contiguous(), scheme, coupling,
-        CK=chunk_size(A.shape[1]), store_dh0=store_dh0, tau_grad=tau_grad)
+        CK=chunk_size(A.shape[1]), store_dh0=store_dh0, tau_grad=tau_grad, dz_out=dz_out)
     # ∂B and ∂C come as halves of one buffer: custom-op outputs may not alias each other
-    return [_empty(u) if g[k] is None else g[k].contiguous() for k in _GRAD_NAMES]
+    return [_empty(u) if g[k] is None else g[k] if k == "z" and dz_out is not None
+            else g[k].contiguous() for k in _GRAD_NAMES]
 
 
 _bwd_op = torch.library.custom_op("eventssm::selective_scan_bwd", mutates_args=())(_bwd_impl)
@@ -99,7 +109,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, tau, rate, ckpt, offsets, cu_seqlens,
         torch.empty_like(u), torch.empty_like(delta), f32(A), f32(B), f32(C),
         e if D is None else f32(D), e if z is None else torch.empty_like(z),
         e if delta_bias is None else f32(delta_bias), f32(tau) if tau_grad else e,
-        f32(rate) if coupling == 1 else e,
+        f32(rate) if coupling in RATE_COUPLINGS else e,
         u.new_empty(n_seq, A.shape[0], A.shape[1], dtype=torch.float32) if store_dh0 else e,
     ]
 
@@ -123,10 +133,13 @@ def _backward(ctx, dy, dlast, _dckpt, _doffsets, bwd=_bwd_op):
     needs = ctx.needs_input_grad
     if dy is None:
         dy = torch.zeros_like(u)
+    extra = {}
+    if getattr(ctx, "dz_out", None) is not None and z is not None and needs[6]:
+        extra["dz_out"] = _resolve_out(ctx.dz_out, z, "dz_out")
     grads = bwd(u, delta, A, B, C, D, z, delta_bias, tau, rate, ckpt, offsets, cu_seqlens,
-                    dy, dlast, softplus, scheme, coupling,
-                    store_dh0=h0 is not None and needs[10],
-                    tau_grad=tau is not None and coupling != 0 and needs[8])
+                dy, dlast, softplus, scheme, coupling,
+                store_dh0=h0 is not None and needs[10],
+                tau_grad=tau is not None and coupling != COUPLING_STANDARD and needs[8], **extra)
     g = dict(zip(_GRAD_NAMES, grads))
 
     def cast(name, like):
@@ -142,66 +155,110 @@ def _backward(ctx, dy, dlast, _dckpt, _doffsets, bwd=_bwd_op):
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _resolve_out(out, like: Tensor, name: str) -> Tensor:
+    """A caller's gradient buffer (a tensor, or a callable returning one), checked against the
+    input it is the gradient of."""
+    t = out() if callable(out) else out
+    if not isinstance(t, Tensor) or t.shape != like.shape or t.dtype != like.dtype \
+            or t.device != like.device or not strided_ok(t, like.shape[1], (like.shape[-1],)):
+        got = (t.dtype, tuple(t.shape), t.stride()) if isinstance(t, Tensor) else type(t).__name__
+        raise ValueError(f"{name} must give a {like.dtype} tensor of shape {tuple(like.shape)} on "
+                         f"{like.device} with evenly spaced dense rows, got {got}")
+    return t
+
+
 class _ScanFunction(torch.autograd.Function):
     """The same forward and backward for eager mode without the custom op's dispatch: on an
     H100 with torch 2.11 the custom-op wrappers (argument defaults, aliasing checks) cost about
     a millisecond of host time per forward+backward, more than the kernels at small sizes.
-    ``torch.compile`` sees the custom ops instead (``selective_scan_triton``)."""
+    ``torch.compile`` sees the custom ops instead (``selective_scan_triton``). ``dz_out`` (last
+    argument, after the custom op's): where the backward writes ∂z, or None."""
 
     @staticmethod
-    def forward(ctx, *inputs):
+    def forward(ctx, *args):
+        *inputs, dz_out = args
         out = _fwd_impl(*inputs)
         _setup_context(ctx, inputs, out)
+        ctx.dz_out = dz_out
         ctx.mark_non_differentiable(out[2], out[3])
         return out
 
     @staticmethod
     def backward(ctx, dy, dlast, _dckpt, _doffsets):
-        return _backward(ctx, dy, dlast, _dckpt, _doffsets, bwd=_bwd_impl)
+        return (*_backward(ctx, dy, dlast, _dckpt, _doffsets, bwd=_bwd_core), None)
 
 
 def selective_scan_triton(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
     z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
     integration_timesteps: Tensor | None = None, rate: Tensor | None = None,
-    discretization: Discretization | str = "mamba", initial_state: Tensor | None = None,
-    return_last_state: bool = False, cu_seqlens: Tensor | None = None,
+    scheme: int = SCHEME_MAMBA, coupling: int = COUPLING_STANDARD,
+    initial_state: Tensor | None = None, return_last_state: bool = False,
+    cu_seqlens: Tensor | None = None, dz_out: Tensor | Callable[[], Tensor] | None = None,
 ):
-    """Selective scan with the Triton kernels; same contract as :func:`eventssm.selective_scan`
-    (which validates the inputs and calls this for ``backend="triton"``).
+    """Selective scan with the Triton kernels (DESIGN §2-3), for inputs validated by the caller
+    (``eventssm.selective_scan`` checks values and shapes and calls this for ``backend="triton"``).
 
     Shapes: ``u, delta, z: (batch, L, D)``; ``B, C: (batch, L, N)`` or ``(batch, L, G, N)``;
     ``A: (D, N)``; ``D, delta_bias, rate: (D,)``; ``integration_timesteps: (batch, L)``;
-    ``initial_state: (batch, D, N)`` (``(n_seq, D, N)`` with ``cu_seqlens (n_seq + 1,)`` and
-    ``batch == 1``). Inputs may be fp16/bf16/fp32 (arithmetic in fp32); float64 ``u, delta, A,
-    B, C`` go to the reference (the kernels compute in fp32; a float64 τ is read as fp32).
+    ``initial_state: (batch, D, N)`` (``(n_seq, D, N)`` with ``cu_seqlens (n_seq + 1,)`` int32
+    or int64 and ``batch == 1``). Inputs fp16/bf16/fp32 (arithmetic in fp32; a float64 τ is read
+    as fp32).
+
+    The discretization comes as two integer codes of :mod:`eventssm.kernels.constants`:
+    ``scheme`` (``SCHEME_MAMBA``, ``SCHEME_ZOH``, ``SCHEME_BILINEAR``, ``SCHEME_DIRAC``) and
+    ``coupling`` (``COUPLING_STANDARD``, ``COUPLING_ASYMMETRIC``, ``COUPLING_SCALED``,
+    ``COUPLING_ADDITIVE``). The
+    coupling is the configured one: without ``integration_timesteps`` (or with the standard
+    coupling) τ is not read and the scan runs in standard mode; ``rate`` (the activated
+    per-channel rate r) is read only by the asymmetric coupling with τ.
+
+    ``z`` and ``B, C`` may be slices of wider rows (``xz[..., D:]``, columns of ``x_proj``'s
+    output): they are read in place, not copied, when their last dimension is dense, their rows
+    evenly spaced and (B, C) share strides; ``u`` and ``delta`` are made contiguous if they are not.
+
+    ``dz_out``: where the backward writes ∂z, a ``(batch, L, D)`` tensor of z's dtype with evenly
+    spaced dense rows (e.g. ``dxz[..., D:]`` of the gradient buffer of ``in_proj``'s output, whose
+    other half the conv's ``dx_out`` fills: no concatenation), or a zero-argument callable
+    returning one when the backward runs; the gradient returned for z is that tensor. Eager only
+    (not under ``torch.compile``).
 
     Returns ``y (batch, L, D)`` in ``u``'s dtype, and with ``return_last_state`` also the last
     state ``(batch or n_seq, D, N)`` in fp32. Gradients flow to every tensor input, to the last
     state's cotangent and, when ``integration_timesteps`` requires grad, to τ.
-    """
-    disc = as_discretization(discretization)
-    # τ may be float64 (timestamps often are); it is read as fp32 like every other input.
-    if any(t is not None and t.dtype == torch.float64 for t in (u, delta, A, B, C)):
-        from eventssm.reference import selective_scan_ref
 
-        return selective_scan_ref(
-            u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
-            integration_timesteps=integration_timesteps, rate=rate, discretization=disc,
-            initial_state=initial_state, return_last_state=return_last_state,
-            cu_seqlens=cu_seqlens)
-    tau = integration_timesteps if disc.event_mode(integration_timesteps) else None
-    coupling = disc.coupling_id if tau is not None else 0
+    Raises:
+        TypeError: float64 ``u, delta, A, B, C`` (the kernels compute in fp32: the caller sends
+            float64 to the reference).
+        ValueError: unknown codes; the asymmetric coupling with τ but no ``rate``.
+    """
+    if any(t.dtype == torch.float64 for t in (u, delta, A, B, C)):
+        raise TypeError("selective_scan_triton computes in float32: float64 inputs belong to the "
+                        "reference (eventssm.selective_scan routes them there)")
+    tau = integration_timesteps
+    coupling = scan_codes(scheme, coupling, tau, rate)
+    if coupling == COUPLING_STANDARD:
+        tau = None
     c = lambda t: None if t is None else t.contiguous()
     Bk, Ck = (B[:, :, None], C[:, :, None]) if B.dim() == 3 else (B, C)
-    rate_k = rate if coupling == 1 else None
+    # z, B and C may be slices of wider rows (z = xz[..., D:], B/C of x_proj's output): read in
+    # place when the rest of their layout is dense (and B, C share strides), else copied
+    L = u.shape[1]
+    zk = z if z is not None and strided_ok(z, L, (z.shape[-1],)) else c(z)
+    if not (Bk.stride() == Ck.stride() and strided_ok(Bk, L, tuple(Bk.shape[2:]))):
+        Bk, Ck = Bk.contiguous(), Ck.contiguous()
+    rate_k = rate if coupling in RATE_COUPLINGS else None
     cu = None if cu_seqlens is None else cu_seqlens.to(device=u.device, dtype=torch.int32)
     save_ckpt = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad
         for t in (u, delta, A, B, C, D, z, delta_bias, tau, rate_k, initial_state))
     # torch.compile traces the custom op (one opaque node); eager calls skip its dispatch
-    fwd = _fwd_op if torch.compiler.is_compiling() else _ScanFunction.apply
-    y, last, _, _ = fwd(
-        c(u), c(delta), c(A), c(Bk), c(Ck), c(D), c(z), c(delta_bias), c(tau), c(rate_k),
-        c(initial_state), c(cu), bool(delta_softplus), disc.scheme_id, coupling, save_ckpt)
+    args = (c(u), c(delta), c(A), Bk, Ck, c(D), zk, c(delta_bias), c(tau), c(rate_k),
+            c(initial_state), c(cu), bool(delta_softplus), scheme, coupling, save_ckpt)
+    if torch.compiler.is_compiling():
+        if dz_out is not None:
+            raise ValueError("dz_out is not supported under torch.compile")
+        y, last, _, _ = _fwd_op(*args)
+    else:
+        y, last, _, _ = _ScanFunction.apply(*args, dz_out)
     return (y, last) if return_last_state else y

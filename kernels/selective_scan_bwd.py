@@ -45,13 +45,21 @@ import torch
 import triton
 import triton.language as tl
 
+from .constants import RATE_COUPLINGS
+from .selective_scan_fwd import row_strides
 from .utils import (
+    ADDITIVE,
+    ASYMMETRIC,
+    BILINEAR,
+    DIRAC,
     LN2,
-    LOG2E,
+    MAMBA,
+    SCALED,
+    STANDARD,
+    ZOH,
     advance_states,
     channel_params,
     channel_sums,
-    discretize,
     discretize_grad,
     exp2_fast,
     group_sum,
@@ -76,13 +84,13 @@ __all__ = ["selective_scan_bwd"]
 @triton.jit
 def _load_rows(X, p_bc, n_valid, m_d, G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr,
                VEC: tl.constexpr, K: tl.constexpr, MASK_T: tl.constexpr,
-               SPLIT_GROUPS: tl.constexpr):
+               SPLIT_GROUPS: tl.constexpr, SBC: tl.constexpr):
     """The lane's NS entries of the B (or C) rows of K steps, a flat tuple (step k at k·NS).
     Without split groups every lane reads its block's group row, so only the steps need masks."""
     xs = ()
     for k in tl.static_range(K):
         m = tl.where(k < n_valid, m_d, False) if MASK_T else m_d
-        xs = xs + load_row_vec(X, p_bc + k * G * N, m, NS, VEC, MASK_T or SPLIT_GROUPS)
+        xs = xs + load_row_vec(X, p_bc + k * SBC, m, NS, VEC, MASK_T or SPLIT_GROUPS)
     return xs
 
 
@@ -90,16 +98,16 @@ def _load_rows(X, p_bc, n_valid, m_d, G: tl.constexpr, N: tl.constexpr, NS: tl.c
 def _sub_inputs(p_u, p_dl, p_tau, B, t, n_valid, m_d, o_bc, D: tl.constexpr, G: tl.constexpr,
                 N: tl.constexpr, NS: tl.constexpr, VEC: tl.constexpr, K: tl.constexpr,
                 COUPLING: tl.constexpr, MASK_T: tl.constexpr, SPLIT_GROUPS: tl.constexpr,
-                EVEN_D: tl.constexpr):
+                EVEN_D: tl.constexpr, SBC: tl.constexpr):
     """What the chunk pass reads for the K steps from ``t``: (u, δ, τ) tuples and B rows."""
     cur = load_steps(p_u + t * D, p_dl + t * D, p_tau + t, p_dl, p_dl, n_valid, m_d, D, K,
-                     COUPLING, False, False, MASK_T, EVEN_D)
-    return cur, _load_rows(B, t * G * N + o_bc, n_valid, m_d, G, N, NS, VEC, K, MASK_T,
-                           SPLIT_GROUPS)
+                     COUPLING, False, False, MASK_T, EVEN_D, D)
+    return cur, _load_rows(B, t * SBC + o_bc, n_valid, m_d, G, N, NS, VEC, K, MASK_T,
+                           SPLIT_GROUPS, SBC)
 
 
 @triton.jit
-def _forward_sub(hs, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS: tl.constexpr,
+def _forward_sub(hs, cur, Bks, n_valid, As, A2s, rAs, b_bias, b_rate, NS: tl.constexpr,
                  K: tl.constexpr, SCHEME: tl.constexpr, COUPLING: tl.constexpr,
                  SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, MASK_T: tl.constexpr,
                  KEEP: tl.constexpr):
@@ -114,7 +122,8 @@ def _forward_sub(hs, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS: tl.constexp
             Bs = Bs + (Bks[k * NS + i],)
         _, _, dtA, dtB = step_coeffs(dls[k], taus[k], m_t, b_bias, b_rate, COUPLING, SOFTPLUS,
                                      HAS_BIAS, MASK_T)
-        hs = advance_states(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, NS, SCHEME)
+        hs = advance_states(hs, Bs, us[k].to(tl.float32), dtA, dtB, As, A2s, rAs, NS, SCHEME,
+                            COUPLING == STANDARD)
         if KEEP:
             hs_all = hs_all + (hs,)
     if KEEP:
@@ -125,22 +134,22 @@ def _forward_sub(hs, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS: tl.constexp
 
 @triton.jit
 def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du, p_ddl, p_dz,
-                  p_dtau, p_dbc, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias, b_Dskip,
+                  p_dtau, p_dbc, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, rAs, b_bias, b_Dskip,
                   b_rate, D: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr,
                   S: tl.constexpr, VEC: tl.constexpr, K: tl.constexpr,
                   SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
                   HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                   TAU_GRAD: tl.constexpr, SPLIT_GROUPS: tl.constexpr, MASK_T: tl.constexpr,
-                  EVEN_D: tl.constexpr):
+                  EVEN_D: tl.constexpr, SBC: tl.constexpr, SDZ: tl.constexpr):
     """The K steps of one sub-chunk in reverse, from the state entering it (``h0s``) and the
     adjoint after it (``g``); returns the adjoint before it and the updated accumulators."""
     us, dls, taus, dys, zs = cur
     # B and C rows of the whole sub-chunk first: C is not needed before the reverse steps, so
     # its loads overlap the recompute
-    Bks = _load_rows(B, p_bc, n_valid, m_d, G, N, NS, VEC, K, MASK_T, SPLIT_GROUPS)
-    Cks = _load_rows(C, p_bc, n_valid, m_d, G, N, NS, VEC, K, MASK_T, SPLIT_GROUPS)
+    Bks = _load_rows(B, p_bc, n_valid, m_d, G, N, NS, VEC, K, MASK_T, SPLIT_GROUPS, SBC)
+    Cks = _load_rows(C, p_bc, n_valid, m_d, G, N, NS, VEC, K, MASK_T, SPLIT_GROUPS, SBC)
     # the sub-chunk's states h[0..K] (h[0] = h0s) recomputed into registers
-    hs_all = _forward_sub(h0s, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS, K, SCHEME,
+    hs_all = _forward_sub(h0s, cur, Bks, n_valid, As, A2s, rAs, b_bias, b_rate, NS, K, SCHEME,
                           COUPLING, SOFTPLUS, HAS_BIAS, MASK_T, True)
     # after the reduce-scatter each lane holds Q of the 2N sums (see channel_sums)
     Q: tl.constexpr = (2 * N + 31) // 32
@@ -165,11 +174,11 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
                 b_ypre += hk[n] * Cs[n]
             b_ypre = group_sum(b_ypre, S) + b_Dskip * b_u
             b_dz = b_dy * b_ypre * b_sz * (1.0 + b_z * (1.0 - b_sz))
-            store_masked(p_dz + k * D, b_dz, m_t, m_w, MASK_T, EVEN_D and S == 1)
+            store_masked(p_dz + k * SDZ, b_dz, m_t, m_w, MASK_T, EVEN_D and S == 1)
             b_dy = b_dy * b_z * b_sz
-        if SCHEME == 0:
+        if SCHEME == MAMBA:
             ku = dtB * b_u
-        elif SCHEME == 3:
+        elif SCHEME == DIRAC:
             ku = b_u
         # per state: adjoint update, the ∂B/∂C terms, the ∂u / ∂dtA / ∂dtB / ∂A contributions
         dBs = ()
@@ -182,7 +191,7 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         for n in tl.static_range(NS):
             gn = g[n] + b_dy * Cs[n]
             dCs = dCs + (b_dy * hk[n],)
-            if SCHEME == 0 or SCHEME == 3:
+            if SCHEME == MAMBA or SCHEME == DIRAC:
                 dBs = dBs + (gn * ku,)
                 s_u += gn * Bs[n]
                 dAn = exp2_fast(dtA * A2s[n])
@@ -190,14 +199,15 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
                 s_dtA += q * A2s[n]
                 ndA = ndA + (dA_acc[n] + q * dtA,)
             else:
-                dAn, kB = discretize(dtA, dtB, As[n], A2s[n], SCHEME)
-                ddA_ddtA, ddA_dA, dk_ddtB, dk_dA = discretize_grad(dtA, dtB, As[n], dAn, kB, SCHEME)
-                gk = gn * kB
-                dBs = dBs + (gk * b_u,)
-                s_u += gk * Bs[n]
+                # zoh / bilinear: Ā, k and their four partials from one evaluation
+                dAn, kB, ddA_dt, ddA_dA, dk_ddtB, dk_dA = discretize_grad(
+                    dtA, dtB, As[n], A2s[n], rAs[n], SCHEME, COUPLING == STANDARD)
+                gB = gn * Bs[n]
+                dBs = dBs + ((gn * kB) * b_u,)
+                s_u += gB * kB
                 gh = gn * hp[n]
-                gBu = gn * Bs[n] * b_u
-                s_dtA += gh * ddA_ddtA * LOG2E
+                gBu = gB * b_u
+                s_dtA += gh * ddA_dt  # ∂Ā/∂dtA·log2 e: × ln 2 below, as for the exp2 schemes
                 s_dtB += gBu * dk_ddtB
                 ndA = ndA + (dA_acc[n] + gh * ddA_dA + gBu * dk_dA,)
             ng = ng + (gn * dAn,)
@@ -206,12 +216,12 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         # per-channel sums over the channel's S lanes
         s_u = group_sum(s_u, S)
         d_dtA = group_sum(s_dtA, S) * LN2
-        if SCHEME == 1 or SCHEME == 2:
+        if SCHEME == ZOH or SCHEME == BILINEAR:
             s_dtB = group_sum(s_dtB, S)
-        if SCHEME == 0:
+        if SCHEME == MAMBA:
             b_du = s_u * dtB
             d_dtB = s_u * b_u
-        elif SCHEME == 3:
+        elif SCHEME == DIRAC:
             b_du = s_u
             d_dtB = tl.zeros_like(b_u)
         else:
@@ -222,13 +232,17 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
             b_dD += b_dy * b_u
         store_masked(p_du + k * D, b_du, m_t, m_w, MASK_T, EVEN_D and S == 1)
         # chain rule through the coupling
-        if COUPLING == 1:
+        if COUPLING == ASYMMETRIC:
             b_ddl = d_dtB
             b_drate += d_dtA * taus[k].to(tl.float32)
             b_dtau_l = d_dtA * b_rate
-        elif COUPLING == 2:
+        elif COUPLING == SCALED:
             b_ddl = d_dtB + d_dtA * taus[k].to(tl.float32)
             b_dtau_l = d_dtA * b_dl
+        elif COUPLING == ADDITIVE:
+            b_ddl = d_dtB + d_dtA
+            b_drate += d_dtA * taus[k].to(tl.float32)
+            b_dtau_l = d_dtA * b_rate
         else:
             b_ddl = d_dtB + d_dtA
             b_dtau_l = d_dtA
@@ -297,7 +311,7 @@ def selective_scan_bwd_kernel(
     STORE_DH0: tl.constexpr, TAU_GRAD: tl.constexpr, IS_VARLEN: tl.constexpr,
     DTYPE_KEY: tl.constexpr, S: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr,
     K: tl.constexpr, SPLIT_GROUPS: tl.constexpr, EVEN_D: tl.constexpr,
-    PF_DIST: tl.constexpr,
+    PF_DIST: tl.constexpr, SZ: tl.constexpr, SBC: tl.constexpr, SDZ: tl.constexpr,
 ):
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     NS: tl.constexpr = N // S
@@ -317,8 +331,9 @@ def selective_scan_bwd_kernel(
     m_d = o_d < D
     m_w = m_d & (sub == 0)  # per-channel outputs are written by the channel's first lane
     o_dn = o_d * N + sub * NS  # (D, N) tensors: state sub·NS + i of channel o_d
-    b_bias, b_Dskip, b_rate, As, A2s = channel_params(A, delta_bias, Dskip, rate, o_d, m_d, o_dn,
-                                                      NS, HAS_BIAS, HAS_D, COUPLING)
+    b_bias, b_Dskip, b_rate, As, A2s, rAs = channel_params(A, delta_bias, Dskip, rate, o_d, m_d,
+                                                           o_dn, NS, HAS_BIAS, HAS_D, COUPLING,
+                                                           SCHEME)
     g = ()
     dA_acc = ()
     for i in tl.static_range(NS):
@@ -350,7 +365,7 @@ def selective_scan_bwd_kernel(
     else:
         p_z = p_u
         p_dz = p_du
-    if COUPLING != 0:
+    if COUPLING != STANDARD:
         p_tau = tau
     else:
         p_tau = u
@@ -361,7 +376,7 @@ def selective_scan_bwd_kernel(
     o_pf = lane % K
     l_pf = lane // K
     m_pf = l_pf * SECT < N
-    o_bc_pf = o_pf * G * N + ((i_d * BD) // (D // G)) * N + l_pf * SECT
+    o_bc_pf = o_pf * SBC + ((i_d * BD) // (D // G)) * N + l_pf * SECT
     FAR: tl.constexpr = PF_DIST * K  # L2 prefetch distance in steps (see prefetch_distance)
 
     for i_o in range(tl.cdiv(T, CK) - 1, -1, -1):
@@ -377,7 +392,7 @@ def selective_scan_bwd_kernel(
         # sub-chunk i_c is computed (a load used right away waited on L2 every sub-chunk).
         t0 = bos + i_o * CK
         nxt, nxt_B = _sub_inputs(p_u, p_dl, p_tau, B, t0, n_ck, m_d, o_bc, D, G, N, NS, VEC, K,
-                                 COUPLING, True, SPLIT_GROUPS, EVEN_D)
+                                 COUPLING, True, SPLIT_GROUPS, EVEN_D, SBC)
         for i_c in range(0, n_sub):
             cur = nxt
             Bks = nxt_B
@@ -387,35 +402,36 @@ def selective_scan_bwd_kernel(
             n_valid = n_ck - i_c * K
             if n_valid >= 2 * K:
                 nxt, nxt_B = _sub_inputs(p_u, p_dl, p_tau, B, t + K, K, m_d, o_bc, D, G, N, NS,
-                                         VEC, K, COUPLING, False, SPLIT_GROUPS, EVEN_D)
+                                         VEC, K, COUPLING, False, SPLIT_GROUPS, EVEN_D, SBC)
             else:
                 nxt, nxt_B = _sub_inputs(p_u, p_dl, p_tau, B, t + K, n_valid - K, m_d, o_bc, D,
-                                         G, N, NS, VEC, K, COUPLING, True, SPLIT_GROUPS, EVEN_D)
+                                         G, N, NS, VEC, K, COUPLING, True, SPLIT_GROUPS, EVEN_D,
+                                         SBC)
             # into L2: what the chunk pass reads FAR steps on, and what the reverse pass reads
             # first (dy, C, z) of this sub-chunk
             if PF_DIST > 0:
-                prefetch_l2(B + (t + FAR) * G * N + o_bc_pf, m_pf & (o_pf < n_valid - FAR))
+                prefetch_l2(B + (t + FAR) * SBC + o_bc_pf, m_pf & (o_pf < n_valid - FAR))
                 prefetch_rows_l2(p_u + (t + FAR) * D, t - bos + FAR, T, m_d, D, K)
                 prefetch_rows_l2(p_dl + (t + FAR) * D, t - bos + FAR, T, m_d, D, K)
-                if COUPLING != 0:
+                if COUPLING != STANDARD:
                     prefetch_l2(p_tau + t + FAR + o_pf, (l_pf == 0) & (o_pf < n_valid - FAR))
-                prefetch_l2(C + t * G * N + o_bc_pf, m_pf & (o_pf < n_valid))
+                prefetch_l2(C + t * SBC + o_bc_pf, m_pf & (o_pf < n_valid))
                 prefetch_rows_l2(p_dy + t * D, t - bos, T, m_d, D, K)
                 if HAS_Z:
-                    prefetch_rows_l2(p_z + t * D, t - bos, T, m_d, D, K)
+                    prefetch_rows_l2(p_z + t * SZ, t - bos, T, m_d, SZ, K)
             # full sub-chunks take the path without step masks
             if n_valid >= K:
-                hs = _forward_sub(hs, cur, Bks, K, As, A2s, b_bias, b_rate, NS, K, SCHEME,
+                hs = _forward_sub(hs, cur, Bks, K, As, A2s, rAs, b_bias, b_rate, NS, K, SCHEME,
                                   COUPLING, SOFTPLUS, HAS_BIAS, False, False)
             else:
-                hs = _forward_sub(hs, cur, Bks, n_valid, As, A2s, b_bias, b_rate, NS, K, SCHEME,
+                hs = _forward_sub(hs, cur, Bks, n_valid, As, A2s, rAs, b_bias, b_rate, NS, K, SCHEME,
                                   COUPLING, SOFTPLUS, HAS_BIAS, True, False)
         # Reverse pass over the sub-chunks; the state entering sub-chunk i_c - 1 and its u, δ, τ
         # are requested before sub-chunk i_c is computed (the recompute needs them first).
         t_last = t0 + (n_sub - 1) * K
         nxt = load_steps(p_u + t_last * D, p_dl + t_last * D, p_tau + t_last, p_dy, p_z,
                          (t0 + n_ck - t_last).to(tl.int32), m_d, D, K, COUPLING, False, False,
-                         True, EVEN_D)
+                         True, EVEN_D, SZ)
         nxt_h = ()
         for i in tl.static_range(NS):
             nxt_h = nxt_h + (tl.load(p_scr + ((n_sub - 1) * NS + i) * 32),)
@@ -426,7 +442,7 @@ def selective_scan_bwd_kernel(
             n_valid = n_ck - i_c * K
             if i_c > 0:  # sub-chunk i_c - 1 is a full one
                 nxt = load_steps(p_u + (t - K) * D, p_dl + (t - K) * D, p_tau + t - K, p_dy, p_z,
-                                 K, m_d, D, K, COUPLING, False, False, False, EVEN_D)
+                                 K, m_d, D, K, COUPLING, False, False, False, EVEN_D, SZ)
                 nxt_h = ()
                 for i in tl.static_range(NS):
                     nxt_h = nxt_h + (tl.load(p_scr + ((i_c - 1) * NS + i) * 32),)
@@ -434,33 +450,33 @@ def selective_scan_bwd_kernel(
             # this one's last sub-chunks)
             if PF_DIST > 0:
                 if i_c < PF_DIST:
-                    prefetch_l2(B + (t - CK) * G * N + o_bc_pf, m_pf & (t - bos >= CK))
+                    prefetch_l2(B + (t - CK) * SBC + o_bc_pf, m_pf & (t - bos >= CK))
                     prefetch_rows_l2(p_u + (t - CK) * D, t - bos - CK, T, m_d, D, K)
                     prefetch_rows_l2(p_dl + (t - CK) * D, t - bos - CK, T, m_d, D, K)
-                    if COUPLING != 0:
+                    if COUPLING != STANDARD:
                         prefetch_l2(p_tau + t - CK + o_pf, (l_pf == 0) & (t - bos >= CK))
             if n_valid >= K:
                 dys = load_cols(p_dy + t * D, K, m_d, D, K, False, EVEN_D)
                 zs = dys
                 if HAS_Z:
-                    zs = load_cols(p_z + t * D, K, m_d, D, K, False, EVEN_D)
+                    zs = load_cols(p_z + t * SZ, K, m_d, SZ, K, False, EVEN_D)
                 g, dA_acc, b_dD, b_dbias, b_drate = _backward_sub(
                     g, dA_acc, b_dD, b_dbias, b_drate, h0s, (us, dls, taus, dys, zs), B, C,
-                    t * G * N + o_bc, p_du + t * D, p_ddl + t * D, p_dz + t * D, dtau + t,
-                    dBC + t * G * 2 * N, K, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias, b_Dskip,
+                    t * SBC + o_bc, p_du + t * D, p_ddl + t * D, p_dz + t * SDZ, dtau + t,
+                    dBC + t * G * 2 * N, K, m_d, m_w, lane, sub, o_g2, As, A2s, rAs, b_bias, b_Dskip,
                     b_rate, D, G, N, NS, S, VEC, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D,
-                    HAS_Z, TAU_GRAD, SPLIT_GROUPS, False, EVEN_D)
+                    HAS_Z, TAU_GRAD, SPLIT_GROUPS, False, EVEN_D, SBC, SDZ)
             else:
                 dys = load_cols(p_dy + t * D, n_valid, m_d, D, K, True, EVEN_D)
                 zs = dys
                 if HAS_Z:
-                    zs = load_cols(p_z + t * D, n_valid, m_d, D, K, True, EVEN_D)
+                    zs = load_cols(p_z + t * SZ, n_valid, m_d, SZ, K, True, EVEN_D)
                 g, dA_acc, b_dD, b_dbias, b_drate = _backward_sub(
                     g, dA_acc, b_dD, b_dbias, b_drate, h0s, (us, dls, taus, dys, zs), B, C,
-                    t * G * N + o_bc, p_du + t * D, p_ddl + t * D, p_dz + t * D, dtau + t,
-                    dBC + t * G * 2 * N, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, b_bias,
+                    t * SBC + o_bc, p_du + t * D, p_ddl + t * D, p_dz + t * SDZ, dtau + t,
+                    dBC + t * G * 2 * N, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, rAs, b_bias,
                     b_Dskip, b_rate, D, G, N, NS, S, VEC, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS,
-                    HAS_D, HAS_Z, TAU_GRAD, SPLIT_GROUPS, True, EVEN_D)
+                    HAS_D, HAS_Z, TAU_GRAD, SPLIT_GROUPS, True, EVEN_D, SBC, SDZ)
 
     for i in tl.static_range(NS):
         tl.atomic_add(dA + o_dn + i, dA_acc[i], mask=m_d, sem="relaxed")
@@ -470,23 +486,27 @@ def selective_scan_bwd_kernel(
         tl.atomic_add(dDskip + o_d, b_dD, mask=m_w, sem="relaxed")
     if HAS_BIAS:
         tl.atomic_add(dbias + o_d, b_dbias, mask=m_w, sem="relaxed")
-    if COUPLING == 1:
+    if COUPLING == ASYMMETRIC or COUPLING == ADDITIVE:
         tl.atomic_add(drate + o_d, b_drate, mask=m_w, sem="relaxed")
 
 
 def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, rate, ckpt,
                        offsets, cu_seqlens, dy, dlast, scheme: int, coupling: int, CK: int,
-                       store_dh0: bool, tau_grad: bool):
+                       store_dh0: bool, tau_grad: bool, dz_out=None):
     """Launch the backward kernel. Shapes as in ``selective_scan_fwd``; ``dy (b, L, D)``,
-    ``dlast (n_seq, D, N)`` fp32 or None. Returns a dict of gradients (fp32 for the reduced
-    ones, the input dtype for the per-step ones; None where the input was absent)."""
+    ``dlast (n_seq, D, N)`` fp32 or None; ``dz_out``: where to write ∂z (z's shape and dtype,
+    rows evenly spaced: e.g. the second half of a ``(b, L, 2D)`` buffer). Returns a dict of
+    gradients (fp32 for the reduced ones, the input dtype for the per-step ones; None where the
+    input was absent)."""
     b, L, D = u.shape
     G, N = B.shape[-2:]
     n_seq = b if cu_seqlens is None else cu_seqlens.numel() - 1
     f32 = dict(device=u.device, dtype=torch.float32)
     du = new_empty(u.shape, like=u)
     ddelta = new_empty(delta.shape, like=delta)
-    dz = new_empty(z.shape, like=z) if z is not None else None
+    dz = None
+    if z is not None:
+        dz = dz_out if dz_out is not None else new_empty(z.shape, like=z)
     dA = torch.zeros(D, N, **f32)
     # ∂B and ∂C share one buffer (T, G, 2N): a step's 2N channel sums are one coalesced add
     dBC = torch.zeros(b, L, G, 2 * N, **f32)
@@ -494,13 +514,15 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
     # argument between its trial launches.
     dDskip = torch.zeros(D if Dskip is not None else 1, **f32)
     dbias = torch.zeros(D if delta_bias is not None else 1, **f32)
-    drate = torch.zeros(D if coupling == 1 else 1, **f32)
+    drate = torch.zeros(D if coupling in RATE_COUPLINGS else 1, **f32)
     dtau = torch.zeros((b, L) if tau_grad else (1,), **f32)
     dh0 = new_empty(n_seq, D, N, like=u, dtype=torch.float32) if store_dh0 else None
     # Per-program slots for the sub-chunk states of one chunk (K >= 2 steps a sub-chunk): with
     # at most a few programs per SM alive at once this stays in L2.
     slots = CK // 2
     S = lanes_per_channel(N, "backward")
+    SZ, SBC = row_strides(z, B)
+    SDZ = dz.stride(1) if dz is not None else 0
     n_dblk = triton.cdiv(D, 32 // S)
     scratch = new_empty(n_seq * n_dblk * slots * (N // S) * 32, like=u, dtype=torch.float32)
 
@@ -514,9 +536,10 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
         HAS_BIAS=delta_bias is not None, HAS_D=Dskip is not None, HAS_Z=z is not None,
         HAS_DLAST=dlast is not None, STORE_DH0=store_dh0, TAU_GRAD=tau_grad,
         IS_VARLEN=cu_seqlens is not None, DTYPE_KEY=str(u.dtype), S=S, BD=32 // S,
-        VEC=vector_bytes(N, N // S, B, C), PF_DIST=prefetch_distance(),
+        VEC=vector_bytes(N, N // S, B, C, row=SBC), PF_DIST=prefetch_distance(), SZ=SZ, SBC=SBC,
+        SDZ=SDZ,
     )
     return dict(u=du, delta=ddelta, A=dA, B=dBC[..., :N], C=dBC[..., N:],
                 D=dDskip if Dskip is not None else None,
                 z=dz, delta_bias=dbias if delta_bias is not None else None,
-                rate=drate if coupling == 1 else None, tau=dtau if tau_grad else None, h0=dh0)
+                rate=drate if coupling in RATE_COUPLINGS else None, tau=dtau if tau_grad else None, h0=dh0)

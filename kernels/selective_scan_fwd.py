@@ -33,6 +33,7 @@ import triton
 import triton.language as tl
 
 from .utils import (
+    STANDARD,
     advance_states,
     channel_params,
     group_bcast,
@@ -60,22 +61,23 @@ __all__ = ["selective_scan_fwd"]
 def _load_chunk(p_u, p_dl, p_tau, p_z, B, C, p_bc, n_valid, m_d, m_bc, D: tl.constexpr,
                 G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr, K: tl.constexpr,
                 VEC: tl.constexpr, COUPLING: tl.constexpr, HAS_Z: tl.constexpr,
-                SPLIT_GROUPS: tl.constexpr, MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
+                SPLIT_GROUPS: tl.constexpr, MASK_T: tl.constexpr, EVEN_D: tl.constexpr,
+                SZ: tl.constexpr, SBC: tl.constexpr):
     """The inputs of K steps: per-channel (u, δ, τ, z) tuples (see ``load_steps``) and the
     lane's NS entries of the B and C rows of every step (flat tuples, step k at ``k·NS``)."""
     us, dls, taus, _, zs = load_steps(p_u, p_dl, p_tau, p_dl, p_z, n_valid, m_d, D, K, COUPLING,
-                                      False, HAS_Z, MASK_T, EVEN_D)
+                                      False, HAS_Z, MASK_T, EVEN_D, SZ)
     Bs = ()
     Cs = ()
     for k in tl.static_range(K):
         m = tl.where(k < n_valid, m_bc, False) if MASK_T else m_bc
-        Bs = Bs + load_row_vec(B, p_bc + k * G * N, m, NS, VEC, MASK_T or SPLIT_GROUPS)
-        Cs = Cs + load_row_vec(C, p_bc + k * G * N, m, NS, VEC, MASK_T or SPLIT_GROUPS)
+        Bs = Bs + load_row_vec(B, p_bc + k * SBC, m, NS, VEC, MASK_T or SPLIT_GROUPS)
+        Cs = Cs + load_row_vec(C, p_bc + k * SBC, m, NS, VEC, MASK_T or SPLIT_GROUPS)
     return us, dls, taus, zs, Bs, Cs
 
 
 @triton.jit
-def _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_rate,
+def _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, rAs, b_bias, b_Dskip, b_rate,
            D: tl.constexpr, NS: tl.constexpr, S: tl.constexpr, K: tl.constexpr,
            SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
            HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
@@ -99,7 +101,7 @@ def _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_ra
     for k in tl.static_range(K):
         b_u = us[k].to(tl.float32)
         b_dl = group_bcast(dl_own[k // S], k % S, lane, S)
-        if COUPLING != 0:
+        if COUPLING != STANDARD:
             b_tau = taus[k].to(tl.float32)
         else:
             b_tau = 0.0
@@ -107,7 +109,8 @@ def _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_ra
         b_Bs = ()
         for i in tl.static_range(NS):
             b_Bs = b_Bs + (Bks[k * NS + i],)
-        hs = advance_states(hs, b_Bs, b_u, b_dtA, b_dtB, As, A2s, NS, SCHEME)
+        hs = advance_states(hs, b_Bs, b_u, b_dtA, b_dtB, As, A2s, rAs, NS, SCHEME,
+                            COUPLING == STANDARD)
         b_y = tl.zeros_like(b_u)
         for i in tl.static_range(NS):
             b_y += hs[i] * Cks[k * NS + i]
@@ -133,12 +136,12 @@ def _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_ra
 
 @triton.jit
 def _chunk(hs, cur, i_c, T, p_u, p_dl, p_tau, p_z, p_y, B, C, p_bc, p_bc_pf, m_d, m_bc, m_pf,
-           o_pf, l_pf, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D: tl.constexpr,
+           o_pf, l_pf, lane, sub, As, A2s, rAs, b_bias, b_Dskip, b_rate, D: tl.constexpr,
            G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr, S: tl.constexpr, K: tl.constexpr,
            VEC: tl.constexpr, SCHEME: tl.constexpr, COUPLING: tl.constexpr,
            SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
            HAS_Z: tl.constexpr, SPLIT_GROUPS: tl.constexpr, EVEN_D: tl.constexpr,
-           PF_DIST: tl.constexpr):
+           PF_DIST: tl.constexpr, SZ: tl.constexpr, SBC: tl.constexpr):
     """Chunk ``i_c`` (pointers at its first step) from its inputs ``cur``: prefetches chunk
     ``i_c + PF_DIST`` into L2, requests the inputs of chunk ``i_c + 1``, runs the K steps.
     Returns the state after them and the next chunk's inputs."""
@@ -146,27 +149,27 @@ def _chunk(hs, cur, i_c, T, p_u, p_dl, p_tau, p_z, p_y, B, C, p_bc, p_bc_pf, m_d
     # every input PF_DIST chunks ahead into L2 (see prefetch_distance)
     if PF_DIST > 0:
         FAR: tl.constexpr = PF_DIST * K
-        prefetch_l2(B + p_bc_pf + FAR * G * N, m_pf & (o_pf < n_valid - FAR))
-        prefetch_l2(C + p_bc_pf + FAR * G * N, m_pf & (o_pf < n_valid - FAR))
+        prefetch_l2(B + p_bc_pf + FAR * SBC, m_pf & (o_pf < n_valid - FAR))
+        prefetch_l2(C + p_bc_pf + FAR * SBC, m_pf & (o_pf < n_valid - FAR))
         prefetch_rows_l2(p_u + FAR * D, i_c * K + FAR, T, m_d, D, K)
         prefetch_rows_l2(p_dl + FAR * D, i_c * K + FAR, T, m_d, D, K)
         if HAS_Z:
-            prefetch_rows_l2(p_z + FAR * D, i_c * K + FAR, T, m_d, D, K)
-        if COUPLING != 0:
+            prefetch_rows_l2(p_z + FAR * SZ, i_c * K + FAR, T, m_d, SZ, K)
+        if COUPLING != STANDARD:
             prefetch_l2(p_tau + FAR + o_pf, (l_pf == 0) & (o_pf < n_valid - FAR))
     if n_valid >= 2 * K:
-        nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * D, B, C,
-                          p_bc + K * G * N, K, m_d, m_bc, D, G, N, NS, K, VEC, COUPLING, HAS_Z,
-                          SPLIT_GROUPS, False, EVEN_D)
+        nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * SZ, B, C,
+                          p_bc + K * SBC, K, m_d, m_bc, D, G, N, NS, K, VEC, COUPLING, HAS_Z,
+                          SPLIT_GROUPS, False, EVEN_D, SZ, SBC)
     else:
-        nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * D, B, C,
-                          p_bc + K * G * N, n_valid - K, m_d, m_bc, D, G, N, NS, K, VEC,
-                          COUPLING, HAS_Z, SPLIT_GROUPS, True, EVEN_D)
+        nxt = _load_chunk(p_u + K * D, p_dl + K * D, p_tau + K, p_z + K * SZ, B, C,
+                          p_bc + K * SBC, n_valid - K, m_d, m_bc, D, G, N, NS, K, VEC,
+                          COUPLING, HAS_Z, SPLIT_GROUPS, True, EVEN_D, SZ, SBC)
     if n_valid > K:
-        hs = _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D,
+        hs = _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, rAs, b_bias, b_Dskip, b_rate, D,
                     NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, False, EVEN_D)
     else:
-        hs = _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D,
+        hs = _steps(hs, cur, p_y, n_valid, m_d, lane, sub, As, A2s, rAs, b_bias, b_Dskip, b_rate, D,
                     NS, S, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, True, EVEN_D)
     return hs, nxt
 
@@ -198,7 +201,7 @@ def selective_scan_fwd_kernel(
     STORE_LAST: tl.constexpr, SAVE_CKPT: tl.constexpr, IS_VARLEN: tl.constexpr,
     DTYPE_KEY: tl.constexpr, S: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr,
     K: tl.constexpr, SPLIT_GROUPS: tl.constexpr, EVEN_D: tl.constexpr,
-    PF_DIST: tl.constexpr,
+    PF_DIST: tl.constexpr, SZ: tl.constexpr, SBC: tl.constexpr,
 ):
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     NS: tl.constexpr = N // S
@@ -220,8 +223,9 @@ def selective_scan_fwd_kernel(
     # Every tensor is a [32] vector, so Triton has no layout to choose (a 2-D [N, BD] tile gets
     # N across lanes in some Triton versions: shuffles for y, per-channel work N times).
     o_dn = o_d * N + sub * NS  # (D, N) tensors: state sub·NS + i of channel o_d
-    b_bias, b_Dskip, b_rate, As, A2s = channel_params(A, delta_bias, Dskip, rate, o_d, m_d, o_dn,
-                                                      NS, HAS_BIAS, HAS_D, COUPLING)
+    b_bias, b_Dskip, b_rate, As, A2s, rAs = channel_params(A, delta_bias, Dskip, rate, o_d, m_d,
+                                                           o_dn, NS, HAS_BIAS, HAS_D, COUPLING,
+                                                           SCHEME)
     hs = ()
     for i in tl.static_range(NS):
         if HAS_H0:
@@ -245,27 +249,27 @@ def selective_scan_fwd_kernel(
     p_y = y + bos * D + o_d
     # absent inputs (None) get a stand-in pointer that is never read
     if HAS_Z:
-        p_z = z + bos * D + o_d
+        p_z = z + bos * SZ + o_d
     else:
         p_z = p_u
-    if COUPLING != 0:
+    if COUPLING != STANDARD:
         p_tau = tau + bos
     else:
         p_tau = u + bos
-    p_bc = bos * G * N + o_g + sub * NS  # an offset: B and C share it
+    p_bc = bos * SBC + o_g + sub * NS  # an offset: B and C share it (and their strides)
     # lane j of a B/C prefetch covers 32-byte sector j // K of the group's row at step j % K
     SECT = 256 // B.dtype.element_ty.primitive_bitwidth  # elements per sector
     o_pf = lane % K
     l_pf = lane // K
     m_pf = l_pf * SECT < N
-    p_bc_pf = bos * G * N + o_pf * G * N + ((i_d * BD) // (D // G)) * N + l_pf * SECT
+    p_bc_pf = bos * SBC + o_pf * SBC + ((i_d * BD) // (D // G)) * N + l_pf * SECT
     # Software pipeline: the inputs of chunk c+1 (u, δ, τ, z and the B/C rows) are requested
     # before chunk c is computed (a load one step ahead, the first design, bounded the step time
     # at the memory latency), and the inputs of chunk c+PF_DIST are prefetched into L2: a chunk
     # of work is shorter than a DRAM access. Chunks away from the end take a path without step
     # masks.
     nxt = _load_chunk(p_u, p_dl, p_tau, p_z, B, C, p_bc, T, m_d, m_bc, D, G, N, NS, K, VEC,
-                      COUPLING, HAS_Z, SPLIT_GROUPS, True, EVEN_D)
+                      COUPLING, HAS_Z, SPLIT_GROUPS, True, EVEN_D, SZ, SBC)
     for i_c in range(0, tl.cdiv(T, K)):
         if SAVE_CKPT:
             if i_c % (CK // K) == 0:
@@ -276,16 +280,16 @@ def selective_scan_fwd_kernel(
         # (a ping-pong over two register sets, two chunks an iteration, removed the copies of
         # nxt into cur at the loop's end but was not faster: kernel_notes.md, session 7)
         hs, nxt = _chunk(hs, nxt, i_c, T, p_u, p_dl, p_tau, p_z, p_y, B, C, p_bc, p_bc_pf, m_d,
-                         m_bc, m_pf, o_pf, l_pf, lane, sub, As, A2s, b_bias, b_Dskip, b_rate, D, G,
+                         m_bc, m_pf, o_pf, l_pf, lane, sub, As, A2s, rAs, b_bias, b_Dskip, b_rate, D, G,
                          N, NS, S, K, VEC, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z,
-                         SPLIT_GROUPS, EVEN_D, PF_DIST)
+                         SPLIT_GROUPS, EVEN_D, PF_DIST, SZ, SBC)
         p_u += K * D
         p_dl += K * D
         p_y += K * D
-        p_z += K * D
+        p_z += K * SZ
         p_tau += K
-        p_bc += K * G * N
-        p_bc_pf += K * G * N
+        p_bc += K * SBC
+        p_bc_pf += K * SBC
     if STORE_LAST:
         p_last = last + i_s.to(tl.int64) * D * N + o_dn
         for i in tl.static_range(NS):
@@ -316,7 +320,8 @@ def chunk_offsets_of(cu_seqlens: torch.Tensor | None, n_seq: int, L: int, CK: in
 def selective_scan_fwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, rate, h0,
                        cu_seqlens, scheme: int, coupling: int, store_last: bool,
                        save_ckpt: bool, CK: int):
-    """Launch the forward kernel on contiguous inputs.
+    """Launch the forward kernel. ``u, delta`` contiguous; ``z`` and ``B, C`` may be slices of
+    wider rows (see ``row_strides``).
 
     ``u, delta, z: (b, L, D)``; ``B, C: (b, L, G, N)``; ``tau: (b, L)`` or None; ``coupling``
     is the effective one (0 when no τ enters). Returns ``y (b, L, D)`` in u's dtype, the last
@@ -334,7 +339,8 @@ def selective_scan_fwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
         ckpt = new_empty(n_ck, N, D, like=u, dtype=torch.float32)
 
     S = lanes_per_channel(N, "forward")
-    vec = vector_bytes(N, N // S, B, C)
+    SZ, SBC = row_strides(z, B)
+    vec = vector_bytes(N, N // S, B, C, row=SBC)
     grid = (triton.cdiv(D, 32 // S), n_seq)
     selective_scan_fwd_kernel[grid](
         u, delta, delta_bias, A, B, C, Dskip, z, tau, rate, h0,
@@ -345,6 +351,29 @@ def selective_scan_fwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
         HAS_BIAS=delta_bias is not None, HAS_D=Dskip is not None, HAS_Z=z is not None,
         HAS_H0=h0 is not None, STORE_LAST=store_last, SAVE_CKPT=save_ckpt,
         IS_VARLEN=cu_seqlens is not None, DTYPE_KEY=str(u.dtype), S=S, BD=32 // S,
-        VEC=vec, PF_DIST=prefetch_distance(),
+        VEC=vec, PF_DIST=prefetch_distance(), SZ=SZ, SBC=SBC,
     )
     return y, last, ckpt, offsets
+
+
+def row_strides(z, B) -> tuple[int, int]:
+    """(z's, B's and C's) step between rows (time steps), in elements: the kernels read z
+    ``(b, L, D)`` and B, C ``(b, L, G, N)`` with these, so that slices of wider rows (z of
+    ``in_proj``'s ``(b, L, 2D)`` output, B and C of ``x_proj``'s ``(b, L, R + 2N)``) need no copy.
+    The launcher makes sure the rest of the layout is dense (``scan_layout``)."""
+    return (z.stride(1) if z is not None else 0), B.stride(1)
+
+
+def strided_ok(t, L: int, inner: tuple[int, ...]) -> bool:
+    """Whether ``t (b, L, *inner)`` is a slice of wider rows that the kernels read in place: the
+    inner dimensions dense, rows ``t.stride(1)`` apart and batches ``L`` rows apart."""
+    if t.stride(-1) != 1 and t.shape[-1] > 1:
+        return False
+    if len(inner) == 2 and inner[0] > 1 and t.stride(2) != inner[1]:
+        return False
+    row = 1
+    for n in inner:
+        row *= n
+    if L > 1 and t.stride(1) < row:  # overlapping rows (an expanded tensor)
+        return False
+    return t.shape[0] <= 1 or t.stride(0) == L * t.stride(1)

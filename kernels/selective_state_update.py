@@ -10,9 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
-from eventssm.discretization import as_discretization
-
-from .utils import LOG2E, discretize, new_empty, sigmoid, softplus, step_sizes
+from .constants import COUPLING_STANDARD, COUPLINGS, RATE_COUPLINGS, SCHEME_MAMBA, SCHEMES
+from .utils import ADDITIVE, ASYMMETRIC, LOG2E, STANDARD, ZOH, discretize, new_empty, sigmoid, softplus, step_sizes
 
 __all__ = ["selective_state_update_triton"]
 
@@ -39,12 +38,15 @@ def selective_state_update_kernel(
         b_dl += tl.load(dt_bias + o_d, mask=m_d, other=0.0).to(tl.float32)
     if SOFTPLUS:
         b_dl = softplus(b_dl)
-    b_tau = tl.load(tau + i_b).to(tl.float32) if COUPLING != 0 else 0.0
-    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == 1 else 0.0
+    b_tau = tl.load(tau + i_b).to(tl.float32) if COUPLING != STANDARD else 0.0
+    USES_RATE: tl.constexpr = COUPLING == ASYMMETRIC or COUPLING == ADDITIVE
+    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if USES_RATE else 0.0
     b_dtA, b_dtB = step_sizes(b_dl, b_tau, b_rate, COUPLING)
     b_A = tl.load(A + o_dn, mask=m_dn, other=0.0).to(tl.float32)
     b_A2 = b_A * LOG2E
-    b_dA, b_kB = discretize(b_dtA[None, :], b_dtB[None, :], b_A, b_A2, SCHEME)
+    b_rA = 1.0 / tl.where(b_A == 0.0, 1.0, b_A) if SCHEME == ZOH else b_A  # 0: masked states
+    b_dA, b_kB = discretize(b_dtA[None, :], b_dtB[None, :], b_A, b_A2, b_rA, SCHEME,
+                            COUPLING == STANDARD)
     b_B = tl.load(B + i_b * G * N + o_bc, mask=m_dn, other=0.0).to(tl.float32)
     b_C = tl.load(C + i_b * G * N + o_bc, mask=m_dn, other=0.0).to(tl.float32)
     p_h = state + i_b * D * N + o_dn
@@ -59,42 +61,62 @@ def selective_state_update_kernel(
     tl.store(y + i_b * D + o_d, b_y.to(y.dtype.element_ty), mask=m_d)
 
 
+def scan_codes(scheme: int, coupling: int, tau, rate) -> int:
+    """Check the integer codes (:mod:`.constants`) and return the *effective* coupling: standard
+    when no timesteps are given (DESIGN §3), which then need not be read."""
+    if scheme not in SCHEMES.values():
+        raise ValueError(f"scheme must be one of {SCHEMES} (eventssm.kernels.constants), got {scheme!r}")
+    if coupling not in COUPLINGS.values():
+        raise ValueError(f"coupling must be one of {COUPLINGS} (eventssm.kernels.constants), "
+                         f"got {coupling!r}")
+    if tau is None:
+        return COUPLING_STANDARD
+    if coupling in RATE_COUPLINGS and rate is None:
+        raise ValueError("rate (D,) is required by the asymmetric and additive couplings when "
+                         "integration_timesteps are given")
+    return coupling
+
+
 def selective_state_update_triton(
     state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False,
-    integration_timesteps=None, rate=None, discretization="mamba",
+    integration_timesteps=None, rate=None, scheme: int = SCHEME_MAMBA,
+    coupling: int = COUPLING_STANDARD, *, discretization=None,
 ):
-    """One step of the scan, updating ``state`` in place; same contract as
-    :func:`eventssm.selective_state_update_ref`.
+    """One step of the scan, updating ``state`` in place; the formulas of the scan kernels (and of
+    the core's ``selective_state_update_ref``).
 
-    Shapes: ``state: (b, D, N)`` float32 (contiguous; updated in place); ``x, dt, z: (b, D)``;
+    Shapes: ``state: (b, D, N)`` float32, contiguous (updated in place); ``x, dt, z: (b, D)``;
     ``B, C: (b, N)`` or ``(b, G, N)``; ``A: (D, N)``; ``D, dt_bias, rate: (D,)``;
-    ``integration_timesteps: (b,)``. Returns ``y (b, D)`` in ``x``'s dtype.
+    ``integration_timesteps: (b,)``; ``scheme`` / ``coupling``: integer codes of
+    :mod:`eventssm.kernels.constants` (the coupling falls back to standard when no timesteps are
+    given). Returns ``y (b, D)`` in ``x``'s dtype.
 
-    A float64 state (used by tests) is handed to the reference step.
+    ``discretization``: transitional, for callers that still pass the core's object (anything
+    with ``scheme_id`` and ``coupling_id``); it overrides ``scheme`` and ``coupling``.
+
+    Raises ``ValueError`` for a state that is not contiguous float32 (the caller routes those,
+    e.g. float64 tests, to the reference), unknown codes, or a missing rate.
     """
-    disc = as_discretization(discretization)
+    if discretization is not None:
+        scheme, coupling = discretization.scheme_id, discretization.coupling_id
     if state.dtype != torch.float32 or not state.is_contiguous():
-        from eventssm.reference import selective_state_update_ref
-
-        return selective_state_update_ref(
-            state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus,
-            integration_timesteps=integration_timesteps, rate=rate, discretization=disc)
+        raise ValueError(f"state must be a contiguous float32 tensor (updated in place), got "
+                         f"{state.dtype}{'' if state.is_contiguous() else ', not contiguous'}")
+    tau = integration_timesteps
+    coupling = scan_codes(scheme, coupling, tau, rate)
     b, Dm, N = state.shape
     if B.dim() == 2:
         B, C = B[:, None], C[:, None]
     G = B.shape[1]
-    tau = integration_timesteps if disc.event_mode(integration_timesteps) else None
-    coupling = disc.coupling_id if tau is not None else 0
-    if coupling == 1 and rate is None:
-        raise ValueError(f"rate (D,) is required by {disc!r} when integration_timesteps are given")
     c = lambda t: None if t is None else t.contiguous()
     y = new_empty(x.shape, like=x)
     BD = min(64, triton.next_power_of_2(Dm))
     selective_state_update_kernel[(triton.cdiv(Dm, BD), b)](
         state, c(x), c(dt), c(dt_bias), c(A), c(B), c(C), c(D), c(z),
-        c(tau) if coupling else None, c(rate) if coupling == 1 else None, y,
+        c(tau) if coupling != COUPLING_STANDARD else None,
+        c(rate) if coupling in RATE_COUPLINGS else None, y,
         D=Dm, N=N, G=G, BN=triton.next_power_of_2(N), BD=BD,
-        SCHEME=disc.scheme_id, COUPLING=coupling, SOFTPLUS=bool(dt_softplus),
+        SCHEME=scheme, COUPLING=coupling, SOFTPLUS=bool(dt_softplus),
         HAS_BIAS=dt_bias is not None, HAS_D=D is not None, HAS_Z=z is not None,
         num_warps=2,
     )

@@ -1,9 +1,10 @@
 """Shared pieces of the selective-scan kernels: discretization math in registers, launch helpers.
 
-The formulas mirror :mod:`eventssm.discretization` exactly (DESIGN §3); every kernel includes
-them through these ``@triton.jit`` helpers, so the scan, its backward and the decode step can
-never disagree on a scheme. Scheme and coupling are ``tl.constexpr`` integer codes
-(``SCHEME_IDS``/``COUPLING_IDS``): each combination compiles to straight-line code.
+The formulas are those of DESIGN §3 (the core's ``eventssm.discretization`` computes the same in
+torch); every kernel includes them through these ``@triton.jit`` helpers, so the scan, its
+backward and the decode step can never disagree on a scheme. Scheme and coupling are
+``tl.constexpr`` integer codes (:mod:`.constants`; here as ``MAMBA``, ``ZOH``, ... for the jitted
+code): each combination compiles to straight-line code.
 
 The helpers are elementwise: the scan kernels call them on ``[BD]`` vectors (one channel per
 lane, one state at a time), the decode kernel on ``[N, BD]`` tiles with ``[1, BD]`` per-channel
@@ -18,21 +19,26 @@ import torch
 import triton
 import triton.language as tl
 
-# Scheme codes (eventssm.discretization.SCHEME_IDS) and coupling codes (COUPLING_IDS).
-MAMBA, ZOH, BILINEAR, DIRAC = 0, 1, 2, 3
-STANDARD, ASYMMETRIC, SCALED = 0, 1, 2
+from . import constants
+from .config import get_config
+
+# The codes of .constants as constexprs (a @triton.jit function may read only constexpr globals).
+MAMBA: tl.constexpr = tl.constexpr(constants.SCHEME_MAMBA)
+ZOH: tl.constexpr = tl.constexpr(constants.SCHEME_ZOH)
+BILINEAR: tl.constexpr = tl.constexpr(constants.SCHEME_BILINEAR)
+DIRAC: tl.constexpr = tl.constexpr(constants.SCHEME_DIRAC)
+STANDARD: tl.constexpr = tl.constexpr(constants.COUPLING_STANDARD)
+ASYMMETRIC: tl.constexpr = tl.constexpr(constants.COUPLING_ASYMMETRIC)
+SCALED: tl.constexpr = tl.constexpr(constants.COUPLING_SCALED)
+ADDITIVE: tl.constexpr = tl.constexpr(constants.COUPLING_ADDITIVE)
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 
 
-#: Tests set this to fill every output buffer with NaN before launches (unwritten elements show).
-POISON_OUTPUTS = False
-
-
 def new_empty(*shape, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``torch.empty`` for kernel outputs (NaN-filled when ``POISON_OUTPUTS`` is set)."""
-    t = torch.empty(*shape, dtype=dtype or like.dtype, device=like.device)
-    return t.fill_(float("nan")) if POISON_OUTPUTS and t.is_floating_point() else t
+    """``torch.empty`` for kernel outputs (tests/conftest.py fills ``torch.empty`` with NaN in
+    the interpreter tests, so elements a kernel does not write show)."""
+    return torch.empty(*shape, dtype=dtype or like.dtype, device=like.device)
 
 
 def is_interpreting() -> bool:
@@ -58,7 +64,7 @@ def prune_unrolled(max_unrolled: int):
 
 def lanes_per_channel(N: int, kernel: str) -> int:
     """Lanes S sharing one channel's N states in a scan kernel (``"forward"`` or ``"backward"``;
-    ``EVENTSSM_FWD_LANES`` / ``EVENTSSM_BWD_LANES`` override).
+    ``KernelConfig.fwd_lanes`` / ``bwd_lanes`` override: ``EVENTSSM_FWD_LANES`` / ``..._BWD_...``).
 
     With one lane a channel a launch has only sequences·D/32 warps (384 at (8, 4096, 1536,
     16), fewer than the H100's 528 schedulers) and the step is latency-bound. ``S`` lanes a
@@ -68,20 +74,19 @@ def lanes_per_channel(N: int, kernel: str) -> int:
     (8, 4096, 1536, 16) fp32, fwd+bwd 6.0 / 5.1 / 4.7 ms with S = 1 / 2 / 4; forward 0.82 /
     0.73 ms with S = 2 / 4 there, 3.3 / 3.6 ms with S = 4 / 8 at (16, 8192, 512, 64).
     """
-    var = {"forward": "EVENTSSM_FWD_LANES", "backward": "EVENTSSM_BWD_LANES"}[kernel]
-    env = os.environ.get(var)
-    if env:
-        S = int(env)
-        allowed = (1, 2, 4, 8) if kernel == "forward" else (1, 2, 4)
-        if S not in allowed or N % S:
-            raise ValueError(f"{var} must be one of {allowed} and divide N = {N}, got {S}")
+    cfg = get_config()
+    S = {"forward": cfg.fwd_lanes, "backward": cfg.bwd_lanes}[kernel]
+    if S is not None:
+        if N % S:
+            var = {"forward": "EVENTSSM_FWD_LANES", "backward": "EVENTSSM_BWD_LANES"}[kernel]
+            raise ValueError(f"{kernel} lanes ({var}) must divide N = {N}, got {S}")
         return S
     return 4 if N % 4 == 0 else (2 if N % 2 == 0 else 1)
 
 
 def prefetch_distance() -> int:
     """How many chunks ahead the scan kernels prefetch their inputs into L2 (0: not at all;
-    ``EVENTSSM_PREFETCH`` overrides).
+    ``KernelConfig.prefetch``, ``EVENTSSM_PREFETCH``).
 
     The register loads of a chunk are issued one chunk ahead, about 600 cycles of work, less
     than a DRAM access under load: with only an L1 prefetch of the B/C rows two chunks ahead
@@ -90,22 +95,14 @@ def prefetch_distance() -> int:
     0.73 ms with the L1 prefetch, 0.58 with L2 prefetch 2 or 4 chunks ahead, 0.60 with 8
     (kernel_notes.md, session 7).
     """
-    env = os.environ.get("EVENTSSM_PREFETCH")
-    if env is None or env == "":
-        return 4
-    try:
-        dist = int(env)
-    except ValueError:
-        dist = -1
-    if not 0 <= dist <= 64:
-        raise ValueError(f"EVENTSSM_PREFETCH must be a number of chunks in 0..64, got {env!r}")
-    return dist
+    return get_config().prefetch
 
 
 def autotune_configs(configs: list[triton.Config]) -> list[triton.Config]:
     """All configs on a GPU; only the first under the interpreter (each would run serially) or
-    with ``EVENTSSM_AUTOTUNE=0`` (tests: one compilation per specialization)."""
-    if is_interpreting() or os.environ.get("EVENTSSM_AUTOTUNE", "1") == "0":
+    with ``KernelConfig.autotune`` off (``EVENTSSM_AUTOTUNE=0``; tests: one compilation per
+    specialization)."""
+    if is_interpreting() or not get_config().autotune:
         return configs[:1]
     return configs
 
@@ -198,11 +195,11 @@ def store_masked(p, x, m_t, m_d, MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
 @triton.jit
 def load_steps(p_u, p_dl, p_tau, p_dy, p_z, n_valid, m_d, D: tl.constexpr, K: tl.constexpr,
                COUPLING: tl.constexpr, HAS_DY: tl.constexpr, HAS_Z: tl.constexpr,
-               MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
+               MASK_T: tl.constexpr, EVEN_D: tl.constexpr, DZ: tl.constexpr):
     """The per-channel inputs (u, δ, τ, dy, z) of the K steps starting at the pointers, as
-    tuples of ``[BD]`` vectors (steps ``k >= n_valid`` read as 0 when ``MASK_T``). Absent
-    inputs (τ without coupling, dy, z without their flags) alias δ's tuple: empty tuples cannot
-    be loop-carried."""
+    tuples of ``[BD]`` vectors (steps ``k >= n_valid`` read as 0 when ``MASK_T``); rows are
+    ``D`` elements apart, z's ``DZ`` (a slice of a wider tensor). Absent inputs (τ without
+    coupling, dy, z without their flags) alias δ's tuple: empty tuples cannot be loop-carried."""
     us = ()
     dls = ()
     taus = ()
@@ -212,7 +209,7 @@ def load_steps(p_u, p_dl, p_tau, p_dy, p_z, n_valid, m_d, D: tl.constexpr, K: tl
         m_t = k < n_valid
         us = us + (load_masked(p_u + k * D, m_t, m_d, MASK_T, EVEN_D),)
         dls = dls + (load_masked(p_dl + k * D, m_t, m_d, MASK_T, EVEN_D),)
-        if COUPLING != 0:
+        if COUPLING != STANDARD:
             if MASK_T:
                 taus = taus + (tl.load(p_tau + k, mask=m_t, other=0.0),)
             else:
@@ -220,8 +217,8 @@ def load_steps(p_u, p_dl, p_tau, p_dy, p_z, n_valid, m_d, D: tl.constexpr, K: tl
         if HAS_DY:
             dys = dys + (load_masked(p_dy + k * D, m_t, m_d, MASK_T, EVEN_D),)
         if HAS_Z:
-            zs = zs + (load_masked(p_z + k * D, m_t, m_d, MASK_T, EVEN_D),)
-    if COUPLING == 0:
+            zs = zs + (load_masked(p_z + k * DZ, m_t, m_d, MASK_T, EVEN_D),)
+    if COUPLING == STANDARD:
         taus = dls
     if not HAS_DY:
         dys = dls
@@ -369,99 +366,134 @@ def sigmoid(x):
     return rcp_fast(1.0 + exp_fast(-x))
 
 
+# ---- the schemes, one evaluation per element -----------------------------------------------------
+# Per state and step the mamba scheme costs a multiply and one MUFU.EX2 for Ā. The other schemes
+# are written to add as little as possible to that, with no double evaluation:
+# * zoh: k = (e^x − 1)/A with x = dtB·A. With the standard coupling (dtA = dtB) e^x *is* Ā: no
+#   second exponential. Per element either a short series of φ(x) = (e^x − 1)/x in t = x·log2 e
+#   (FMAs) or (e^x − 1)·(1/A) with 1/A computed once per program; both are a few FMA-pipe
+#   instructions and a select picks one (no IEEE exp, no division, no branch).
+# * bilinear: one MUFU.RCP of w = 1 − dtA·A/2 gives Ā = 2/w − 1 and, when dtA = dtB, k = dtB/w.
+# * dirac: k = 1.
+# Event mode (dtA ≠ dtB) needs a second exponential (zoh) or reciprocal (bilinear) for k.
+#
+# Accuracy (relative, per element; MUFU.EX2 and RCP err by ~2^-22): the zoh series runs to t^4 for
+# |x| < 1/4 (truncation ≤ 1.5e-6) and (e^x − 1)/A beyond (the rounding of e^x, 2^-22, over
+# |e^x − 1| ≥ 0.22: ≤ 1.1e-6). Its A-derivative ψ(x) = ((x − 1)e^x + 1)/x² cancels more (its
+# numerator ~x²/2), so its series runs to t^6 for |x| < 1/2 (truncation ≤ 4e-7; beyond, ≤ 3e-6).
+
+#: |t| = |dtB·A·log2 e| below which φ and ψ come from their series
+ZOH_PHI_T: tl.constexpr = tl.constexpr(0.25 * 1.4426950408889634)
+ZOH_PSI_T: tl.constexpr = tl.constexpr(0.5 * 1.4426950408889634)
+# φ(x) = Σ x^k/(k+1)!  and  ψ(x) = Σ x^k (k+1)/(k+2)!, as polynomials in t = x·log2 e
+_L = 0.6931471805599453
+_P1: tl.constexpr = tl.constexpr(_L / 2)
+_P2: tl.constexpr = tl.constexpr(_L ** 2 / 6)
+_P3: tl.constexpr = tl.constexpr(_L ** 3 / 24)
+_P4: tl.constexpr = tl.constexpr(_L ** 4 / 120)
+_Q1: tl.constexpr = tl.constexpr(_L * 2 / 6)
+_Q2: tl.constexpr = tl.constexpr(_L ** 2 * 3 / 24)
+_Q3: tl.constexpr = tl.constexpr(_L ** 3 * 4 / 120)
+_Q4: tl.constexpr = tl.constexpr(_L ** 4 * 5 / 720)
+_Q5: tl.constexpr = tl.constexpr(_L ** 5 * 6 / 5040)
+_Q6: tl.constexpr = tl.constexpr(_L ** 6 * 7 / 40320)
+
+
 @triton.jit
-def expm1_ratio(x):
-    """(e^x - 1) / x, accurate near 0 (the ZOH input coefficient over dtB).
-
-    The reference switches to a series below |x| = 1e-4 (only the division needs guarding in
-    float64); in float32 ``e^x - 1`` itself cancels for small |x|, so the series (through x^7,
-    relative error < 2e-7) covers |x| < 0.5 here: the two agree to float32 rounding.
-    """
-    series = 1.0 + x * (0.5 + x * (1.0 / 6 + x * (1.0 / 24 + x * (1.0 / 120 + x * (
-        1.0 / 720 + x * (1.0 / 5040 + x * (1.0 / 40320)))))))
-    small = tl.abs(x) < 0.5
-    safe_x = tl.where(small, 1.0, x)
-    return tl.where(small, series, (tl.exp(safe_x) - 1.0) / safe_x)
+def zoh_k(t, e, dtB, rA):
+    """The zoh input coefficient k = (e^x − 1)/A = dtB·φ(x) (B̄ = k·B), from ``t = x·log2 e``
+    (x = dtB·A), ``e = 2^t`` and ``rA = 1/A``; the series where e^x − 1 would cancel."""
+    phi = 1.0 + t * (_P1 + t * (_P2 + t * (_P3 + t * _P4)))
+    return tl.where(tl.abs(t) < ZOH_PHI_T, dtB * phi, e * rA - rA)  # (e − 1)/A in one FMA
 
 
 @triton.jit
-def zoh_dA_ratio(x):
-    """((x - 1) e^x + 1) / x^2: d/dA of the ZOH coefficient is dtB^2 times this (x = dtB·A)."""
-    series = 0.5 + x * (1.0 / 3 + x * (1.0 / 8 + x * (1.0 / 30 + x * (1.0 / 144 + x * (
-        1.0 / 840 + x * (1.0 / 5760))))))
-    small = tl.abs(x) < 0.5
-    safe_x = tl.where(small, 1.0, x)
-    return tl.where(small, series, ((safe_x - 1.0) * tl.exp(safe_x) + 1.0) / (safe_x * safe_x))
+def zoh_dk_dA(t, e, dtB, k, rA):
+    """∂k/∂A = dtB²·ψ(x) = (dtB·e^x − k)/A (same arguments as ``zoh_k``, and its ``k``)."""
+    psi = 0.5 + t * (_Q1 + t * (_Q2 + t * (_Q3 + t * (_Q4 + t * (_Q5 + t * _Q6)))))
+    return tl.where(tl.abs(t) < ZOH_PSI_T, (dtB * dtB) * psi, (dtB * e - k) * rA)
 
 
 @triton.jit
 def step_sizes(delta, tau, rate, COUPLING: tl.constexpr):
     """(dtA, dtB) from Δ, τ and the rate r; COUPLING is the *effective* coupling (standard when
     no τ is given)."""
-    if COUPLING == 1:  # asymmetric: decay driven by elapsed time
+    if COUPLING == ASYMMETRIC:  # asymmetric: decay driven by elapsed time
         dtA = tau * rate
-    elif COUPLING == 2:  # scaled: learned step times observed gap
+    elif COUPLING == SCALED:  # scaled: learned step times observed gap
         dtA = delta * tau
+    elif COUPLING == ADDITIVE:  # additive: selective step plus decay with elapsed time
+        dtA = delta + tau * rate
     else:
         dtA = delta
     return dtA, delta
 
 
 @triton.jit
-def discretize(dtA, dtB, A, A2, SCHEME: tl.constexpr):
-    """(Ā, k) with B̄ = k · B for ``dtA, dtB [1, BD]``, ``A [N, BD]`` and ``A2 = A·log2(e)``
-    (precomputed once: Ā = 2^(dtA·A2) is then one multiply and one MUFU.EX2 per element).
-
-    Ā is ``[N, BD]``; k is ``[1, BD]`` for mamba/dirac (no per-state factor) and ``[N, BD]`` for
-    zoh/bilinear.
-    """
-    if SCHEME == 2:
-        x = dtA * A
-        dA = (1.0 + 0.5 * x) / (1.0 - 0.5 * x)
+def discretize(dtA, dtB, A, A2, rA, SCHEME: tl.constexpr, SAME_DT: tl.constexpr):
+    """(Ā, k) with B̄ = k·B, for step sizes ``dtA, dtB`` (per channel: ``[1, BD]`` or ``[32]``)
+    and per-state ``A``, ``A2 = A·log2 e`` and ``rA = 1/A`` (used by zoh only; precomputed once).
+    ``SAME_DT``: dtA = dtB (the standard coupling), so that k reuses Ā's exponential or
+    reciprocal. k is per channel for mamba/dirac and per state for zoh/bilinear."""
+    if SCHEME == BILINEAR:
+        r = rcp_fast(1.0 - (0.5 * dtA) * A)
+        dA = 2.0 * r - 1.0  # (1 + x/2)/(1 − x/2) = 2/(1 − x/2) − 1
+        if SAME_DT:
+            kB = dtB * r
+        else:
+            kB = dtB * rcp_fast(1.0 - (0.5 * dtB) * A)
     else:
-        dA = exp2_fast(dtA * A2)
-    if SCHEME == 0:
-        kB = dtB
-    elif SCHEME == 1:
-        kB = dtB * expm1_ratio(dtB * A)
-    elif SCHEME == 2:
-        kB = dtB / (1.0 - 0.5 * (dtB * A))
-    else:
-        kB = tl.full(dtB.shape, 1.0, tl.float32)
+        tA = dtA * A2
+        dA = exp2_fast(tA)
+        if SCHEME == MAMBA:
+            kB = dtB
+        elif SCHEME == ZOH:
+            if SAME_DT:
+                kB = zoh_k(tA, dA, dtB, rA)
+            else:
+                tB = dtB * A2
+                kB = zoh_k(tB, exp2_fast(tB), dtB, rA)
+        else:
+            kB = tl.full(dtB.shape, 1.0, tl.float32)
     return dA, kB
 
 
 @triton.jit
-def discretize_grad(dtA, dtB, A, dA, kB, SCHEME: tl.constexpr):
-    """Partial derivatives (∂Ā/∂dtA, ∂Ā/∂A, ∂k/∂dtB, ∂k/∂A) given Ā and k from ``discretize``.
-
-    Shapes follow ``discretize``; ∂k/∂A is None-like (0.0) for mamba and dirac, ∂k/∂dtB is 0
-    for dirac.
-    """
-    x = dtA * A
-    if SCHEME == 2:
-        w = 1.0 - 0.5 * x
-        dA_dx = 1.0 / (w * w)
-    else:
-        dA_dx = dA
-    dA_ddtA = dA_dx * A
-    dA_dA = dA_dx * dtA
-    if SCHEME == 0:
-        dk_ddtB = tl.full(dtB.shape, 1.0, tl.float32)
-        dk_dA = tl.zeros(dtB.shape, tl.float32)
-    elif SCHEME == 1:
-        y = dtB * A
-        # d/d dtB of dtB·(e^y - 1)/y = (e^y - 1)/A is e^y: no cancellation, no series needed.
-        dk_ddtB = exp_fast(y)
-        dk_dA = dtB * dtB * zoh_dA_ratio(y)
-    elif SCHEME == 2:
-        w = 1.0 - 0.5 * (dtB * A)
-        dk_ddtB = 1.0 / (w * w)
-        dk_dA = 0.5 * dtB * dtB / (w * w)
-    else:
-        dk_ddtB = tl.zeros(dtB.shape, tl.float32)
-        dk_dA = tl.zeros(dtB.shape, tl.float32)
-    return dA_ddtA, dA_dA, dk_ddtB, dk_dA
+def discretize_grad(dtA, dtB, A, A2, rA, SCHEME: tl.constexpr, SAME_DT: tl.constexpr):
+    """For zoh and bilinear: (Ā, k, ∂Ā/∂dtA · log2 e, ∂Ā/∂A, ∂k/∂dtB, ∂k/∂A), every one from one
+    evaluation of the exponential(s) or reciprocal(s) of ``discretize`` (same arguments).
+    ∂Ā/∂dtA comes scaled by log2 e: the backward sums it over states and multiplies by ln 2 once
+    per channel, as it does for the exp2-based Ā = 2^(dtA·A2)."""
+    if SCHEME == BILINEAR:
+        r = rcp_fast(1.0 - (0.5 * dtA) * A)
+        dA = 2.0 * r - 1.0
+        r2 = r * r  # ∂Ā/∂x = 1/(1 − x/2)²
+        dA_dt = r2 * A2
+        dA_dA = r2 * dtA
+        if SAME_DT:
+            rB = r
+            rB2 = r2
+        else:
+            rB = rcp_fast(1.0 - (0.5 * dtB) * A)
+            rB2 = rB * rB
+        kB = dtB * rB
+        dk_ddtB = rB2  # ∂/∂dtB of dtB/(1 − dtB·A/2)
+        dk_dA = 0.5 * kB * kB
+    else:  # zoh
+        tA = dtA * A2
+        dA = exp2_fast(tA)
+        dA_dt = dA * A2
+        dA_dA = dA * dtA
+        if SAME_DT:
+            tB = tA
+            e = dA
+        else:
+            tB = dtB * A2
+            e = exp2_fast(tB)
+        kB = zoh_k(tB, e, dtB, rA)
+        dk_ddtB = e  # ∂/∂dtB of (e^(dtB·A) − 1)/A: no cancellation
+        dk_dA = zoh_dk_dA(tB, e, dtB, kB, rA)
+    return dA, kB, dA_dt, dA_dA, dk_ddtB, dk_dA
 
 
 # ---- a lane's states: parameters, rows and one step (shared by the forward and the backward) ----
@@ -470,13 +502,15 @@ def discretize_grad(dtA, dtB, A, dA, kB, SCHEME: tl.constexpr):
 # ``[32]`` vectors.
 
 
-def vector_bytes(N: int, NS: int, *tensors: torch.Tensor) -> int:
+def vector_bytes(N: int, NS: int, *tensors: torch.Tensor, row: int | None = None) -> int:
     """Widest access (16, 8 or 4 bytes; 0: element by element) that ``load_row_vec`` may use to
     read a lane's NS contiguous entries of rows of N elements from every one of ``tensors``:
-    it must divide the lane's span, the row length and each base address."""
+    it must divide the lane's span, the row length, the step between rows (``row`` elements,
+    when the rows are slices of wider ones) and each base address."""
     es = tensors[0].element_size()
     for a in (16, 8, 4):
-        if (NS * es) % a == 0 and (N * es) % a == 0 and all(t.data_ptr() % a == 0 for t in tensors):
+        if (NS * es) % a == 0 and (N * es) % a == 0 and (row is None or (row * es) % a == 0) \
+                and all(t.data_ptr() % a == 0 for t in tensors):
             return a
     return 0
 
@@ -563,20 +597,29 @@ def load_row_vec(X, p, m, NS: tl.constexpr, VEC: tl.constexpr, MASK: tl.constexp
 
 @triton.jit
 def channel_params(A, delta_bias, Dskip, rate, o_d, m_d, o_dn, NS: tl.constexpr,
-                   HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, COUPLING: tl.constexpr):
+                   HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, COUPLING: tl.constexpr,
+                   SCHEME: tl.constexpr):
     """The per-channel parameters both scan kernels start from: ``(bias, D skip, rate)`` as fp32
     ``[32]`` vectors (0.0 where absent) and the lane's NS entries of A (``A + o_dn + i``) as
-    tuples ``As`` and ``A2s = A·log2 e`` (Ā = 2^(dtA·A2): one multiply and one MUFU.EX2)."""
+    tuples ``As``, ``A2s = A·log2 e`` (Ā = 2^(dtA·A2): one multiply and one MUFU.EX2) and, for
+    zoh, ``rAs = 1/A`` (one division a program instead of one a step; ``As`` otherwise)."""
     b_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
     b_Dskip = tl.load(Dskip + o_d, mask=m_d, other=0.0).to(tl.float32) if HAS_D else 0.0
-    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if COUPLING == 1 else 0.0
+    USES_RATE: tl.constexpr = COUPLING == ASYMMETRIC or COUPLING == ADDITIVE
+    b_rate = tl.load(rate + o_d, mask=m_d, other=0.0).to(tl.float32) if USES_RATE else 0.0
     As = ()
     A2s = ()
+    rAs = ()
     for i in tl.static_range(NS):
         b_An = tl.load(A + o_dn + i, mask=m_d, other=0.0).to(tl.float32)
         As = As + (b_An,)
         A2s = A2s + (b_An * LOG2E,)
-    return b_bias, b_Dskip, b_rate, As, A2s
+        if SCHEME == ZOH:
+            # (A = 0, e.g. a masked channel: any finite value, never used since t = 0 there)
+            rAs = rAs + (1.0 / tl.where(b_An == 0.0, 1.0, b_An),)
+    if SCHEME != ZOH:
+        rAs = As
+    return b_bias, b_Dskip, b_rate, As, A2s, rAs
 
 
 @triton.jit
@@ -592,7 +635,7 @@ def step_coeffs(raw, tau, m_t, b_bias, b_rate, COUPLING: tl.constexpr, SOFTPLUS:
         dl = x
     if MASK_T:
         dl = tl.where(m_t, dl, 0.0)
-    if COUPLING != 0:
+    if COUPLING != STANDARD:
         b_tau = tau.to(tl.float32)
     else:
         b_tau = 0.0
@@ -601,19 +644,29 @@ def step_coeffs(raw, tau, m_t, b_bias, b_rate, COUPLING: tl.constexpr, SOFTPLUS:
 
 
 @triton.jit
-def advance_states(hs, Bs, u, dtA, dtB, As, A2s, NS: tl.constexpr, SCHEME: tl.constexpr):
-    """One step ``h ← Ā h + k B u`` of the lane's NS states (``A2 = A·log2 e``)."""
-    if SCHEME == 0:
+def advance_states(hs, Bs, u, dtA, dtB, As, A2s, rAs, NS: tl.constexpr, SCHEME: tl.constexpr,
+                   SAME_DT: tl.constexpr):
+    """One step ``h ← Ā h + k B u`` of the lane's NS states (``A2 = A·log2 e``, ``rA = 1/A``;
+    ``SAME_DT``: dtA = dtB, see ``discretize``)."""
+    if SCHEME == MAMBA or SCHEME == BILINEAR:
         ku = dtB * u
     else:
         ku = u
     out = ()
     for n in tl.static_range(NS):
-        if SCHEME == 0 or SCHEME == 3:
+        if SCHEME == MAMBA or SCHEME == DIRAC:
             # the common case spelled out: one multiply, one MUFU.EX2, two FMAs per state
             h = exp2_fast(dtA * A2s[n]) * hs[n] + ku * Bs[n]
+        elif SCHEME == BILINEAR:
+            # k = dtB·r: the channel's dtB·u times the reciprocal
+            r = rcp_fast(1.0 - (0.5 * dtA) * As[n])
+            if SAME_DT:
+                rB = r
+            else:
+                rB = rcp_fast(1.0 - (0.5 * dtB) * As[n])
+            h = (2.0 * r - 1.0) * hs[n] + (rB * ku) * Bs[n]
         else:
-            dA, kB = discretize(dtA, dtB, As[n], A2s[n], SCHEME)
+            dA, kB = discretize(dtA, dtB, As[n], A2s[n], rAs[n], SCHEME, SAME_DT)
             h = dA * hs[n] + (kB * u) * Bs[n]
         out = out + (h,)
     return out

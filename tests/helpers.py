@@ -6,9 +6,9 @@ import itertools
 
 import torch
 
-from eventssm import SCHEMES, Asymmetric, Scaled, Standard
+from eventssm import SCHEMES, Additive, Asymmetric, Scaled, Standard
 
-COUPLINGS = (Standard, Asymmetric, Scaled)
+COUPLINGS = (Standard, Asymmetric, Scaled, Additive)
 ALL_DISCRETIZATIONS = [c(scheme=s) for c, s in itertools.product(COUPLINGS, SCHEMES)]
 DISC_IDS = [f"{type(d).__name__}-{d.scheme}" for d in ALL_DISCRETIZATIONS]
 

@@ -65,3 +65,21 @@ def test_mismatched_state_dict_raises():
     sd["backbone.layers.0.mixer.extra"] = torch.zeros(1)
     with pytest.raises(ValueError, match="unexpected"):
         MambaLM.from_state_dict(sd)
+
+
+def test_headless_backbone_loads_and_foreign_dicts_raise_clearly():
+    """transformers' MambaModel (no LM head, no ``backbone.`` prefix) loads with tied embeddings;
+    a dict that is not a Mamba LM's names what is missing instead of a bare KeyError."""
+    hf = _hf_model()
+    headless = {k[len("backbone."):]: v for k, v in hf.state_dict().items() if k.startswith("backbone.")}
+    assert not any(k.startswith("backbone.") for k in headless)
+    ours = MambaLM.from_state_dict(headless)
+    ids = torch.randint(0, 61, (1, 9))
+    with torch.no_grad():
+        err = rel_err(ours(ids), hf(ids).logits)
+    print("headless vs transformers logits rel err", err)
+    assert err < 1e-4  # hf ties its head to the embedding, as the headless load does
+    with pytest.raises(ValueError, match="missing .*backbone.embedding.weight"):
+        MambaLM.from_state_dict({"encoder.weight": torch.zeros(2, 2)})
+    with pytest.raises(TypeError, match="state_dict must be a dict"):
+        MambaLM.from_state_dict([torch.zeros(2)])

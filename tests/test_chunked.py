@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eventssm import Asymmetric, Scaled, Standard, selective_scan
+from eventssm import Additive, Asymmetric, Scaled, Standard, selective_scan
 from eventssm.chunked import selective_scan_chunked
 from eventssm.reference import selective_scan_ref
 
 SCHEMES = ("mamba", "zoh", "bilinear", "dirac")
-COUPLINGS = (Standard, Asymmetric, Scaled)
+COUPLINGS = (Standard, Asymmetric, Scaled, Additive)
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 2e-2}
 FLOAT_INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "integration_timesteps",
                 "rate", "initial_state")
@@ -98,7 +98,7 @@ def test_every_scheme_and_coupling(scheme, coupling, chunk):
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-@pytest.mark.parametrize("coupling", (Asymmetric, Scaled), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("coupling", (Asymmetric, Scaled, Additive), ids=lambda c: c.__name__)
 def test_timesteps_from_zero_to_1e4(scheme, coupling):
     """Gaps spanning 0 (exactly) to 1e4: Ā underflows to 0 (exp) or nears -1 (bilinear)."""
     x = make_inputs(b=2, L=41, tau=(0.0, 1e4), seed=3)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from eventssm import SCHEMES, Asymmetric, Discretization, Scaled, Standard, as_discretization
+from eventssm import SCHEMES, Additive, Asymmetric, Discretization, Scaled, Standard, as_discretization
 from eventssm.discretization import discretize_A, discretize_B
 
 
@@ -73,8 +73,12 @@ def test_couplings_step_sizes():
     assert torch.allclose(dA, torch.tensor([[0.3, 0.6]])) and torch.equal(dB, delta)
     dA, dB = Scaled().step_sizes(delta, tau, rate)
     assert torch.allclose(dA, torch.tensor([[1.5, 6.0]])) and torch.equal(dB, delta)
+    dA, dB = Additive().step_sizes(delta, tau, rate)
+    assert torch.allclose(dA, torch.tensor([[0.8, 2.6]])) and torch.equal(dB, delta)
+    with pytest.raises(ValueError, match="rate is required by the Additive"):
+        Additive().step_sizes(delta, tau, None)
     # no tau: fall back to standard
-    for c in (Asymmetric(), Scaled()):
+    for c in (Asymmetric(), Scaled(), Additive()):
         dA, dB = c.step_sizes(delta, None, rate)
         assert torch.equal(dA, delta) and torch.equal(dB, delta)
 

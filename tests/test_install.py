@@ -33,7 +33,7 @@ def test_core_does_not_import_lightning_or_pandas():
     import subprocess
     import sys
 
-    code = ("import sys, eventssm, eventssm.models, eventssm.mamba; "
+    code = ("import sys, eventssm, eventssm.models, eventssm.mamba, eventssm.tpp; "
             "bad=[m for m in ('lightning','pandas','pytorch_lightning') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,87 +1,130 @@
-"""Launch-configuration pruning of the Triton kernels (pure Python: no GPU, no interpreter)."""
+"""Launch configuration of the Triton kernels: the one config object, config pruning, the codes
+shared with the core, and the kernels' independence from the core (pure Python: no GPU, no
+interpreter)."""
 
 from __future__ import annotations
+
+import ast
+import pathlib
 
 import pytest
 import torch
 
 triton = pytest.importorskip("triton")
 
-from eventssm.kernels import utils  # noqa: E402
+from eventssm.kernels import config, constants, utils  # noqa: E402
+from eventssm.kernels.config import KernelConfig  # noqa: E402
+
+KERNELS = pathlib.Path(utils.__file__).parent
 
 
 def _configs(*ks):
     return [triton.Config({"BD": 32, "K": k}, num_warps=1) for k in ks]
 
 
-@pytest.mark.parametrize("autotune", ["1", "0"])
-def test_prune_unrolled_limits_k_times_n(monkeypatch, autotune):
-    monkeypatch.setenv("EVENTSSM_AUTOTUNE", autotune)
-    prune = utils.prune_unrolled(128)
-    kept = prune(_configs(4, 2, 8), {}, N=16)
-    ks = [c.kwargs["K"] for c in kept]
-    print("N=16 kept K", ks)
-    assert all(k * 16 <= 128 for k in ks)
-    assert ks == ([4, 2, 8] if autotune == "1" else [4])
-    kept = prune(_configs(4, 2), {}, N=64)
-    print("N=64 kept K", [c.kwargs["K"] for c in kept])
+def test_config_is_read_once_from_the_environment(monkeypatch):
+    env = {"EVENTSSM_FWD_LANES": "2", "EVENTSSM_BWD_LANES": "", "EVENTSSM_PREFETCH": "0",
+           "EVENTSSM_AUTOTUNE": "0", "EVENTSSM_CONV_BWD_ROWS": "8"}
+    cfg = KernelConfig.from_env(env)
+    print(cfg)
+    assert cfg == KernelConfig(fwd_lanes=2, prefetch=0, autotune=False, conv_bwd_rows=8)
+    assert KernelConfig.from_env({}) == KernelConfig()
+    # get_config() reads os.environ once: a later change of the variable does not reach it
+    monkeypatch.setattr(config, "_config", None)
+    monkeypatch.setenv("EVENTSSM_PREFETCH", "2")
+    assert config.get_config().prefetch == 2
+    monkeypatch.setenv("EVENTSSM_PREFETCH", "8")
+    assert config.get_config().prefetch == 2 and utils.prefetch_distance() == 2
+
+
+@pytest.mark.parametrize("var, bad", [
+    ("EVENTSSM_PREFETCH", "-1"), ("EVENTSSM_PREFETCH", "65"), ("EVENTSSM_PREFETCH", "two"),
+    ("EVENTSSM_PREFETCH", "2,4"), ("EVENTSSM_FWD_LANES", "3"), ("EVENTSSM_BWD_LANES", "8"),
+    ("EVENTSSM_AUTOTUNE", "yes"), ("EVENTSSM_CONV_FWD_ROWS", "12"),
+    ("EVENTSSM_CONV_BWD_TILES", "0"),
+])
+def test_bad_environment_values_name_the_variable(var, bad):
+    with pytest.raises(ValueError, match=var):
+        KernelConfig.from_env({var: bad})
+
+
+def test_set_config_and_override():
+    before = config.get_config()
+    with config.override(prefetch=0, autotune=False) as cfg:
+        assert cfg.prefetch == 0 and utils.prefetch_distance() == 0
+        assert len(utils.autotune_configs(_configs(4, 2))) == 1
+    assert config.get_config() is before
+    prev = config.set_config(KernelConfig(prefetch=3))
+    try:
+        assert utils.prefetch_distance() == 3 and prev is before
+    finally:
+        config.set_config(prev)
+    with pytest.raises(TypeError, match="KernelConfig"):
+        config.set_config("fast")
+
+
+@pytest.mark.parametrize("autotune", [True, False])
+def test_prune_unrolled_limits_k_times_n(autotune):
+    with config.override(autotune=autotune):
+        prune = utils.prune_unrolled(128)
+        kept = prune(_configs(4, 2, 8), {}, N=16)
+        ks = [c.kwargs["K"] for c in kept]
+        print("N=16 kept K", ks)
+        assert all(k * 16 <= 128 for k in ks)
+        assert ks == ([4, 2, 8] if autotune else [4])
+        kept = prune(_configs(4, 2), {}, N=64)
+        print("N=64 kept K", [c.kwargs["K"] for c in kept])
+        assert [c.kwargs["K"] for c in kept] == [2]
+
+
+def test_prune_unrolled_keeps_smallest_k_when_none_fit():
+    with config.override(autotune=True):
+        kept = utils.prune_unrolled(128)(_configs(4, 2), {}, N=256)
     assert [c.kwargs["K"] for c in kept] == [2]
 
 
-def test_prune_unrolled_keeps_smallest_k_when_none_fit(monkeypatch):
-    monkeypatch.setenv("EVENTSSM_AUTOTUNE", "1")
-    kept = utils.prune_unrolled(128)(_configs(4, 2), {}, N=256)
-    assert [c.kwargs["K"] for c in kept] == [2]
-
-
-def test_prefetch_distance(monkeypatch):
-    monkeypatch.delenv("EVENTSSM_PREFETCH", raising=False)
-    default = utils.prefetch_distance()
+def test_prefetch_distance_default():
+    default = KernelConfig().prefetch
     print("default L2 prefetch distance (chunks)", default)
     assert 1 <= default <= 64
-    for value, want in (("0", 0), ("2", 2), ("64", 64)):
-        monkeypatch.setenv("EVENTSSM_PREFETCH", value)
-        assert utils.prefetch_distance() == want
-    for bad in ("-1", "65", "two", "2,4"):
-        monkeypatch.setenv("EVENTSSM_PREFETCH", bad)
-        with pytest.raises(ValueError, match="EVENTSSM_PREFETCH"):
-            utils.prefetch_distance()
+    for value in (0, 2, 64):
+        with config.override(prefetch=value):
+            assert utils.prefetch_distance() == value
 
 
 @pytest.mark.parametrize("kernel", ["forward", "backward"])
-def test_lanes_per_channel(monkeypatch, kernel):
-    var = "EVENTSSM_FWD_LANES" if kernel == "forward" else "EVENTSSM_BWD_LANES"
-    monkeypatch.delenv(var, raising=False)
-    got = {N: utils.lanes_per_channel(N, kernel) for N in (3, 6, 16, 64)}
+def test_lanes_per_channel(kernel):
+    field = "fwd_lanes" if kernel == "forward" else "bwd_lanes"
+    with config.override(**{field: None}):
+        got = {N: utils.lanes_per_channel(N, kernel) for N in (3, 6, 16, 64)}
     print(kernel, "lanes per channel", got)
     # S must divide N (each lane holds N / S whole states)
     assert all(N % S == 0 for N, S in got.items())
     assert got[3] == 1 and got[6] == 2 and got[16] == 4
-    monkeypatch.setenv(var, "2")
-    assert utils.lanes_per_channel(16, kernel) == 2
-    monkeypatch.setenv(var, "4")
-    with pytest.raises(ValueError, match=var):
+    with config.override(**{field: 2}):
+        assert utils.lanes_per_channel(16, kernel) == 2
+    with config.override(**{field: 4}), pytest.raises(ValueError, match="must divide N = 6"):
         utils.lanes_per_channel(6, kernel)
     # 8 lanes a channel only in the forward (its per-channel sums are the y of each step)
-    monkeypatch.setenv(var, "8")
     if kernel == "forward":
-        assert utils.lanes_per_channel(64, kernel) == 8
+        with config.override(fwd_lanes=8):
+            assert utils.lanes_per_channel(64, kernel) == 8
     else:
-        with pytest.raises(ValueError, match=var):
-            utils.lanes_per_channel(64, kernel)
+        with pytest.raises(ValueError, match="EVENTSSM_BWD_LANES"):
+            KernelConfig(bwd_lanes=8)
 
 
-@pytest.mark.parametrize("autotune", ["1", "0"])
-def test_prune_limits_states_per_lane(monkeypatch, autotune):
-    monkeypatch.setenv("EVENTSSM_AUTOTUNE", autotune)
+@pytest.mark.parametrize("autotune", [True, False])
+def test_prune_limits_states_per_lane(autotune):
     cfgs = [triton.Config({"K": k}, num_warps=1) for k in (4, 2)]
-    for N, S in ((16, 4), (16, 1), (64, 4), (64, 1)):
-        ks = [c.kwargs["K"] for c in utils.prune_unrolled(32)(cfgs, {}, N=N, S=S)]
-        print(f"N={N} S={S} kept K", ks)
-        assert ks, "at least one config must survive"
-        assert all(k * N // S <= 32 for k in ks) or ks == [2]
-        if autotune == "0":
-            assert len(ks) == 1
+    with config.override(autotune=autotune):
+        for N, S in ((16, 4), (16, 1), (64, 4), (64, 1)):
+            ks = [c.kwargs["K"] for c in utils.prune_unrolled(32)(cfgs, {}, N=N, S=S)]
+            print(f"N={N} S={S} kept K", ks)
+            assert ks, "at least one config must survive"
+            assert all(k * N // S <= 32 for k in ks) or ks == [2]
+            if not autotune:
+                assert len(ks) == 1
 
 
 def test_vector_bytes_checks_span_row_and_alignment():
@@ -102,3 +145,36 @@ def test_vector_bytes_checks_span_row_and_alignment():
     assert got["fp32 N16 S4 offset 1"] == 4  # 4-byte aligned only: word loads
     assert got["fp32 N6 S2"] == 4 and got["bf16 N6 S2 (3 values, 6 bytes)"] == 0
     assert got["bf16 one tensor misaligned"] == 0
+
+
+def test_core_codes_equal_the_kernel_constants():
+    """The core maps its discretizations onto the kernels' codes: the two tables must agree."""
+    from eventssm import discretization
+
+    print(discretization.SCHEME_IDS, constants.SCHEMES)
+    assert dict(discretization.SCHEME_IDS) == constants.SCHEMES
+    assert dict(discretization.COUPLING_IDS) == constants.COUPLINGS
+    assert (constants.SCHEME_MAMBA, constants.SCHEME_ZOH, constants.SCHEME_BILINEAR,
+            constants.SCHEME_DIRAC) == tuple(discretization.SCHEME_IDS[s] for s in
+                                             ("mamba", "zoh", "bilinear", "dirac"))
+    for cls in (discretization.Standard, discretization.Asymmetric, discretization.Scaled):
+        assert cls().coupling_id == constants.COUPLINGS[cls.coupling]
+
+
+def test_kernels_import_nothing_from_the_core():
+    """kernels/ imports eventssm.kernels.* (or relative) and third-party modules only: the
+    dependency runs one way (DESIGN §8)."""
+    offenders = []
+    for path in sorted(KERNELS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            for name in names:
+                if name == "eventssm" or (name.startswith("eventssm.")
+                                          and not name.startswith("eventssm.kernels")):
+                    offenders.append(f"{path.name}:{node.lineno} imports {name}")
+    print(offenders)
+    assert not offenders

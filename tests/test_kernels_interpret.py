@@ -4,7 +4,8 @@ The interpreter is chosen when a kernel is *decorated*, and setting TRITON_INTER
 pytest process would leak into every other test module of that process (e.g. make
 ``backend="triton"`` accept CPU tensors), so these tests run in their own pytest invocation with
 the variable set from outside: ``TRITON_INTERPRET=1 pytest -m interpret`` (``make test`` does
-this). Without it the module is skipped with that instruction. Shapes are tiny (L <= 128) and the backward's chunks are
+this). Without it the module is skipped with that instruction. Output buffers come NaN-filled
+(tests/conftest.py). Shapes are tiny (L <= 128) and the backward's chunks are
 short under the interpreter (16 steps, sub-chunks of 4) so that chunk and sub-chunk boundaries,
 partial chunks and packed sequences are all crossed. bf16 is not tested here (the interpreter
 computes it wrongly); it is in test_kernels_gpu.py.
@@ -38,25 +39,21 @@ def _load_kernels():
 
     if type(K.selective_scan_fwd.selective_scan_fwd_kernel.fn.fn).__name__ != "InterpretedFunction":
         for name in ("utils", "selective_scan_fwd", "selective_scan_bwd", "selective_state_update",
-                     "selective_scan"):
+                     "selective_scan", "causal_conv1d"):
             importlib.reload(importlib.import_module(f"eventssm.kernels.{name}"))
         K = importlib.reload(K)
     return K
 
 
 K = _load_kernels()
+config = importlib.import_module("eventssm.kernels.config")
 utils = importlib.import_module("eventssm.kernels.utils")
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 TOL = {torch.float32: 1e-4, torch.float16: 5e-3}
 GRAD_KEYS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "integration_timesteps", "rate",
              "initial_state")
-
-
-@pytest.fixture(autouse=True)
-def _poison():
-    utils.POISON_OUTPUTS = True
-    yield
-    utils.POISON_OUTPUTS = False
 
 
 def _pack(kw, b, lengths, D, N):
@@ -70,9 +67,22 @@ def _pack(kw, b, lengths, D, N):
     return kw, cu
 
 
+def _strided_leaf(v, extra_before, extra_after):
+    """A leaf with v's values that is a slice of wider rows (as z of in_proj's (b, L, 2D) output
+    or B/C of x_proj's): v's last two dimensions flattened into columns of a wider tensor."""
+    b, L = v.shape[:2]
+    flat = v.detach().reshape(b, L, -1)
+    wide = torch.full((b, L, extra_before + flat.shape[-1] + extra_after), 7.0, dtype=v.dtype)
+    wide[..., extra_before:extra_before + flat.shape[-1]] = flat
+    out = wide[..., extra_before:extra_before + flat.shape[-1]].unflatten(-1, v.shape[2:])
+    assert not out.is_contiguous() or L == 1
+    return out.detach().requires_grad_(True)
+
+
 def check_scan(disc, *, b=2, L=37, D=6, N=4, G=None, z=True, h0=True, dtype=torch.float32,
-               tau_max=5.0, lengths=None, tau_grad=True, seed=0):
-    """Forward, last state and every gradient of the Triton scan vs the float64 reference."""
+               tau_max=5.0, lengths=None, tau_grad=True, seed=0, strided=False):
+    """Forward, last state and every gradient of the Triton scan vs the float64 reference.
+    ``strided``: z, B and C are slices of wider rows (read in place by the kernels)."""
     gen = torch.Generator().manual_seed(seed)
     kw = scan_inputs(b=b, L=L, D=D, N=N, G=G, z=z, h0=h0, dtype=torch.float64, tau_max=tau_max,
                      generator=gen)
@@ -85,6 +95,16 @@ def check_scan(disc, *, b=2, L=37, D=6, N=4, G=None, z=True, h0=True, dtype=torc
     leaf = lambda v, dt: None if v is None else v.to(dt).clone().requires_grad_(True)
     ref_in = {k: leaf(v, torch.float64) for k, v in kw.items()}
     tri_in = {k: leaf(v, dtype) for k, v in kw.items()}
+    if strided:
+        if tri_in["z"] is not None:
+            tri_in["z"] = _strided_leaf(tri_in["z"], 3, 5)
+        # B and C: neighbouring columns of one (b, L, 3 + 2·G·N) tensor, as x_proj's output
+        BC = torch.cat([tri_in["B"].detach().flatten(2), tri_in["C"].detach().flatten(2)], -1)
+        BC = _strided_leaf(BC, 3, 0)
+        n = BC.shape[-1] // 2
+        tri_in["B"] = BC[..., :n].unflatten(-1, tri_in["B"].shape[2:]).detach().requires_grad_(True)
+        tri_in["C"] = BC[..., n:].unflatten(-1, tri_in["C"].shape[2:]).detach().requires_grad_(True)
+        assert tri_in["B"].stride() == tri_in["C"].stride()
     if not tau_grad:
         ref_in["integration_timesteps"].requires_grad_(False)
         tri_in["integration_timesteps"].requires_grad_(False)
@@ -140,6 +160,10 @@ CASES = {
     # that full chunks (no step masks) and a partial last chunk both run
     "B2-T41-D32-even": (Standard("mamba"), dict(L=41, D=32, N=4)),
     "B2-T41-D32-even-event": (Asymmetric("mamba"), dict(L=41, D=32, N=4)),
+    # z, B and C slices of wider rows, read in place (no copies)
+    "B2-T37-strided-zBC": (Asymmetric("zoh"), dict(strided=True)),
+    "B2-T41-D32-strided-G2": (Scaled("bilinear"), dict(L=41, D=32, N=4, G=2, strided=True)),
+    "B2-T40-packed-strided": (Standard("mamba"), dict(L=40, lengths=[17, 1, 62], strided=True)),
 }
 
 
@@ -149,12 +173,173 @@ def test_scan_cases(case):
     check_scan(disc, **kw)
 
 
-@pytest.mark.parametrize("distance", ["0", "64"])
-def test_scan_prefetch_distance(monkeypatch, distance):
+def _x_range_inputs(seed, tau_max):
+    """Scan inputs whose x = Δ·A spans the zoh/bilinear formulas' regimes: Δ = softplus(δ + b)
+    from ~1e-6 to ~8 (δ uniform in [-14, 8]) and A log-uniform in [-30, -1e-3], so that x runs
+    from ~-1e-9 through both series thresholds (|x| = 1/4, 1/2) to ~-200."""
+    gen = torch.Generator().manual_seed(seed)
+    kw = scan_inputs(b=2, L=33, D=8, N=4, dtype=torch.float64, tau_max=tau_max, generator=gen)
+    kw["delta"] = torch.rand(kw["delta"].shape, dtype=torch.float64, generator=gen) * 22 - 14
+    kw["delta_bias"] = torch.zeros_like(kw["delta_bias"])
+    kw["A"] = -torch.exp(torch.rand(kw["A"].shape, dtype=torch.float64, generator=gen)
+                         * (torch.log(torch.tensor(30.0)) - torch.log(torch.tensor(1e-3)))
+                         + torch.log(torch.tensor(1e-3)))
+    return kw
+
+
+@pytest.mark.parametrize("disc", [Standard("zoh"), Asymmetric("zoh"), Scaled("zoh"),
+                                  Standard("bilinear"), Asymmetric("bilinear")],
+                         ids=["Standard-zoh", "Asymmetric-zoh", "Scaled-zoh", "Standard-bilinear",
+                              "Asymmetric-bilinear"])
+def test_scan_x_from_tiny_to_large(disc):
+    """x = dtB·A from ~0 (Δ → 0 or A → 0: k → dtB) to large |x| (k → -1/A), and τ up to 1e3 in
+    event mode: every output and gradient against the float64 reference."""
+    kw = _x_range_inputs(11, 1e3)
+    common = dict(delta_softplus=True, discretization=disc, return_last_state=True)
+    ref_in = {k: None if v is None else v.clone().requires_grad_(True) for k, v in kw.items()}
+    tri_in = {k: None if v is None else v.float().requires_grad_(True) for k, v in kw.items()}
+    # the reference sees the float32-rounded numbers
+    ref_in = {k: None if v is None else v.float().double().detach().requires_grad_(True)
+              for k, v in ref_in.items()}
+    y_ref, h_ref = selective_scan_ref(**ref_in, **common)
+    y, h = selective_scan(**tri_in, **common, backend="triton")
+    gen = torch.Generator().manual_seed(12)
+    dy = torch.randn(y_ref.shape, dtype=torch.float64, generator=gen)
+    dh = torch.randn(h_ref.shape, dtype=torch.float64, generator=gen)
+    ((y_ref * dy).sum() + (h_ref * dh).sum()).backward()
+    ((y.double() * dy).sum() + (h.double() * dh).sum()).backward()
+    errs = {"y": rel_err(y, y_ref), "last": rel_err(h, h_ref)}
+    for k in GRAD_KEYS:
+        if tri_in[k] is not None and ref_in[k].grad is not None:
+            errs[f"d{k}"] = rel_err(tri_in[k].grad, ref_in[k].grad)
+    print(disc, {k: f"{v:.1e}" for k, v in errs.items()})
+    assert max(errs.values()) <= 1e-4
+
+
+@triton.jit
+def _zoh_probe(t_ptr, dtB_ptr, rA_ptr, k_ptr, dk_ptr, n, BLOCK: tl.constexpr):
+    o = tl.arange(0, BLOCK)
+    m = o < n
+    t = tl.load(t_ptr + o, mask=m, other=0.0)
+    dtB = tl.load(dtB_ptr + o, mask=m, other=0.0)
+    rA = tl.load(rA_ptr + o, mask=m, other=1.0)
+    e = utils.exp2_fast(t)
+    k = utils.zoh_k(t, e, dtB, rA)
+    tl.store(k_ptr + o, k, mask=m)
+    tl.store(dk_ptr + o, utils.zoh_dk_dA(t, e, dtB, k, rA), mask=m)
+
+
+def zoh_truth(x: torch.Tensor, A: torch.Tensor):
+    """float64 k = expm1(x)/A and ∂k/∂A = (x·e^x − expm1(x))/A² (series where that cancels)."""
+    k = torch.expm1(x) / A
+    big = (x * torch.exp(x) - torch.expm1(x)) / A ** 2
+    dtB = x / A
+    psi = sum(x ** j * (j + 1) / torch.exp(torch.lgamma(torch.tensor(j + 3.0, dtype=x.dtype)))
+              for j in range(12))
+    return k, torch.where(x.abs() < 1e-2, dtB ** 2 * psi, big)
+
+
+ZOH_X = [0.0, -1e-9, -1e-6, -1e-4, -1e-2, -0.1, -0.2499, -0.2501, -0.3, -0.4999, -0.5001, -0.7,
+         -1.0, -3.0, -10.0, -30.0, -100.0, 1e-5, 0.2, 0.26, 0.6]
+
+
+@pytest.mark.parametrize("A", [-1.0, -20.0, -1e-3])
+def test_zoh_coefficients_around_the_thresholds(A):
+    """zoh_k and zoh_dk_dA, one evaluation per element, against float64 at x = dtB·A on both
+    sides of the series thresholds (|x| = 1/4 for k, 1/2 for ∂k/∂A), at 0 and at large |x|. The
+    interpreter's exp2 is exact to float32 rounding, so this bounds the series truncation and
+    the cancellation left in the other branch (on the GPU MUFU.EX2 adds ~2^-22: see
+    test_kernels_gpu.py)."""
+    x = torch.tensor(ZOH_X, dtype=torch.float64)
+    A64 = torch.full_like(x, A)
+    dtB = (x / A64).float()
+    t = (dtB.double() * A64 * 1.4426950408889634).float()
+    k = torch.empty(len(x))
+    dk = torch.empty(len(x))
+    _zoh_probe[(1,)](t, dtB, (1.0 / A64).float(), k, dk, len(x), BLOCK=32)
+    k_ref, dk_ref = zoh_truth(dtB.double() * A64, A64)
+    ek = ((k.double() - k_ref).abs() / k_ref.abs().clamp(min=1e-300)).tolist()
+    edk = ((dk.double() - dk_ref).abs() / dk_ref.abs().clamp(min=1e-300)).tolist()
+    for xi, a, b in zip(ZOH_X, ek, edk):
+        print(f"x={xi:+.4g}  k rel err {a:.1e}  dk/dA rel err {b:.1e}")
+    assert max(ek) <= 2e-6 and max(edk) <= 3e-6
+
+
+def test_strided_inputs_are_read_in_place(monkeypatch):
+    """z = xz[..., D:] and B, C as columns of one wider tensor reach the kernel launch as the same
+    memory (no .contiguous() copy); u and δ still arrive contiguous."""
+    sel = importlib.import_module("eventssm.kernels.selective_scan")
+    seen = {}
+    real = sel.selective_scan_fwd
+
+    def spy(u, delta, A, B, C, Dskip, z, *rest, **kw):
+        seen.update(u=u, delta=delta, B=B, C=C, z=z)
+        return real(u, delta, A, B, C, Dskip, z, *rest, **kw)
+
+    monkeypatch.setattr(sel, "selective_scan_fwd", spy)
+    b, L, D, N = 2, 9, 6, 4
+    xz = torch.randn(b, L, 2 * D)
+    x_dbl = torch.randn(b, L, 3 + 2 * N)
+    z, Bm, Cm = xz[..., D:], x_dbl[..., 3:3 + N], x_dbl[..., 3 + N:]
+    u, delta = torch.randn(b, L, D), torch.randn(b, L, D)
+    A = -torch.rand(D, N) - 0.5
+    y = selective_scan(u, delta, A, Bm, Cm, z=z, delta_softplus=True, backend="triton")
+    assert seen["z"].data_ptr() == z.data_ptr() and seen["z"].stride() == z.stride()
+    assert seen["B"].data_ptr() == Bm.data_ptr() and seen["C"].data_ptr() == Cm.data_ptr()
+    ref = selective_scan_ref(u.double(), delta.double(), A.double(), Bm.double(), Cm.double(),
+                             z=z.double(), delta_softplus=True)
+    assert rel_err(y, ref) <= 1e-5
+    # a layout the kernels cannot read in place (B and C with different strides) is copied
+    B2 = torch.randn(b, L, 2 * N)[..., :N]
+    selective_scan(u, delta, A, B2, Cm, z=z, delta_softplus=True, backend="triton")
+    assert seen["B"].is_contiguous() and seen["C"].is_contiguous()
+
+
+def test_dz_and_dx_written_into_one_buffer():
+    """The gate's ∂z (scan, ``dz_out``) and the conv input's ∂x (conv, ``dx_out``) land in the two
+    halves of one (b, L, 2D) buffer, the gradient of in_proj's output xz, with no concatenation:
+    equal to the gradients autograd assembles from the default path."""
+    from eventssm.kernels import causal_conv1d
+    from eventssm.kernels.constants import COUPLING_STANDARD as STANDARD
+    from eventssm.kernels.constants import SCHEME_ZOH as ZOH
+
+    b, L, D, N = 2, 19, 6, 4
+    gen = torch.Generator().manual_seed(9)
+    xz0 = torch.randn(b, L, 2 * D, generator=gen)
+    w, cb = torch.randn(D, 4, generator=gen) * 0.5, torch.randn(D, generator=gen)
+    A = -torch.rand(D, N, generator=gen) - 0.5
+    Bm, Cm = torch.randn(b, L, N, generator=gen), torch.randn(b, L, N, generator=gen)
+    delta = torch.randn(b, L, D, generator=gen)
+    dy = torch.randn(b, L, D, generator=gen)
+
+    def run(buffered):
+        xz = xz0.clone().requires_grad_(True)
+        buf = torch.full((b, L, 2 * D), 5.0)
+        x = xz[..., :D].detach().requires_grad_(True) if buffered else xz[..., :D]
+        z = xz[..., D:].detach().requires_grad_(True) if buffered else xz[..., D:]
+        u = causal_conv1d(x, w, cb, "silu", dx_out=buf[..., :D] if buffered else None)
+        y = K.selective_scan_triton(u, delta, A, Bm, Cm, z=z, delta_softplus=True,
+                                    scheme=ZOH, coupling=STANDARD,
+                                    dz_out=(lambda: buf[..., D:]) if buffered else None)
+        if buffered:  # the gradients handed back are the buffer's halves themselves
+            gx, gz = torch.autograd.grad(y, (x, z), dy)
+            assert gx.data_ptr() == buf.data_ptr() and gz.data_ptr() == buf[..., D:].data_ptr()
+            return buf
+        y.backward(dy)
+        return xz.grad
+
+    want, got = run(False), run(True)
+    err = rel_err(got, want)
+    print("one-buffer gradient vs autograd's", err)
+    assert err <= 1e-6
+
+
+@pytest.mark.parametrize("distance", [0, 64])
+def test_scan_prefetch_distance(distance):
     """Both kernels without L2 prefetch (PF_DIST = 0 compiles the prefetches out) and with a
     distance past the sequence's end (every prefetch masked off): same results."""
-    monkeypatch.setenv("EVENTSSM_PREFETCH", distance)
-    check_scan(Asymmetric("mamba"), L=41, D=32, N=4)
+    with config.override(prefetch=distance):
+        check_scan(Asymmetric("mamba"), L=41, D=32, N=4)
 
 
 def test_scan_without_grad_saves_nothing_and_matches():
@@ -219,7 +404,8 @@ def test_state_update(disc, grouped):
     y_ref = selective_state_update_ref(s_ref, **kw, dt_softplus=True, discretization=disc)
     s = state.float()
     y = K.selective_state_update_triton(s, **{k: v.float() for k, v in kw.items()},
-                                        dt_softplus=True, discretization=disc)
+                                        dt_softplus=True, scheme=disc.scheme_id,
+                                        coupling=disc.coupling_id)
     errs = (rel_err(y, y_ref), rel_err(s, s_ref))
     print(f"{disc!r} step errors (y, state): {errs[0]:.1e} {errs[1]:.1e}")
     assert y.dtype == torch.float32 and max(errs) <= 1e-4
@@ -239,7 +425,7 @@ def test_step_matches_scan():
             s, kw["u"][:, l], kw["delta"][:, l], kw["A"], kw["B"][:, l], kw["C"][:, l],
             D=kw["D"], z=kw["z"][:, l], dt_bias=kw["delta_bias"], dt_softplus=True,
             integration_timesteps=kw["integration_timesteps"][:, l], rate=kw["rate"],
-            discretization=disc))
+            scheme=disc.scheme_id, coupling=disc.coupling_id))
     err = max(rel_err(torch.stack(ys, 1), y), rel_err(s, h))
     print("step vs scan max error", err)
     assert err <= 1e-5

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import eventssm.time as time_mod
 from eventssm import Asymmetric, EventEncoder, MambaLM, Scaled, SelectiveSSM, pool
 from tests.helpers import rel_err
 
@@ -109,11 +110,11 @@ def test_selective_ssm_standalone():
 
 
 def test_backbone_checks_values_once(monkeypatch):
-    """τ and lengths go unchanged to every layer: the backbone checks their values once (each
-    check is a host sync), still raises on bad values, and check_values=False skips the checks
-    without changing the outputs."""
-    import eventssm.mamba as mamba_mod
-    import eventssm.time as time_mod
+    """τ and lengths go unchanged to every layer: the backbone validates them once, at its door
+    (each value check is a host sync), the layers and their scans not at all; bad values still
+    raise, and check_values=False skips the checks without changing the outputs."""
+    import eventssm.inputs as inputs_mod
+    import eventssm.scan as scan_mod
     from eventssm import MambaBackbone
 
     torch.manual_seed(0)
@@ -121,24 +122,26 @@ def test_backbone_checks_values_once(monkeypatch):
     x = torch.randn(2, 9, 16, dtype=torch.float64)
     tau = torch.rand(2, 9, dtype=torch.float64)
     lengths = torch.tensor([9, 5])
-    calls = {"tau": 0, "lengths": 0}
-    check_tau, mask_of = mamba_mod.check_timesteps, mamba_mod.length_mask
+    calls = {"tau": 0, "lengths": 0, "timestamps": 0, "scan": 0}
 
-    def counting_check(t, name="integration_timesteps"):
-        calls["tau"] += 1
-        return check_tau(t, name)
+    def counting(key, fn, checks=lambda *a, **k: True):
+        def wrapped(*a, **k):
+            calls[key] += bool(checks(*a, **k))
+            return fn(*a, **k)
+        return wrapped
 
-    def counting_mask(lens, L, name="lengths", check_values=True):
-        calls["lengths"] += bool(check_values)
-        return mask_of(lens, L, name, check_values)
-
-    monkeypatch.setattr(mamba_mod, "check_timesteps", counting_check)
-    monkeypatch.setattr(mamba_mod, "length_mask", counting_mask)
+    value_checks = lambda *a, check_values=True, **k: check_values
+    monkeypatch.setattr(inputs_mod, "check_timesteps", counting("tau", inputs_mod.check_timesteps))
+    monkeypatch.setattr(inputs_mod, "length_mask",
+                        counting("lengths", inputs_mod.length_mask, value_checks))
+    monkeypatch.setattr(inputs_mod, "timesteps_from_timestamps",
+                        counting("timestamps", inputs_mod.timesteps_from_timestamps, value_checks))
+    monkeypatch.setattr(scan_mod, "_validate", counting("scan", scan_mod._validate))
     y = m(x, tau, lengths)
     print("value checks for 3 layers:", calls)
-    assert calls == {"tau": 1, "lengths": 1}
+    assert calls == {"tau": 1, "lengths": 1, "timestamps": 0, "scan": 0}
     y_unchecked = m(x, tau, lengths, check_values=False)
-    assert calls == {"tau": 1, "lengths": 1}
+    assert calls == {"tau": 1, "lengths": 1, "timestamps": 0, "scan": 0}
     err = rel_err(y_unchecked, y)
     print("check_values=False vs True:", err)
     assert err == 0.0
@@ -146,15 +149,61 @@ def test_backbone_checks_values_once(monkeypatch):
         m(x, -tau, lengths)
     with pytest.raises(ValueError, match="lengths"):
         m(x, tau, torch.tensor([9, 12]))
-    # gaps from timestamps: checked where they are formed, not again in the layers
+    # gaps from timestamps: formed and checked once (lengths with them), not again in the layers
     calls.update(tau=0, lengths=0)
     ts = tau.cumsum(1)
     y_ts = m(x, lengths=lengths, timestamps=ts)
-    assert calls == {"tau": 0, "lengths": 0}
+    print("value checks with timestamps:", calls)
+    assert calls == {"tau": 0, "lengths": 0, "timestamps": 1, "scan": 0}
     assert torch.isfinite(y_ts).all()
     with pytest.raises(ValueError, match="timestamps"):
         m(x, lengths=lengths, timestamps=ts.flip(1))
     assert time_mod.length_mask(torch.tensor([3, 0]), 4, check_values=False).sum() == 3
+
+
+@pytest.mark.parametrize("model", ["backbone", "encoder", "lm"])
+def test_one_host_sync_per_value_check(model, monkeypatch):
+    """Count what reads values back from the device during a forward of a 3-layer model: one
+    read per checked input (τ, lengths, marks or token ids), none in the layers, and none at all
+    with check_values=False (what a CUDA-graph-captured step needs)."""
+    from eventssm import MambaBackbone
+
+    torch.manual_seed(0)
+    B, L = 2, 9
+    lengths = torch.tensor([9, 5])
+    tau = torch.rand(B, L)
+    if model == "backbone":
+        m = MambaBackbone(16, n_layers=3, d_state=4, discretization=Asymmetric("zoh"))
+        call = lambda **kw: m(torch.randn(B, L, 16), tau, lengths, **kw)
+        expected = 2  # τ, lengths
+    elif model == "encoder":
+        m = EventEncoder(d_model=16, n_layers=3, d_input=2, num_marks=3, d_state=4,
+                         discretization=Asymmetric("zoh"))
+        marks = torch.randint(0, 3, (B, L))
+        call = lambda **kw: m(torch.randn(B, L, 2), marks, integration_timesteps=tau,
+                              lengths=lengths, **kw)
+        expected = 3  # marks, lengths, τ
+    else:
+        m = MambaLM(20, 16, d_state=4, n_layers=3, discretization=Asymmetric("zoh"))
+        ids = torch.randint(0, 20, (B, L))
+        call = lambda **kw: m(ids, tau, lengths=lengths, **kw)
+        expected = 3  # ids, lengths, τ
+    reads = []
+    for name in ("__bool__", "item", "tolist", "__int__", "__float__", "__index__"):
+        real = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _real=real, _name=name, **k):
+            reads.append(_name)
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    call().sum().backward()
+    print(model, "reads with checks:", reads)
+    assert len(reads) == expected
+    reads.clear()
+    call(check_values=False).sum().backward()
+    print(model, "reads without checks:", reads)
+    assert reads == []
 
 
 def test_event_encoder_check_values_flag():
@@ -171,3 +220,21 @@ def test_event_encoder_check_values_flag():
     assert err == 0.0
     with pytest.raises(ValueError, match="marks"):
         enc(vals, marks + 3, timestamps=ts)
+
+
+def test_backbone_chunked_with_timestamps_matches_one_pass():
+    """Gaps are formed once for the stack, the first chunk's last time carried by the caches:
+    two chunks equal one pass, and each cache holds the last time."""
+    from eventssm import MambaBackbone
+
+    m = MambaBackbone(16, n_layers=2, d_state=4, discretization=Asymmetric("zoh")).double()
+    x = torch.randn(2, 10, 16, dtype=torch.float64)
+    t = torch.cumsum(torch.rand(2, 10, dtype=torch.float64) * 3, 1) + 50.0
+    y = m(x, timestamps=t)
+    cache = m.allocate_inference_cache(2, dtype=torch.float64)
+    y1 = m(x[:, :4], timestamps=t[:, :4], inference_cache=cache)
+    y2 = m(x[:, 4:], timestamps=t[:, 4:], inference_cache=cache)
+    err = rel_err(torch.cat([y1, y2], 1), y)
+    print("backbone in two chunks vs one pass:", err)
+    assert err < 1e-10
+    assert all(torch.equal(c.last_time, t[:, -1]) and c.seqlen_offset == 10 for c in cache)

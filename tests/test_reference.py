@@ -30,6 +30,8 @@ def scalar_scan(u, delta, A, B, C, D, z, delta_bias, tau, rate, disc, h0):
                     dtA = dtB = dl
                 elif disc.coupling == "asymmetric":
                     dtA, dtB = t * float(rate[d]), dl
+                elif disc.coupling == "additive":
+                    dtA, dtB = dl + t * float(rate[d]), dl
                 else:
                     dtA, dtB = dl * t, dl
                 acc = 0.0

@@ -9,7 +9,7 @@ Compute (``ncu --profile-from-start off``), to see where the kernels stall::
 
 ``--vary VAR v1 v2 ...``: forward and forward+backward ms (do_bench medians) with the
 environment variable VAR (e.g. ``EVENTSSM_PREFETCH``, ``EVENTSSM_BWD_LANES``) set to each value
-in turn; the launchers read these per call.
+in turn (``eventssm.kernels.config``: each value becomes the current KernelConfig).
 """
 
 from __future__ import annotations
@@ -43,8 +43,11 @@ def main():
         print(f"{SHAPES[args.shape]} {args.dtype} {'event' if args.event else 'standard'}")
         print(f"| {var} | fwd ms | fwd+bwd ms |")
         print("|---|---|---|")
+        from eventssm.kernels.config import KernelConfig, set_config
+
         for v in values:
             os.environ[var] = v
+            set_config(KernelConfig.from_env())  # the kernels read their knobs from the config
             fwd, both, _ = time_scan(kw, disc, "triton", grad=True, rep=args.rep)
             print(f"| {v} | {fwd:.3f} | {both:.3f} |", flush=True)
         from eventssm.kernels import selective_scan_bwd as bwd_mod

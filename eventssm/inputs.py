@@ -1,0 +1,141 @@
+"""Validation at the door: the per-step inputs of a model call, checked and converted once.
+
+``Mamba.forward``/``step``, ``MambaBackbone.forward`` and ``EventEncoder.forward`` turn their
+``lengths``, ``integration_timesteps`` and ``timestamps`` into one :class:`Steps` with
+:func:`validate_steps` (the only place where gaps τ are derived from what the user passed), and
+hand it to the layers below, which trust it. Each value check reads a flag back from the device
+(a host sync, which also splits a ``torch.compile`` graph): here it happens once per call, not
+once per layer.
+
+Shapes: batch ``B``, steps ``L``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from eventssm.time import check_timesteps, length_mask, timesteps_from_timestamps
+
+__all__ = ["Steps", "validate_steps", "tau_dtype"]
+
+
+@dataclass(frozen=True)
+class Steps:
+    """What a model call knows about its steps, validated.
+
+    Attributes:
+        tau: ``(B, L)`` integration timesteps in :func:`tau_dtype`, 0 at padding; None when
+            neither gaps nor timestamps were given (standard mode).
+        lengths: ``(B,)`` integer real steps per right-padded sequence, or None (all real).
+        mask: ``(B, L)`` bool, True at real steps; None when ``lengths`` is None.
+        last_time: ``(B,)`` float64 time of each sequence's last real step when timestamps were
+            given (what a cache carries to the next chunk), else None.
+    """
+
+    tau: Tensor | None = None
+    lengths: Tensor | None = None
+    mask: Tensor | None = None
+    last_time: Tensor | None = None
+
+
+def tau_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Gaps are formed in float64 and handed to the scan in float32 (its arithmetic), or float64
+    for a float64 model so that tests against the float64 oracle stay exact."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _batched(name: str, t, batch: int, L: int, device) -> Tensor:
+    t = torch.as_tensor(t, device=device)
+    t = t[None] if t.dim() == 1 else t
+    if tuple(t.shape) != (batch, L):
+        raise ValueError(f"{name} must have shape ({batch}, {L}), got {tuple(t.shape)}")
+    return t
+
+
+def validate_steps(
+    batch: int,
+    L: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    integration_timesteps: Tensor | None = None,
+    timestamps: Tensor | None = None,
+    lengths: Tensor | None = None,
+    time_scale: float = 1.0,
+    scale_gaps: bool = False,
+    last_time: Tensor | None = None,
+    check_values: bool = True,
+) -> Steps:
+    """Check and convert the step inputs of a call on ``(batch, L, ·)`` activations.
+
+    Args:
+        batch, L, device: of the activations.
+        dtype: the activations' dtype (sets :func:`tau_dtype`).
+        integration_timesteps: ``(B, L)`` (or ``(L,)`` when ``batch == 1``) gaps τ ≥ 0; any
+            value at padding is replaced by 0 before the check.
+        timestamps: ``(B, L)`` absolute times (float or integer); gaps are backward differences
+            formed in float64 (:func:`~eventssm.time.timesteps_from_timestamps`), times
+            ``time_scale``. Exclusive with ``integration_timesteps``.
+        lengths: ``(B,)`` real steps per right-padded sequence.
+        time_scale: factor applied to gaps formed from ``timestamps`` (a unit conversion).
+        scale_gaps: multiply given ``integration_timesteps`` by ``time_scale`` too (a model whose
+            time unit applies to gaps however they come in, as ``EventEncoder``'s does).
+        last_time: ``(B,)`` time of the last step already absorbed (a warm cache): the first
+            gap is ``t[0] - last_time`` instead of 0.
+        check_values: check values (τ finite and ``>= 0``, times finite and non-decreasing,
+            lengths in ``[0, L]``), one host sync each; ``False`` skips them (inputs validated
+            already, or a CUDA-graph-captured step). Shapes and dtypes are always checked.
+
+    Raises:
+        ValueError: both ``integration_timesteps`` and ``timestamps``, a wrong shape or dtype,
+        or (with ``check_values``) a bad value, naming the argument and the first bad position.
+    """
+    if integration_timesteps is not None and timestamps is not None:
+        raise ValueError("pass either integration_timesteps or timestamps, not both")
+    if lengths is not None:
+        lengths = torch.as_tensor(lengths, device=device)
+        lengths = lengths.reshape(1) if batch == 1 and lengths.dim() == 0 else lengths
+        if tuple(lengths.shape) != (batch,):
+            raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+    tdt = tau_dtype(dtype)
+    if timestamps is not None:
+        ts = _batched("timestamps", timestamps, batch, L, device)
+        # checks the lengths as well as the times: the mask below need not check them again
+        tau = timesteps_from_timestamps(ts, time_scale=time_scale, last_time=last_time,
+                                        lengths=lengths, name="timestamps",
+                                        check_values=check_values)
+        mask = None if lengths is None else length_mask(lengths, L, check_values=False)
+        idx = torch.full((batch,), L - 1, device=device) if lengths is None else (lengths - 1).clamp(min=0)
+        new_last = ts.gather(1, idx[:, None].long())[:, 0].to(torch.float64)
+        if lengths is not None and last_time is not None:  # an empty sequence keeps its time
+            new_last = torch.where(lengths > 0, new_last, torch.as_tensor(last_time, device=device))
+        return Steps(_to_compute(tau, tdt, "timestamps", check_values), lengths, mask, new_last)
+    mask = None if lengths is None else length_mask(lengths, L, check_values=check_values)
+    if integration_timesteps is None:
+        return Steps(None, lengths, mask, None)
+    tau = _batched("integration_timesteps", integration_timesteps, batch, L, device)
+    if not tau.dtype.is_floating_point:
+        tau = tau.double()
+    if scale_gaps and time_scale != 1:
+        tau = tau * time_scale
+    if mask is not None:  # padding may hold anything: zero it, then validate the rest
+        tau = tau.masked_fill(~mask, 0.0)
+    if check_values:
+        check_timesteps(tau, "integration_timesteps")
+    return Steps(_to_compute(tau, tdt, "integration_timesteps", check_values), lengths, mask, None)
+
+
+def _to_compute(tau: Tensor, dtype: torch.dtype, name: str, check: bool) -> Tensor:
+    """τ in the scan's dtype; a gap that is finite in float64 but overflows the compute dtype is
+    an error (it would become Inf and silently turn the state into NaN)."""
+    out = tau.to(dtype)
+    if check and out.dtype != tau.dtype and out.is_floating_point() and bool(torch.isinf(out).any()):
+        pos = tuple(int(i) for i in torch.nonzero(torch.isinf(out))[0])
+        raise ValueError(
+            f"{name}: the gap {tau[pos].item():.3g} at position {pos} exceeds the {dtype} range the "
+            f"scan computes in (max {torch.finfo(dtype).max:.3g}); choose a larger time unit "
+            "(a smaller time_scale)")
+    return out
