@@ -120,17 +120,26 @@ class EventDataModule(L.LightningDataModule):
         target: what to predict; see :class:`EventDataset`.
         forecast_steps: events to forecast per sequence when ``target="forecast"``.
         val_fraction, test_fraction, seed: random split by sequence (stratified by class for
-            classification) when the table has no split column.
+            classification) when the table has no split column. With a split column that has
+            no ``val`` rows (e.g. only ``train``/``test``), a stratified ``val_fraction`` of its
+            ``train`` sequences becomes the validation set (seeded by ``seed``).
         normalize: standardise values per channel with training-split statistics.
         normalize_target: standardise regression targets with training-split statistics
             (metrics are then in standard units; :meth:`denormalize_target` undoes it).
         use_observed: give the model the ``observed`` mask (None: when any value is missing).
         batch_size: the *global* batch size (divided among processes under DDP, so that any
-            number of processes takes the same optimisation steps).
-        eval_batch_size: batch size for val/test/predict (default: ``batch_size``).
+            number of processes takes the same optimisation steps). None (the default) adapts it
+            to the training split: 32, or ``n_train // 8`` (at least 4) when that is smaller, so
+            that a table of a few dozen sequences still takes about 8 optimisation steps per
+            epoch; rounded up to a multiple of the number of processes. See
+            :meth:`train_batch_size`.
+        eval_batch_size: batch size for val/test/predict (default: the training batch size).
         num_workers: DataLoader workers.
         pack: yield packed ``cu_seqlens`` batches instead of padded ones.
-        drop_last: drop the last incomplete training batch.
+        drop_last: drop the last incomplete training batch. None (the default) drops it only
+            when the training split holds at least 10 full batches, so that at most a tenth of
+            the sequences (a different random few every epoch) waits for the next epoch; a
+            smaller training split keeps every sequence in every epoch.
     """
 
     def __init__(
@@ -153,17 +162,18 @@ class EventDataModule(L.LightningDataModule):
         normalize: bool = True,
         normalize_target: bool = True,
         use_observed: bool | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         pack: bool = False,
-        drop_last: bool = True,
+        drop_last: bool | None = None,
     ):
         super().__init__()
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for name, bs in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if bs is not None and (not isinstance(bs, int) or isinstance(bs, bool) or bs < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {bs!r}")
         self.source = source
         self.table_kwargs = dict(
             id_col=id_col, time_col=time_col, value_cols=value_cols, mark_col=mark_col,
@@ -184,7 +194,7 @@ class EventDataModule(L.LightningDataModule):
         self.normalize_target = normalize_target
         self._use_observed = use_observed
         self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.pack = pack
         self.drop_last = drop_last
@@ -200,7 +210,14 @@ class EventDataModule(L.LightningDataModule):
     def split_table(self, table: EventTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Indices of train/val/test sequences: the table's split column or a seeded split."""
         if table.split is not None:
-            return split_from_labels(table.split)
+            tr, va, te = split_from_labels(table.split)
+            if len(va) == 0 and self.val_fraction > 0:
+                # A train/test column (as most archives ship): carve val out of train.
+                strat = table.labels[tr] if table.task == "classification" else None
+                keep, val, _ = split_indices(len(tr), self.val_fraction, 0.0, seed=self.seed,
+                                             stratify=strat)
+                tr, va = tr[keep], tr[val]
+            return tr, va, te
         strat = table.labels if table.task == "classification" else None
         return split_indices(len(table), self.val_fraction, self.test_fraction, seed=self.seed,
                              stratify=strat)
@@ -293,20 +310,45 @@ class EventDataModule(L.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
+    def train_batch_size(self, world: int | None = None) -> int:
+        """The global training batch size: ``batch_size``, or the adaptive default (see the
+        class docstring) for ``world`` processes (default: the attached trainer's)."""
+        world = self._world()[0] if world is None else int(world)
+        if self.batch_size is not None:
+            return self.batch_size
+        self.build()
+        n = len(self.split_index["train"])
+        bs = min(32, max(4, n // 8))
+        return -(-bs // world) * world
+
+    def train_drop_last(self, world: int | None = None) -> bool:
+        """Whether the last incomplete training batch is dropped (see ``drop_last``)."""
+        if self.drop_last is not None:
+            return bool(self.drop_last)
+        self.build()
+        return len(self.split_index["train"]) >= 10 * self.train_batch_size(world)
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         self.build()
         ds = self.datasets[split]
         if len(ds) == 0:
-            raise ValueError(f"the {split} split is empty; adjust the split fractions")
+            if self.table.split is None:
+                hint = f"set {split}_fraction > 0"
+            elif split == "val":
+                hint = "give the split column 'val' rows, or set val_fraction > 0 to carve it from train"
+            else:
+                hint = f"the split column has no {split!r} rows"
+            raise ValueError(f"the {split} split is empty: {hint}")
         world, rank = self._world()
         collate = EventCollator(use_observed=self.use_observed, pack=self.pack)
+        batch_size = self.train_batch_size(world)
         if train:
-            sampler = GlobalBatchSampler(ds, self.batch_size, world, rank, shuffle=True,
-                                         seed=self.seed, drop_last=self.drop_last)
-            bs = self.batch_size // world
+            sampler = GlobalBatchSampler(ds, batch_size, world, rank, shuffle=True,
+                                         seed=self.seed, drop_last=self.train_drop_last(world))
+            bs = batch_size // world
         else:
             sampler = ShardSampler(ds, world, rank)
-            bs = max(1, self.eval_batch_size // world)
+            bs = max(1, (self.eval_batch_size or batch_size) // world)
         # The training loader records its place in the epoch in checkpoints (exact resume).
         make = ResumableDataLoader if train else DataLoader
         return make(ds, batch_size=bs, sampler=sampler, collate_fn=collate,

@@ -13,7 +13,6 @@ an epoch can resume at the exact batch (Lightning's stateful-loader protocol).
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -30,6 +29,10 @@ class GlobalBatchSampler(DistributedSampler):
         num_replicas, rank: world size and this process's rank.
         shuffle: reshuffle every epoch (``set_epoch``) from ``seed + epoch``.
         drop_last: drop the last incomplete global batch (keeps every step's slices equal).
+            Without it, the last batch is cut into ``num_replicas`` contiguous parts whose sizes
+            differ by at most one, so every process takes the same number of steps (DDP would
+            hang otherwise); a remainder smaller than ``num_replicas`` cannot be cut so and is
+            dropped.
     """
 
     def __init__(self, dataset, batch_size: int, num_replicas: int = 1, rank: int = 0,
@@ -52,9 +55,17 @@ class GlobalBatchSampler(DistributedSampler):
                     f"({batch_size}) with drop_last; lower batch_size"
                 )
         else:
-            self.num_batches = math.ceil(n / batch_size)
-        self.num_samples = self._local_count()
-        self.total_size = self.num_samples * num_replicas
+            rest = n % batch_size
+            # a remainder that leaves some process without a sequence would make it step less
+            self.num_batches = n // batch_size + (rest >= num_replicas)
+            if self.num_batches == 0:
+                raise ValueError(
+                    f"the training split has {n} sequences, fewer than the {num_replicas} "
+                    f"processes; lower the number of processes"
+                )
+        self.num_samples = sum(e - s for s, e in
+                               (self._part(b) for b in range(self.num_batches)))
+        self.total_size = min(n, self.num_batches * batch_size)  # sequences per epoch, all ranks
         self._skip = 0  # local samples to leave out at the start of the next pass (a resume)
 
     def skip_samples(self, n: int) -> None:
@@ -64,14 +75,14 @@ class GlobalBatchSampler(DistributedSampler):
             raise ValueError(f"n must be a non-negative int, got {n!r}")
         self._skip = n
 
-    def _local_count(self) -> int:
-        n = len(self.dataset)
-        full = self.num_batches * self.local_batch
-        if self.drop_last or n % self.global_batch == 0:
-            return full
-        rest = n - (self.num_batches - 1) * self.global_batch
-        mine = max(0, min(self.local_batch, rest - self.rank * self.local_batch))
-        return full - self.local_batch + mine
+    def _part(self, b: int) -> tuple[int, int]:
+        """This rank's ``[start, end)`` within global batch ``b``."""
+        size = min(self.global_batch, len(self.dataset) - b * self.global_batch)
+        if size == self.global_batch:
+            return self.rank * self.local_batch, (self.rank + 1) * self.local_batch
+        q, r = divmod(size, self.num_replicas)  # the last, partial batch: near-equal parts
+        start = self.rank * q + min(self.rank, r)
+        return start, start + q + (self.rank < r)
 
     def __iter__(self):
         n = len(self.dataset)
@@ -84,7 +95,8 @@ class GlobalBatchSampler(DistributedSampler):
         out = []
         for b in range(self.num_batches):
             chunk = order[b * self.global_batch:(b + 1) * self.global_batch]
-            out.extend(chunk[self.rank * self.local_batch:(self.rank + 1) * self.local_batch])
+            start, end = self._part(b)
+            out.extend(chunk[start:end])
         skip, self._skip = self._skip, 0
         return iter(out[skip:])
 

@@ -21,7 +21,6 @@ from typing import Literal
 import numpy as np
 
 from .datamodule import EventDataModule
-from .splits import split_indices
 from .table import EventTable
 
 __all__ = ["aeon_data_dir", "available_uea", "load_uea", "drop_time_indices", "UEADataModule"]
@@ -123,7 +122,8 @@ class UEADataModule(EventDataModule):
     Args:
         name: set name (see :func:`available_uea`), e.g. ``"JapaneseVowels"``.
         missing_rate: 0 keeps the archive as it is, with its official train/test split (the
-            validation set is a stratified ``val_fraction`` of the official train split). A rate
+            validation set is a stratified ``val_fraction`` of the official train split, carved
+            by :meth:`EventDataModule.split_table` as for any train/test split column). A rate
             in (0, 1) applies the Kidger et al. (2020) protocol: pool train+test, drop that
             fraction of time indices per series (seeded by ``drop_seed``), split
             ``1 - val_fraction - test_fraction`` / ``val_fraction`` / ``test_fraction``
@@ -148,13 +148,3 @@ class UEADataModule(EventDataModule):
             table = drop_time_indices(table, self.missing_rate, seed=self.drop_seed)
             table.split = None  # pooled: the DataModule makes a stratified 70/15/15 split
         return table
-
-    def split_table(self, table: EventTable):
-        if table.split is None:
-            return super().split_table(table)
-        official_train = np.flatnonzero(table.split == "train")
-        test = np.flatnonzero(table.split == "test")
-        frac = self.val_fraction
-        tr, va, _ = split_indices(len(official_train), frac, 0.0, seed=self.seed,
-                                  stratify=table.labels[official_train])
-        return official_train[tr], official_train[va], test

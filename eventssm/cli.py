@@ -22,7 +22,12 @@ from __future__ import annotations
 import os
 
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+    TQDMProgressBar,
+)
 from lightning.pytorch.cli import LightningCLI
 
 from eventssm.checkpointing import check_file
@@ -44,6 +49,26 @@ LINKS = (
     ("time_scale", "time_scale"),  # the model's time unit, from the training split's gaps
     ("log_gap_stats", "log_gap_stats"),  # point processes: the training gaps set the time unit
 )
+
+
+class _WholeVersion:
+    """Progress-bar mixin: ``v_num`` is the logger's whole version as text (Lightning shows an
+    int version through the metric format, ``0.000``, and only the last 4 characters of a string
+    version)."""
+
+    def get_metrics(self, trainer, pl_module):
+        items = super().get_metrics(trainer, pl_module)
+        if "v_num" in items and trainer.logger is not None:
+            items["v_num"] = str(trainer.logger.version)
+        return items
+
+
+class _RichBar(_WholeVersion, RichProgressBar):
+    pass
+
+
+class _TQDMBar(_WholeVersion, TQDMProgressBar):
+    pass
 
 
 class EventCLI(LightningCLI):
@@ -90,6 +115,12 @@ class EventCLI(LightningCLI):
         # The LR monitor is added here rather than through trainer.callbacks, so that a config
         # with its own callbacks list does not lose it.
         trainer = super().instantiate_trainer(**kwargs)
+        # Swap the class of Lightning's own bars in place (their settings are kept); a user's
+        # subclass is left alone.
+        bar = trainer.progress_bar_callback
+        for base, readable in ((RichProgressBar, _RichBar), (TQDMProgressBar, _TQDMBar)):
+            if type(bar) is base:
+                bar.__class__ = readable
         if trainer.loggers and not any(isinstance(c, LearningRateMonitor)
                                        for c in trainer.callbacks):
             trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))

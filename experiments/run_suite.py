@@ -39,7 +39,7 @@ CONFIGS = ROOT / "experiments" / "configs"
 DATASETS: dict[str, tuple[str, list[str], str]] = {
     "time_frequency": ("time_frequency.yaml", [], "acc"),
     "time_decay": ("time_decay.yaml", [], "acc"),
-    "JapaneseVowels": ("quickstart.yaml", [], "acc"),
+    "JapaneseVowels": ("japanese_vowels.yaml", [], "acc"),
     "JapaneseVowels-drop50": ("drop_protocol.yaml", [], "acc"),
     "pbcseq": ("pbcseq.yaml", [], "auroc"),
     "nafld": ("nafld.yaml", [], "auroc"),

@@ -23,8 +23,10 @@ TINY_BACKBONE = ["--model.backbone.d_model", "16", "--model.backbone.n_layers", 
 
 # Per config: overrides that make it tiny (data size, epochs) while keeping it learnable.
 TINY = {
-    "quickstart.yaml": ["--trainer.max_epochs", "3", "--model.warmup_steps", "0",
-                        "--model.lr", "1e-2"],
+    "quickstart.yaml": ["--trainer.max_epochs", "3", "--data.n_sequences", "192",
+                        "--model.warmup_steps", "0", "--model.lr", "1e-2"],
+    "japanese_vowels.yaml": ["--trainer.max_epochs", "3", "--model.warmup_steps", "0",
+                             "--model.lr", "1e-2"],
     "drop_protocol.yaml": ["--trainer.max_epochs", "3", "--data.batch_size", "64",
                            "--model.warmup_steps", "0", "--model.lr", "1e-2"],
     "sinusoid_classification.yaml": ["--trainer.max_epochs", "3", "--data.n_sequences", "192",
@@ -101,7 +103,7 @@ def test_fit_lowers_the_loss(tmp_path, name):
 
 
 def test_print_config_and_discretization_overrides(capsys):
-    base = ["fit", "--config", str(CONFIGS / "quickstart.yaml")]
+    base = ["fit", "--config", str(CONFIGS / "japanese_vowels.yaml")]
     with pytest.raises(SystemExit) as e:
         main([*base, "--model.backbone.discretization", "Scaled",
               "--model.backbone.discretization.scheme", "bilinear", "--print_config"])
@@ -122,7 +124,7 @@ def test_print_config_and_discretization_overrides(capsys):
 
 
 def test_fit_then_test_from_checkpoint_rebuilds_discretization(tmp_path):
-    args = ["--config", str(CONFIGS / "quickstart.yaml"), *TINY_BACKBONE,
+    args = ["--config", str(CONFIGS / "japanese_vowels.yaml"), *TINY_BACKBONE,
             "--config", str(CONFIGS / "discretizations" / "scaled-zoh.yaml"),
             "--trainer.max_epochs", "1", *common(tmp_path)]
     main(["fit", *args])
@@ -147,7 +149,7 @@ def test_fit_then_test_from_checkpoint_rebuilds_discretization(tmp_path):
     run = sorted(p.parent for p in (tmp_path / "runs").rglob("metrics.csv"))[0]  # the fit
     shown = plot_curves.plot([str(run)], None, None, str(tmp_path / "curves.png"))
     assert {"train/loss", "val/loss", "val/acc"} <= set(shown)
-    plot_events.main(["--config", str(CONFIGS / "quickstart.yaml"), "--ckpt", str(ckpt),
+    plot_events.main(["--config", str(CONFIGS / "japanese_vowels.yaml"), "--ckpt", str(ckpt),
                       "--split", "val", "--index", "1", "-o", str(tmp_path / "events.png")])
     for name in ("curves.png", "events.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -163,7 +165,7 @@ def test_cli_ddp_two_processes_matches_one(tmp_path):
     """The console script with --trainer.strategy ddp on 2 CPU processes gives the metrics of
     one process with the same (global) batch size."""
     exe = shutil.which("eventssm") or str(Path(sys.executable).parent / "eventssm")
-    base = [exe, "fit", "--config", str(CONFIGS / "quickstart.yaml"), *TINY_BACKBONE,
+    base = [exe, "fit", "--config", str(CONFIGS / "japanese_vowels.yaml"), *TINY_BACKBONE,
             "--trainer.max_epochs", "2", "--data.batch_size", "32", "--model.backbone.dropout",
             "0.0"]
     env = dict(os.environ, OMP_NUM_THREADS="1")

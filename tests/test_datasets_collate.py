@@ -108,8 +108,10 @@ def test_global_batches_identical_for_any_world_size(world, drop_last):
         idx = list(s)
         assert len(idx) == len(s)
         per_rank.append([idx[i:i + G // world] for i in range(0, len(idx), G // world)])
+    # every rank takes the same number of steps (else DDP hangs), with or without drop_last
+    assert len({len(p) for p in per_rank}) == 1
     if drop_last:
-        assert len({len(p) for p in per_rank}) == 1
+        assert len({len(b) for p in per_rank for b in p}) == 1
     for k, batch in enumerate(ref_batches):
         merged = [i for p in per_rank if k < len(p) for i in p[k]]
         assert merged == batch
@@ -120,6 +122,21 @@ def test_global_batches_identical_for_any_world_size(world, drop_last):
     assert list(s) != ref
     with pytest.raises(ValueError, match="divisible"):
         GlobalBatchSampler(range(n), 7, 2, 0)
+
+
+@pytest.mark.parametrize("n", [17, 18, 20, 24])
+def test_partial_last_batch_is_split_so_every_rank_steps(n):
+    """16 + a remainder of 1, 2, 4 or 8 sequences on 4 ranks of a global batch 8."""
+    world, G = 4, 8
+    per_rank = [list(GlobalBatchSampler(range(n), G, world, r, shuffle=False, drop_last=False))
+                for r in range(world)]
+    steps = [len(range(0, len(p), G // world)) for p in per_rank]
+    rest = n % G
+    print(n, [len(p) for p in per_rank], steps)
+    assert len(set(steps)) == 1
+    seen = sorted(i for p in per_rank for i in p)
+    # a remainder smaller than the world cannot give every rank a sequence: it waits an epoch
+    assert seen == list(range(n if rest >= world or rest == 0 else n - rest))
 
 
 def test_shard_sampler_covers_once():

@@ -78,7 +78,9 @@ def test_easytpp_json_variant(tmp_path):
     dm = EasyTPPDataModule(train=str(tmp_path / "train.json"), test=str(tmp_path / "test.jsonl"),
                            batch_size=2)
     dm.build()
-    assert len(dm.datasets["train"]) == 6 and len(dm.datasets["test"]) == 2
+    assert len(dm.datasets["test"]) == 2
+    # no val file: 15 % of train becomes the validation split (EventDataModule.split_table)
+    assert len(dm.datasets["train"]) == 5 and len(dm.datasets["val"]) == 1
     with pytest.raises(ValueError, match="type_event"):
         read_easytpp([{"time_since_start": [0.0, 1.0]}])
     with pytest.raises(ValueError, match="split key"):

@@ -31,12 +31,14 @@ from eventssm.resume import (
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "configs" / "sinusoid_classification.yaml"
-# 67 training sequences / batch 8 = 8 steps per epoch, 3 epochs; the last checkpoint is refreshed
-# every 3 steps (mid-epoch resume points) and at every epoch's end; dropout on the input.
+# 67 training sequences / batch 8 = 8 steps per epoch (drop_last), 3 epochs; the last checkpoint
+# is refreshed every 3 steps (mid-epoch resume points) and at every epoch's end; dropout on the
+# input.
 FIT = ["fit", "--config", str(CONFIG), "--model.backbone.d_model", "16",
        "--model.backbone.n_layers", "1", "--model.backbone.d_state", "4",
        "--model.backbone.dropout", "0.3", "--data.n_sequences", "96", "--data.batch_size", "8",
-       "--data.max_len", "24", "--trainer.max_epochs", "3", "--trainer.log_every_n_steps", "1",
+       "--data.drop_last", "true", "--data.max_len", "24", "--trainer.max_epochs", "3",
+       "--trainer.log_every_n_steps", "1",
        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
        "--resume.every_n_train_steps", "3"]
 
