@@ -129,7 +129,11 @@ def timesteps_from_timestamps(
             pos = _first_bad(~finite)
             pos = pos[1:] if unbatched else pos
             raise ValueError(f"{name} must be finite; got {timestamps[pos].item()} at position {pos}")
-    # Integer times: difference in integers (exact), then float64.
+    # Integer times: difference in integers (exact), then float64. Narrow integer types are
+    # widened first: a uint8 difference wraps around (3 - 250 = 9) and an int16 one overflows
+    # into a false "decreasing" error.
+    if not t.dtype.is_floating_point and t.dtype != torch.int64:
+        t = t.to(torch.int64)
     gaps = torch.zeros_like(t, dtype=torch.float64)
     if L > 1:
         gaps[:, 1:] = (t[:, 1:] - t[:, :-1]).to(torch.float64)

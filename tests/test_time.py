@@ -65,3 +65,16 @@ def test_check_timesteps_and_length_mask():
     assert length_mask(torch.tensor([0, 2]), 3).tolist() == [[False] * 3, [True, True, False]]
     with pytest.raises(ValueError, match=r"lengths\[0\] = 4"):
         length_mask(torch.tensor([4]), 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
+def test_narrow_integer_timestamps_do_not_wrap(dtype):
+    """Differences of narrow integer times are taken in int64: no wrap-around, no overflow."""
+    info = torch.iinfo(dtype)
+    t = torch.tensor([info.min, info.min + 1, info.max - 1, info.max], dtype=dtype)
+    tau = timesteps_from_timestamps(t)
+    expected = torch.tensor([0, 1, info.max - 1 - (info.min + 1), 1], dtype=torch.float64)
+    print(dtype, tau.tolist())
+    torch.testing.assert_close(tau, expected)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        timesteps_from_timestamps(t.flip(0))
