@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from .collate import EventCollator
-from .gaps import gap_statistics, resolve_time_scale
+from .gaps import check_time_scale, gap_statistics, resolve_time_scale
 from .normalize import Standardizer
 from .sampling import GlobalBatchSampler, ResumableDataLoader, ShardSampler
 from .splits import split_from_labels, split_indices
@@ -179,11 +179,7 @@ class EventDataModule(L.LightningDataModule):
             id_col=id_col, time_col=time_col, value_cols=value_cols, mark_col=mark_col,
             label_col=label_col if task != "none" else None, split_col=split_col, task=task,
         )
-        if not (time_scale == "auto" or (isinstance(time_scale, (int, float))
-                                         and not isinstance(time_scale, bool)
-                                         and np.isfinite(time_scale) and time_scale > 0)):
-            raise ValueError(f"time_scale must be 'auto' or a positive finite number, got {time_scale!r}")
-        self._time_scale = time_scale
+        self._time_scale = check_time_scale(time_scale)
         self.task = task
         self.target = target
         self.forecast_steps = forecast_steps

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GapStats", "gap_statistics", "resolve_time_scale"]
+__all__ = ["GapStats", "check_time_scale", "gap_statistics", "resolve_time_scale"]
 
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -63,18 +63,23 @@ def gap_statistics(times: Sequence[np.ndarray]) -> GapStats:
     return GapStats(n_gaps=n, zero_share=zero, quantiles=quantiles)
 
 
+def check_time_scale(time_scale: float | str) -> float | str:
+    """``time_scale`` as given if it is ``"auto"`` or a positive finite number, else ``ValueError``."""
+    if time_scale == "auto":
+        return time_scale
+    if isinstance(time_scale, bool) or not isinstance(time_scale, (int, float)) or not (
+            math.isfinite(time_scale) and time_scale > 0):
+        raise ValueError(f"time_scale must be 'auto' or a positive finite number, got {time_scale!r}")
+    return time_scale
+
+
 def resolve_time_scale(time_scale: float | str, stats: GapStats) -> float:
     """The factor that takes the data's gaps to the model's time unit.
 
     ``"auto"`` -> ``1 / median positive gap`` (1.0 when there is no positive gap: nothing to
     measure); a positive finite number is returned as is.
     """
-    if isinstance(time_scale, str):
-        if time_scale != "auto":
-            raise ValueError(f"time_scale must be 'auto' or a positive finite number, got {time_scale!r}")
+    if check_time_scale(time_scale) == "auto":
         med = stats.median
         return 1.0 / med if math.isfinite(med) and med > 0 else 1.0
-    if isinstance(time_scale, bool) or not isinstance(time_scale, (int, float)) or not (
-            math.isfinite(time_scale) and time_scale > 0):
-        raise ValueError(f"time_scale must be 'auto' or a positive finite number, got {time_scale!r}")
     return float(time_scale)
