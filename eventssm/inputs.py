@@ -33,12 +33,16 @@ class Steps:
         mask: ``(B, L)`` bool, True at real steps; None when ``lengths`` is None.
         last_time: ``(B,)`` float64 time of each sequence's last real step when timestamps were
             given (what a cache carries to the next chunk), else None.
+        cu_seqlens: ``(n + 1,)`` cumulative lengths of a packed batch (``B == 1``, the ``n``
+            sequences one after another along L; see :mod:`eventssm.packing`), else None. Then
+            ``lengths`` holds the ``n`` sequence lengths and ``mask`` is None.
     """
 
     tau: Tensor | None = None
     lengths: Tensor | None = None
     mask: Tensor | None = None
     last_time: Tensor | None = None
+    cu_seqlens: Tensor | None = None
 
 
 def tau_dtype(dtype: torch.dtype) -> torch.dtype:

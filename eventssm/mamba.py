@@ -26,6 +26,7 @@ from torch import Tensor
 from eventssm.discretization import Discretization, as_discretization
 from eventssm.dispatch import backend_of, path
 from eventssm.inputs import Steps, validate_steps
+from eventssm.packing import packed_steps
 from eventssm.ssm import PAD_DELTA, project, scan_constants, ssm_parameters
 
 __all__ = ["Mamba", "InferenceCache"]
@@ -138,6 +139,7 @@ class Mamba(nn.Module):
         inference_cache: InferenceCache | None = None,
         *,
         timestamps: Tensor | None = None,
+        cu_seqlens: Tensor | None = None,
         check_values: bool = True,
     ) -> Tensor:
         """``hidden_states (B, L, d_model)`` or ``(L, d_model)`` -> same shape.
@@ -150,6 +152,10 @@ class Mamba(nn.Module):
                 from its state (prefill / chunked processing) and updates it in place.
             timestamps: ``(B, L)`` absolute times (float or int); gaps are formed in float64 as
                 backward differences (``τ[0] = 0``, or ``t[0]`` minus the cache's last time).
+            cu_seqlens: ``(n + 1,)`` int32/int64 cumulative lengths of ``n`` sequences packed
+                along L (``B == 1``, no padding; see :mod:`eventssm.packing`): the conv and the
+                scan restart at every sequence start, gaps from ``timestamps`` are formed within
+                each sequence. Exclusive with ``lengths`` and ``inference_cache``.
             check_values: check the values of the gaps, timestamps and lengths (a host sync each,
                 which also splits a ``torch.compile`` graph). ``False`` skips them, for inputs
                 validated already or inside a captured step
@@ -163,11 +169,17 @@ class Mamba(nn.Module):
                 f"got {tuple(hidden_states.shape)}"
             )
         cache = inference_cache
-        steps = validate_steps(
-            x.shape[0], x.shape[1], x.device, x.dtype, integration_timesteps=integration_timesteps,
-            timestamps=timestamps, lengths=lengths, time_scale=self.time_scale,
-            last_time=cache.last_time if cache is not None and cache.seqlen_offset > 0 else None,
-            check_values=check_values)
+        if cu_seqlens is not None:
+            steps = packed_steps(x, cu_seqlens, cache, integration_timesteps=integration_timesteps,
+                                 timestamps=timestamps, lengths=lengths,
+                                 time_scale=self.time_scale, check_values=check_values)
+        else:
+            steps = validate_steps(
+                x.shape[0], x.shape[1], x.device, x.dtype,
+                integration_timesteps=integration_timesteps, timestamps=timestamps,
+                lengths=lengths, time_scale=self.time_scale,
+                last_time=cache.last_time if cache is not None and cache.seqlen_offset > 0 else None,
+                check_values=check_values)
         y = self._forward(x, steps, cache)
         return y[0] if unbatched else y
 
@@ -182,7 +194,7 @@ class Mamba(nn.Module):
         conv = fns.conv(x, self.conv1d.weight[:, 0], self.conv1d.bias, activation="silu",
                         initial_state=cache.conv_state[..., 1:] if warm else None,
                         lengths=steps.lengths if cache is not None else None,
-                        return_final_state=cache is not None)
+                        return_final_state=cache is not None, cu_seqlens=steps.cu_seqlens)
         u, conv_state = conv if cache is not None else (conv, None)  # (B, L, D)
         # Padded steps come after the real ones: only a state kept past the call (a cache) sees
         # them. There they must leave it as it is: u = 0 (dirac's B̄ = B) and Δ = 0 (Ā = 1).
@@ -200,7 +212,7 @@ class Mamba(nn.Module):
                        integration_timesteps=steps.tau, rate=rate,
                        discretization=self.discretization,
                        initial_state=cache.ssm_state if warm else None,
-                       return_last_state=cache is not None)
+                       return_last_state=cache is not None, cu_seqlens=steps.cu_seqlens)
         y, ssm_state = out if cache is not None else (out, None)  # (B, L, D)
         if cache is not None:
             self._update_cache(cache, conv_state, ssm_state, steps.last_time, hidden_states.shape[1])

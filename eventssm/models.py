@@ -16,6 +16,7 @@ from torch import Tensor
 from eventssm.discretization import Discretization
 from eventssm.inputs import Steps, validate_steps
 from eventssm.mamba import InferenceCache, Mamba
+from eventssm.packing import packed_steps, segment_pool, validate_packed_steps
 from eventssm.ssm import SelectiveSSM
 
 __all__ = [
@@ -42,10 +43,11 @@ class ResidualBlock(nn.Module):
         self.mixer = Mamba(d_model, **mamba_kwargs)
 
     def forward(self, x: Tensor, integration_timesteps=None, lengths=None, inference_cache=None,
-                *, timestamps=None, check_values: bool = True) -> Tensor:
+                *, timestamps=None, cu_seqlens=None, check_values: bool = True) -> Tensor:
         """``x (B, L, d_model)`` -> same (arguments: see :meth:`Mamba.forward`)."""
         return x + self.mixer(self.norm(x), integration_timesteps, lengths, inference_cache,
-                              timestamps=timestamps, check_values=check_values)
+                              timestamps=timestamps, cu_seqlens=cu_seqlens,
+                              check_values=check_values)
 
     def _forward(self, x: Tensor, steps: Steps, cache: InferenceCache | None) -> Tensor:
         """The block on validated input (``steps`` from :func:`~eventssm.inputs.validate_steps`)."""
@@ -81,8 +83,9 @@ class MambaBackbone(nn.Module):
         self.norm_f = nn.RMSNorm(d_model, eps=norm_eps)
 
     def forward(self, x: Tensor, integration_timesteps=None, lengths=None, inference_cache=None,
-                *, timestamps=None, check_values: bool = True) -> Tensor:
-        """``x (B, L, d_model)`` -> same (arguments: see :meth:`Mamba.forward`).
+                *, timestamps=None, cu_seqlens=None, check_values: bool = True) -> Tensor:
+        """``x (B, L, d_model)`` -> same (arguments: see :meth:`Mamba.forward`; with
+        ``cu_seqlens`` the ``n`` sequences are packed along L of a batch of one).
 
         The gaps, timestamps and lengths are validated once, here, and the same :class:`Steps`
         goes to every layer (each value check is a host sync, and splits a compiled graph);
@@ -94,10 +97,17 @@ class MambaBackbone(nn.Module):
             raise ValueError(f"x must have shape (batch, L, {self.d_model}) or (L, {self.d_model}), "
                              f"got {tuple(x.shape)}")
         warm = inference_cache is not None and inference_cache[0].seqlen_offset > 0
-        steps = validate_steps(
-            h.shape[0], h.shape[1], h.device, h.dtype, integration_timesteps=integration_timesteps,
-            timestamps=timestamps, lengths=lengths, time_scale=self.time_scale,
-            last_time=inference_cache[0].last_time if warm else None, check_values=check_values)
+        if cu_seqlens is not None:
+            steps = packed_steps(h, cu_seqlens, inference_cache,
+                                 integration_timesteps=integration_timesteps, timestamps=timestamps,
+                                 lengths=lengths, time_scale=self.time_scale,
+                                 check_values=check_values)
+        else:
+            steps = validate_steps(
+                h.shape[0], h.shape[1], h.device, h.dtype,
+                integration_timesteps=integration_timesteps, timestamps=timestamps,
+                lengths=lengths, time_scale=self.time_scale,
+                last_time=inference_cache[0].last_time if warm else None, check_values=check_values)
         h = self._forward(h, steps, inference_cache)
         return h[0] if unbatched else h
 
@@ -152,8 +162,12 @@ class MambaLM(nn.Module):
                 layer.mixer.out_proj.weight /= math.sqrt(n_layers)
 
     def forward(self, input_ids: Tensor, integration_timesteps=None, inference_cache=None,
-                *, timestamps=None, lengths=None, check_values: bool = True) -> Tensor:
+                *, timestamps=None, lengths=None, cu_seqlens=None,
+                check_values: bool = True) -> Tensor:
         """``input_ids (B, L)`` (or ``(L,)``) long -> logits ``(B, L, V)`` (or ``(L, V)``).
+
+        ``cu_seqlens (n + 1,)``: ``n`` documents packed along L of a batch of one, each starting
+        from a fresh state (see :meth:`MambaBackbone.forward`).
 
         ``check_values``: check the ids' range and the values of τ / timestamps / lengths (host
         syncs, see :meth:`MambaBackbone.forward`); ``False`` for a CUDA-graph-captured step."""
@@ -168,7 +182,8 @@ class MambaLM(nn.Module):
             raise ValueError(f"input_ids must lie in [0, {self.vocab_size}), got range "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}]")
         h = self.backbone(self.backbone.embedding(input_ids), integration_timesteps, lengths,
-                          inference_cache, timestamps=timestamps, check_values=check_values)
+                          inference_cache, timestamps=timestamps, cu_seqlens=cu_seqlens,
+                          check_values=check_values)
         logits = self.lm_head(h)
         return logits[0] if unbatched else logits
 
@@ -280,14 +295,18 @@ def pool(h: Tensor, how: str, mask: Tensor | None = None, tau: Tensor | None = N
     * ``mean``: the mean over real steps;
     * ``time``: a time-weighted mean, each event weighted by the half-gaps on either side of it
       ``(τ[l] + τ[l+1]) / 2`` (the span of time it stands for); uniform when all gaps are 0.
+
+    A sequence without real steps pools to 0. Packed batches: :func:`eventssm.packing.segment_pool`.
     """
     Bsz, L, _ = h.shape
     if mask is None:
         mask = torch.ones(Bsz, L, dtype=torch.bool, device=h.device)
     m = mask.to(h.dtype)
     if how == "last":
-        idx = (mask.long().sum(1) - 1).clamp(min=0)
-        return h[torch.arange(Bsz, device=h.device), idx]
+        n = mask.long().sum(1)
+        out = h[torch.arange(Bsz, device=h.device), (n - 1).clamp(min=0)]
+        # an empty sequence pools to 0, as with "mean" and "time" (and in segment_pool)
+        return torch.where((n > 0)[:, None], out, torch.zeros((), dtype=h.dtype, device=h.device))
     if how == "mean":
         return (h * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
     if how == "time":
@@ -345,7 +364,7 @@ class EventEncoder(nn.Module):
                                       time_scale=time_scale, **mamba_kwargs)
 
     def _inputs(self, values, marks, observed, timestamps, integration_timesteps, lengths,
-                check_values):
+                check_values, cu_seqlens=None):
         """Validate the inputs once: the embedded events ``(B, L, d_model)``, their
         :class:`~eventssm.inputs.Steps` and whether the input was unbatched."""
         ref = values if values is not None else marks
@@ -376,9 +395,17 @@ class EventEncoder(nn.Module):
                                  f"got range [{int(marks.min())}, {int(marks.max())}]")
         wdt = self.backbone.norm_f.weight.dtype
         # the model's time unit applies to gaps however they come in
-        steps = validate_steps(Bsz, L, device, wdt, integration_timesteps=integration_timesteps,
-                               timestamps=timestamps, lengths=lengths, time_scale=self.time_scale,
-                               scale_gaps=True, check_values=check_values)
+        if cu_seqlens is not None:
+            steps = validate_packed_steps(Bsz, L, device, wdt, cu_seqlens,
+                                          integration_timesteps=integration_timesteps,
+                                          timestamps=timestamps, lengths=lengths,
+                                          time_scale=self.time_scale, scale_gaps=True,
+                                          check_values=check_values)
+        else:
+            steps = validate_steps(Bsz, L, device, wdt, integration_timesteps=integration_timesteps,
+                                   timestamps=timestamps, lengths=lengths,
+                                   time_scale=self.time_scale, scale_gaps=True,
+                                   check_values=check_values)
         feats = []
         if values is not None:
             feats.append(values.to(wdt))
@@ -398,29 +425,43 @@ class EventEncoder(nn.Module):
         return self.dropout(x), steps, unbatched
 
     def _features(self, values, marks, observed, timestamps, integration_timesteps, lengths,
-                  check_values):
+                  check_values, cu_seqlens=None):
         """Backbone features ``(B, L, d_model)``, the :class:`Steps` and ``unbatched``."""
         x, steps, unbatched = self._inputs(values, marks, observed, timestamps,
-                                           integration_timesteps, lengths, check_values)
+                                           integration_timesteps, lengths, check_values,
+                                           cu_seqlens)
         return self.backbone._forward(x, steps), steps, unbatched
 
     def encode(self, values=None, marks=None, *, timestamps=None, integration_timesteps=None,
-               lengths=None, observed=None, check_values: bool = True) -> Tensor:
-        """Per-event features ``(B, L, d_model)``; padding steps are 0."""
+               lengths=None, observed=None, cu_seqlens=None, check_values: bool = True) -> Tensor:
+        """Per-event features ``(B, L, d_model)``; padding steps are 0. Packed input
+        (``cu_seqlens``, see :meth:`forward`): ``(1, T, d_model)``, one row per event."""
         h, steps, unbatched = self._features(values, marks, observed, timestamps,
-                                             integration_timesteps, lengths, check_values)
+                                             integration_timesteps, lengths, check_values,
+                                             cu_seqlens)
         if steps.mask is not None:
             h = h.masked_fill(~steps.mask[..., None], 0.0)
         return h[0] if unbatched else h
 
     def forward(self, values=None, marks=None, *, timestamps=None, integration_timesteps=None,
-                lengths=None, observed=None, check_values: bool = True) -> Tensor:
+                lengths=None, observed=None, cu_seqlens=None, check_values: bool = True) -> Tensor:
         """Pooled features ``(B, d_model)`` (``(d_model,)`` for unbatched input).
+
+        Packed input: ``cu_seqlens (n + 1,)`` int32/int64 cumulative lengths of ``n`` sequences
+        laid one after another along L, ``values (1, T, C)``, ``marks``, ``observed``,
+        ``timestamps`` / ``integration_timesteps`` ``(1, T)`` (no ``lengths``): the conv and
+        the scan restart at every sequence start, gaps from timestamps are formed within each
+        sequence, and the pooling runs per sequence (:func:`eventssm.packing.segment_pool`).
+        Returns ``(n, d_model)``: the same numbers as the padded batch of the same sequences,
+        without computing any padding. An empty sequence (length 0) pools to 0 in either form.
 
         ``check_values``: check marks, lengths and times (host syncs; a sync also splits a
         ``torch.compile`` graph). ``False`` only for inputs validated already, e.g. in a
         CUDA-graph-captured training step (``torch.compile(mode="reduce-overhead")``)."""
         h, steps, unbatched = self._features(values, marks, observed, timestamps,
-                                             integration_timesteps, lengths, check_values)
+                                             integration_timesteps, lengths, check_values,
+                                             cu_seqlens)
+        if steps.cu_seqlens is not None:
+            return segment_pool(h, self.pooling, steps.cu_seqlens, steps.tau)
         out = pool(h, self.pooling, steps.mask, steps.tau)
         return out[0] if unbatched else out

@@ -1,0 +1,268 @@
+"""Packed variable-length batches (``cu_seqlens``): validation at the door and segment ops.
+
+A packed batch holds ``n`` sequences one after another along the step axis of a batch of one:
+activations ``(1, T, ·)`` with ``T = Σ lengths`` and ``cu_seqlens (n + 1,)`` the cumulative
+lengths, sequence ``i`` being steps ``[cu_seqlens[i], cu_seqlens[i + 1])`` (flash-attention's and
+fla's contract). Nothing is computed for padding because there is none. The conv and the scan
+restart at every sequence start (each sequence from its own zero state), the gaps are formed
+within each sequence (``τ = 0`` at its first step), and per-sequence results (pooling, the last
+event's features) come from segment ops over the packed axis.
+
+Shapes: sequences ``n``, packed steps ``T``, features ``d``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from eventssm.inputs import Steps, tau_dtype
+from eventssm.time import check_timesteps
+
+__all__ = [
+    "check_cu_seqlens",
+    "cu_seqlens_from_lengths",
+    "seq_index",
+    "packed_timesteps",
+    "validate_packed_steps",
+    "packed_steps",
+    "segment_pool",
+    "pack_sequences",
+    "unpack_sequences",
+]
+
+
+def check_cu_seqlens(cu_seqlens, T: int, batch: int = 1, check_values: bool = True) -> Tensor:
+    """Check ``cu_seqlens`` for activations of ``batch`` rows of ``T`` packed steps.
+
+    Returns it as a tensor (int32 or int64, as given). One host read-back of ``n + 1`` integers
+    with ``check_values`` (the CPU path reads them anyway to find the sequence bounds).
+
+    Raises:
+        ValueError: not a 1-D integer tensor of at least 2 entries, ``batch != 1``, or (with
+        ``check_values``) not starting at 0, decreasing, or not ending at ``T``.
+    """
+    if not isinstance(cu_seqlens, Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+        got = tuple(cu_seqlens.shape) if isinstance(cu_seqlens, Tensor) else type(cu_seqlens).__name__
+        raise ValueError(f"cu_seqlens must be a 1-D integer tensor (n_seq + 1,) of cumulative "
+                         f"lengths, got {got}")
+    if cu_seqlens.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"cu_seqlens must be int32 or int64, got {cu_seqlens.dtype}")
+    if batch != 1:
+        raise ValueError(f"cu_seqlens requires batch == 1 (sequences packed along L), got batch "
+                         f"{batch}; pack the sequences into one row or pass lengths instead")
+    if check_values:
+        cs = cu_seqlens.tolist()
+        bad = next((i for i in range(1, len(cs)) if cs[i] < cs[i - 1]), None)
+        if cs[0] != 0 or cs[-1] != T or bad is not None:
+            why = (f"decreases at index {bad}" if bad is not None
+                   else f"starts at {cs[0]}" if cs[0] != 0 else f"ends at {cs[-1]}")
+            raise ValueError(f"cu_seqlens must start at 0, be non-decreasing and end at the "
+                             f"packed length {T}; it {why} ({cs if len(cs) <= 12 else cs[:12]}...)")
+    return cu_seqlens
+
+
+def cu_seqlens_from_lengths(lengths: Tensor) -> Tensor:
+    """``(n,)`` lengths -> ``(n + 1,)`` int32 cumulative lengths starting at 0."""
+    lengths = torch.as_tensor(lengths)
+    cu = torch.zeros(lengths.numel() + 1, dtype=torch.int32, device=lengths.device)
+    cu[1:] = torch.cumsum(lengths, 0)
+    return cu
+
+
+def seq_index(cu_seqlens: Tensor, T: int) -> Tensor:
+    """``(T,)`` long: the sequence each packed step belongs to (no host sync: ``T`` is known)."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    n = lengths.numel()
+    return torch.repeat_interleave(torch.arange(n, device=cu_seqlens.device), lengths,
+                                   output_size=T)
+
+
+def _starts(cu_seqlens: Tensor, T: int) -> Tensor:
+    """``(T,)`` bool: True at the first step of each non-empty sequence."""
+    first = torch.zeros(T + 1, dtype=torch.bool, device=cu_seqlens.device)
+    first[cu_seqlens[:-1].long()] = True  # an empty sequence's start is the next one's (or T)
+    return first[:T]
+
+
+def packed_timesteps(timestamps: Tensor, cu_seqlens: Tensor, *, time_scale: float = 1.0,
+                     name: str = "timestamps", check_values: bool = True) -> Tensor:
+    """Packed absolute times ``(1, T)`` (or ``(T,)``) -> float64 gaps ``(1, T)``.
+
+    Backward differences within each sequence, formed in float64 (integer times differenced in
+    int64 first, as :func:`~eventssm.time.timesteps_from_timestamps` does), 0 at each sequence's
+    first step, times ``time_scale``. Times may drop from one sequence to the next (each has its
+    own clock); within a sequence they must not decrease.
+
+    Raises:
+        ValueError: a shape that is not ``(1, T)``, NaN/Inf times, or times that decrease within a
+        sequence (naming the sequence and the packed position).
+    """
+    t = torch.as_tensor(timestamps, device=cu_seqlens.device)
+    if t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{name} must be a real float or integer tensor, got {t.dtype}")
+    t = t[None] if t.dim() == 1 else t
+    if t.dim() != 2 or t.shape[0] != 1:
+        raise ValueError(f"{name} of a packed batch must have shape (1, T), got {tuple(t.shape)}")
+    T = t.shape[1]
+    if t.dtype.is_floating_point:
+        t = t.to(torch.float64)
+        if check_values and not bool(torch.isfinite(t).all()):
+            pos = int(torch.nonzero(~torch.isfinite(t[0]))[0, 0])
+            raise ValueError(f"{name} must be finite; got {t[0, pos].item()} at packed position {pos}")
+    elif t.dtype != torch.int64:  # narrow integers would wrap or overflow when differenced
+        t = t.to(torch.int64)
+    gaps = torch.zeros(1, T, dtype=torch.float64, device=t.device)
+    if T > 1:
+        gaps[:, 1:] = (t[:, 1:] - t[:, :-1]).to(torch.float64)
+    gaps = gaps.masked_fill(_starts(cu_seqlens, T)[None], 0.0)
+    if check_values and bool((gaps < 0).any()):
+        pos = int(torch.nonzero(gaps[0] < 0)[0, 0])
+        seq = int(seq_index(cu_seqlens, T)[pos])
+        raise ValueError(
+            f"{name} must be non-decreasing within each packed sequence; sequence {seq} decreases "
+            f"at packed position {pos} ({t[0, pos - 1].item()} -> {t[0, pos].item()})")
+    return gaps * float(time_scale) if time_scale != 1 else gaps
+
+
+def validate_packed_steps(
+    batch: int,
+    T: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    cu_seqlens: Tensor,
+    *,
+    integration_timesteps: Tensor | None = None,
+    timestamps: Tensor | None = None,
+    lengths: Tensor | None = None,
+    time_scale: float = 1.0,
+    scale_gaps: bool = False,
+    check_values: bool = True,
+) -> Steps:
+    """The packed counterpart of :func:`eventssm.inputs.validate_steps`: one :class:`Steps` for
+    ``(1, T, ·)`` activations holding the sequences of ``cu_seqlens``.
+
+    ``integration_timesteps`` / ``timestamps`` are ``(1, T)`` (or ``(T,)``); gaps from timestamps
+    are formed within each sequence (:func:`packed_timesteps`). ``lengths`` is refused: the
+    lengths are those of ``cu_seqlens`` (pass one or the other). The returned ``Steps`` has
+    ``mask = None`` (every step is real), ``lengths`` the ``(n,)`` sequence lengths and
+    ``cu_seqlens`` set.
+
+    Raises:
+        ValueError: see :func:`check_cu_seqlens` and :func:`packed_timesteps`; both gaps and
+        timestamps; ``lengths`` with ``cu_seqlens``; negative or non-finite gaps.
+    """
+    if integration_timesteps is not None and timestamps is not None:
+        raise ValueError("pass either integration_timesteps or timestamps, not both")
+    if lengths is not None:
+        raise ValueError("pass either lengths (right-padded batch) or cu_seqlens (packed batch), "
+                         "not both")
+    if not (isinstance(time_scale, (int, float)) and math.isfinite(time_scale) and time_scale > 0):
+        raise ValueError(f"time_scale must be a positive finite number, got {time_scale!r}")
+    cu = check_cu_seqlens(torch.as_tensor(cu_seqlens) if not isinstance(cu_seqlens, Tensor)
+                          else cu_seqlens, T, batch, check_values)
+    cu = cu.to(device)
+    seq_lengths = (cu[1:] - cu[:-1]).long()
+    tdt = tau_dtype(dtype)
+    tau = None
+    if timestamps is not None:
+        tau = packed_timesteps(timestamps, cu, time_scale=time_scale, check_values=check_values)
+    elif integration_timesteps is not None:
+        tau = torch.as_tensor(integration_timesteps, device=device)
+        tau = tau[None] if tau.dim() == 1 else tau
+        if tuple(tau.shape) != (1, T):
+            raise ValueError(f"integration_timesteps of a packed batch must have shape (1, {T}), "
+                             f"got {tuple(tau.shape)}")
+        if not tau.dtype.is_floating_point:
+            tau = tau.double()
+        if scale_gaps and time_scale != 1:
+            tau = tau * time_scale
+        if check_values:
+            check_timesteps(tau, "integration_timesteps")
+    if tau is not None:
+        out = tau.to(tdt)
+        if check_values and out.dtype != tau.dtype and bool(torch.isinf(out).any()):
+            raise ValueError(f"a gap exceeds the {tdt} range the scan computes in; choose a larger "
+                             "time unit (a smaller time_scale)")
+        tau = out
+    return Steps(tau=tau, lengths=seq_lengths, mask=None, last_time=None, cu_seqlens=cu)
+
+
+def packed_steps(x: Tensor, cu_seqlens: Tensor, cache=None, **kw) -> Steps:
+    """:class:`Steps` of a packed model call on activations ``x (1, T, ·)`` (the door shared by
+    ``Mamba``, ``MambaBackbone`` and ``EventEncoder``); ``kw`` go to
+    :func:`validate_packed_steps`. A cache is refused: packed batches are for training and
+    scoring, decoding runs on right-padded batches."""
+    if cache is not None:
+        raise ValueError("inference_cache is not supported with cu_seqlens (packed sequences); "
+                         "run a cache on a right-padded batch")
+    return validate_packed_steps(x.shape[0], x.shape[1], x.device, x.dtype, cu_seqlens, **kw)
+
+
+def segment_pool(h: Tensor, how: str, cu_seqlens: Tensor, tau: Tensor | None = None) -> Tensor:
+    """Pool packed per-step features ``h (1, T, d)`` (or ``(T, d)``) per sequence -> ``(n, d)``.
+
+    The packed counterpart of :func:`eventssm.models.pool` (same three rules: ``last``,
+    ``mean``, ``time``), by segment sums (``index_add``) over the packed axis. An empty sequence
+    pools to 0 (callers that cannot use that refuse empty sequences first).
+    """
+    h2 = h[0] if h.dim() == 3 else h  # (T, d)
+    T, d = h2.shape
+    n = cu_seqlens.numel() - 1
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    if how == "last":
+        idx = (cu_seqlens[1:].long() - 1).clamp(min=0)
+        if T == 0:
+            return h2.new_zeros(n, d)
+        out = h2[idx]
+        return torch.where((lengths > 0)[:, None], out, torch.zeros((), dtype=h2.dtype,
+                                                                     device=h2.device))
+    seq = seq_index(cu_seqlens, T)
+    if how == "mean" or (how == "time" and tau is None):
+        total = h2.new_zeros(n, d).index_add(0, seq, h2)
+        return total / lengths.clamp(min=1)[:, None].to(h2.dtype)
+    if how == "time":
+        t = (tau[0] if tau.dim() == 2 else tau).to(h2.dtype)  # (T,)
+        # the gap after each step, within its sequence (0 after a sequence's last step)
+        nxt = torch.cat([t[1:], t.new_zeros(1)]).masked_fill(_ends(cu_seqlens, T), 0.0)
+        w = 0.5 * (t + nxt)
+        total = t.new_zeros(n).index_add(0, seq, w)  # (n,)
+        tot = total[seq]
+        uniform = 1.0 / lengths.clamp(min=1).to(h2.dtype)[seq]
+        w = torch.where(tot > 0, w / tot.clamp(min=1e-30), uniform)
+        return h2.new_zeros(n, d).index_add(0, seq, h2 * w[:, None])
+    raise ValueError(f"pooling must be one of ('last', 'mean', 'time'), got {how!r}")
+
+
+def _ends(cu_seqlens: Tensor, T: int) -> Tensor:
+    """``(T,)`` bool: True at the last step of each non-empty sequence."""
+    last = torch.zeros(T + 1, dtype=torch.bool, device=cu_seqlens.device)
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    idx = (cu_seqlens[1:].long() - 1).clamp(min=0)
+    last[torch.where(lengths > 0, idx, torch.full_like(idx, T))] = True
+    return last[:T]
+
+
+def pack_sequences(x: Tensor, lengths: Tensor) -> Tensor:
+    """Right-padded ``x (B, L, ...)`` -> packed ``(1, Σ lengths, ...)`` (the real steps, in order)."""
+    L = x.shape[1]
+    mask = torch.arange(L, device=x.device)[None] < lengths.to(x.device)[:, None]
+    return x[mask][None]
+
+
+def unpack_sequences(x: Tensor, cu_seqlens: Tensor, fill=0) -> Tensor:
+    """Packed ``x (1, T, ...)`` -> right-padded ``(n, L_max, ...)`` filled with ``fill`` at
+    padding (one host read of the longest length)."""
+    if x.dim() < 2 or x.shape[0] != 1:
+        raise ValueError(f"packed x must have shape (1, T, ...), got {tuple(x.shape)}")
+    x2 = x[0]
+    T = x2.shape[0]
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    n = lengths.numel()
+    Lmax = int(lengths.max()) if n else 0
+    out = x2.new_full((n, Lmax, *x2.shape[1:]), fill)
+    mask = torch.arange(Lmax, device=x2.device)[None] < lengths[:, None]
+    out[mask] = x2[:T]
+    return out
