@@ -4,7 +4,7 @@ Installed as ``eventssm.datasets`` (the folder is ``datasets/`` in the repositor
 imports pandas and Lightning; the ``eventssm`` core does not.
 """
 
-from .collate import EventCollator, collate_events, pack_batch
+from .collate import EventCollator, collate_events, pack_batch, unpack_batch
 from .datamodule import EventDataModule, EventDataset
 from .gaps import GapStats, gap_statistics, resolve_time_scale
 from .normalize import Standardizer
@@ -45,6 +45,7 @@ __all__ = [
     "collate_events", "drop_time_indices", "gap_statistics", "leaky_integral", "load_uea",
     "make_decay_task", "make_frequency_task", "make_point_processes", "make_sinusoids",
     "make_spirals", "nafld_cohort", "pack_batch", "pbcseq_cohort", "read_bytes", "read_table",
+    "unpack_batch",
     "resolve_time_scale", "simulate_hawkes", "simulate_poisson", "split_from_labels",
     "split_indices", "window_offsets",
     # temporal point processes

@@ -36,7 +36,13 @@ import torch
 
 from eventssm.time import timesteps_from_timestamps
 
-__all__ = ["collate_events", "pack_batch", "EventCollator"]
+__all__ = ["collate_events", "pack_batch", "unpack_batch", "padding_share", "EventCollator",
+           "AUTO_PACK_PADDING"]
+
+# pack="auto" packs a batch when at least this share of its padded form would be padding. On the
+# CPU path packing costs ~1.25x on equal lengths and pays from roughly 10 % of padding on
+# (experiments/bench/packed.py, experiments/results/packed_cpu.md); 0.2 keeps a margin.
+AUTO_PACK_PADDING = 0.2
 
 
 def _pad(arrays: Sequence[np.ndarray], L: int, fill, dtype) -> torch.Tensor:
@@ -117,21 +123,43 @@ def collate_events(samples: Sequence[dict], *, use_observed: bool | None = None)
     return batch
 
 
+def padding_share(lengths) -> float:
+    """Share of padding in the right-padded batch of sequences of ``lengths``:
+    ``1 - Σ lengths / (B · max lengths)``."""
+    lengths = torch.as_tensor(lengths)
+    if lengths.numel() == 0 or int(lengths.max()) == 0:
+        return 0.0
+    return 1.0 - float(lengths.sum()) / (lengths.numel() * int(lengths.max()))
+
+
 class EventCollator:
     """Picklable collate callable (``DataLoader(collate_fn=EventCollator(...))``) for workers.
 
     Args:
         use_observed: passed to :func:`collate_events`.
-        pack: return the packed ``cu_seqlens`` form of :func:`pack_batch` instead.
+        pack: ``True``: return the packed ``cu_seqlens`` form of :func:`pack_batch`;
+            ``False``: the padded batch; ``"auto"``: packed when at least ``min_padding`` of the
+            padded batch would be padding (:func:`padding_share`), else padded. Every task takes
+            both forms and gives the same losses on them.
+        min_padding: the threshold of ``"auto"`` (default :data:`AUTO_PACK_PADDING`).
     """
 
-    def __init__(self, use_observed: bool | None = None, pack: bool = False):
+    def __init__(self, use_observed: bool | None = None, pack: bool | str = False,
+                 min_padding: float = AUTO_PACK_PADDING):
+        if pack not in (True, False, "auto"):
+            raise ValueError(f"pack must be True, False or 'auto', got {pack!r}")
+        if not 0.0 <= min_padding <= 1.0:
+            raise ValueError(f"min_padding must lie in [0, 1], got {min_padding!r}")
         self.use_observed = use_observed
         self.pack = pack
+        self.min_padding = min_padding
 
     def __call__(self, samples: Sequence[dict]) -> dict:
         batch = collate_events(samples, use_observed=self.use_observed)
-        return pack_batch(batch) if self.pack else batch
+        pack = self.pack
+        if pack == "auto":
+            pack = padding_share(batch["lengths"]) >= self.min_padding
+        return pack_batch(batch) if pack else batch
 
 
 _PER_STEP = ("values", "observed", "marks", "timestamps", "integration_timesteps", "mask")
@@ -140,7 +168,8 @@ _PER_STEP = ("values", "observed", "marks", "timestamps", "integration_timesteps
 def pack_batch(batch: dict) -> dict:
     """Padded batch -> packed variable-length form (``batch == 1`` plus ``cu_seqlens``).
 
-    Real events of all sequences are concatenated along time: per-step tensors become
+    Real events of all sequences are concatenated along time (the ``mask``, which holds no
+    padding any more, is kept all True for code that reads it): per-step tensors become
     ``(1, T, ...)`` with ``T = lengths.sum()``, and ``cu_seqlens`` ``(B + 1,)`` int32 holds the
     cumulative lengths (sequence ``i`` is ``[cu_seqlens[i], cu_seqlens[i+1])``). Each sequence's
     first gap stays 0, so no state leaks from one sequence into the next through the time
@@ -161,4 +190,37 @@ def pack_batch(batch: dict) -> dict:
     cu = torch.zeros(lengths.numel() + 1, dtype=torch.int32)
     cu[1:] = torch.cumsum(lengths, 0).to(torch.int32)
     out["cu_seqlens"] = cu
+    return out
+
+
+def unpack_batch(batch: dict) -> dict:
+    """Packed batch (:func:`pack_batch`) -> the right-padded batch of §5 it came from.
+
+    Per-step tensors ``(1, T, ...)`` go back to ``(B, L, ...)`` with ``L`` the longest length;
+    padding is filled as :func:`collate_events` fills it (0, False, ``-100`` for per-step
+    targets, the last time for ``timestamps``); ``cu_seqlens`` is dropped and ``lengths`` and
+    ``mask`` rebuilt from it."""
+    if "cu_seqlens" not in batch:
+        raise ValueError("unpack_batch: the batch is not packed (no cu_seqlens)")
+    cu = batch["cu_seqlens"].long()
+    lengths = cu[1:] - cu[:-1]
+    B, L = lengths.numel(), int(lengths.max()) if lengths.numel() else 0
+    mask = torch.arange(L)[None, :] < lengths[:, None]
+    per_step = set(_PER_STEP) | ({"target", "target_gap"} if "target_gap" in batch else set())
+    out = {}
+    for k, v in batch.items():
+        if k == "cu_seqlens":
+            continue
+        if k in per_step and k != "mask":
+            fill = -100 if (k == "target" and "target_gap" in batch) else 0
+            full = v.new_full((B, L, *v.shape[2:]), fill)
+            full[mask] = v[0]
+            if k == "timestamps":  # padding repeats the last time
+                last = full.gather(1, (lengths - 1).clamp(min=0)[:, None])
+                full = torch.where(mask, full, last)
+            out[k] = full
+        else:
+            out[k] = v
+    out["mask"] = mask
+    out["lengths"] = lengths
     return out

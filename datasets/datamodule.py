@@ -135,7 +135,12 @@ class EventDataModule(L.LightningDataModule):
             :meth:`train_batch_size`.
         eval_batch_size: batch size for val/test/predict (default: the training batch size).
         num_workers: DataLoader workers.
-        pack: yield packed ``cu_seqlens`` batches instead of padded ones.
+        pack: ``"auto"`` (default): a batch comes packed (``cu_seqlens``, no padding; see
+            :func:`~eventssm.datasets.pack_batch`) when at least a fifth of its padded form would
+            be padding (:data:`~eventssm.datasets.collate.AUTO_PACK_PADDING`), padded otherwise;
+            ``True``: always packed; ``False``: always padded. Every task gives the same losses
+            and metrics on both forms. ``predict_dataloader`` stays padded under ``"auto"`` so
+            that per-event predictions keep their ``(B, L, ...)`` layout.
         drop_last: drop the last incomplete training batch. None (the default) drops it only
             when the training split holds at least 10 full batches, so that at most a tenth of
             the sequences (a different random few every epoch) waits for the next epoch; a
@@ -165,7 +170,7 @@ class EventDataModule(L.LightningDataModule):
         batch_size: int | None = None,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
-        pack: bool = False,
+        pack: bool | Literal["auto"] = "auto",
         drop_last: bool | None = None,
     ):
         super().__init__()
@@ -192,6 +197,8 @@ class EventDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
+        if pack not in (True, False, "auto"):
+            raise ValueError(f"pack must be true, false or 'auto', got {pack!r}")
         self.pack = pack
         self.drop_last = drop_last
         self._built = False
@@ -324,7 +331,7 @@ class EventDataModule(L.LightningDataModule):
         self.build()
         return len(self.split_index["train"]) >= 10 * self.train_batch_size(world)
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool, predict: bool = False) -> DataLoader:
         self.build()
         ds = self.datasets[split]
         if len(ds) == 0:
@@ -336,7 +343,8 @@ class EventDataModule(L.LightningDataModule):
                 hint = f"the split column has no {split!r} rows"
             raise ValueError(f"the {split} split is empty: {hint}")
         world, rank = self._world()
-        collate = EventCollator(use_observed=self.use_observed, pack=self.pack)
+        pack = False if predict and self.pack == "auto" else self.pack
+        collate = EventCollator(use_observed=self.use_observed, pack=pack)
         batch_size = self.train_batch_size(world)
         if train:
             sampler = GlobalBatchSampler(ds, batch_size, world, rank, shuffle=True,
@@ -360,4 +368,4 @@ class EventDataModule(L.LightningDataModule):
         return self._loader("test", False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+        return self._loader("test", False, predict=True)

@@ -14,8 +14,11 @@ or on the command line ``--model.backbone.discretization Scaled``. Values the mo
 the data (``d_input``, ``num_marks``, ``num_classes``, ``use_observed``, ...) are separate
 arguments, linked from the DataModule by :mod:`eventssm.cli`.
 
-Batches are the dicts of DESIGN §5 (see :mod:`eventssm.datasets.collate`); tasks always pass
-``timestamps`` and ``lengths`` to the encoder, which forms the gaps in float64.
+Batches are the dicts of DESIGN §5 (see :mod:`eventssm.datasets.collate`): the encoder takes
+the gaps (``integration_timesteps``, float64) and ``lengths`` that the collate formed once, and
+scales the gaps to the model's time unit. Every task also takes packed batches
+(:func:`eventssm.datasets.pack_batch`: ``cu_seqlens`` and per-step tensors ``(1, T, ...)``) and
+gives the same losses and metrics as on the padded batch of the same sequences.
 
 This module imports Lightning and torchmetrics; the ``eventssm`` core does not import it.
 """
@@ -44,6 +47,7 @@ from eventssm.checkpointing import (
 )
 from eventssm.discretization import Additive, Asymmetric, Discretization, Scaled, Standard
 from eventssm.models import EventEncoder, MambaLM
+from eventssm.packing import packed_timesteps, seq_index
 from eventssm.time import timesteps_from_timestamps
 
 __all__ = [
@@ -92,13 +96,6 @@ class LMConfig:
 # load_from_checkpoint, so that it rebuilds the same discretization without weights_only=False.
 torch.serialization.add_safe_globals([EncoderConfig, LMConfig, Standard, Asymmetric, Scaled,
                                       Additive])
-
-
-def _no_packed(batch: dict) -> None:
-    if "cu_seqlens" in batch:
-        raise ValueError(
-            "this task takes padded batches; got a packed one (cu_seqlens). Set data.pack=false"
-        )
 
 
 class EventTask(L.LightningModule):
@@ -229,9 +226,12 @@ def _check_time_scale(time_scale: float) -> float:
 
 def _encoder_kwargs(batch: dict) -> dict:
     """The encoder's inputs from a §5 batch: the gaps the collate formed once (float64), and the
-    lengths; the encoder scales the gaps to the model's time unit."""
+    lengths (padded) or ``cu_seqlens`` (packed); the encoder scales the gaps to the model's time
+    unit."""
+    packed = batch.get("cu_seqlens")
     return dict(values=batch.get("values"), marks=batch.get("marks"),
-                integration_timesteps=batch["integration_timesteps"], lengths=batch["lengths"],
+                integration_timesteps=batch["integration_timesteps"],
+                lengths=batch["lengths"] if packed is None else None, cu_seqlens=packed,
                 observed=batch.get("observed"))
 
 
@@ -277,8 +277,8 @@ class EventClassifier(EventTask):
         self.test_loss = torchmetrics.MeanMetric()
 
     def forward(self, batch: dict) -> Tensor:
-        """Logits ``(B, K)``, or ``(B, L, K)`` with ``per_event``."""
-        _no_packed(batch)
+        """Logits ``(B, K)``, or ``(B, L, K)`` with ``per_event`` (``(1, T, K)`` for a packed
+        batch, whose per-event targets are packed alike)."""
         if self.per_event:
             return self.head(self.encoder.encode(**_encoder_kwargs(batch)))
         return self.head(self.encoder(**_encoder_kwargs(batch)))
@@ -363,6 +363,57 @@ def splice_queries(batch: dict) -> tuple[dict, Tensor]:
     return out, pos.clamp(max=Lp - 1)
 
 
+def splice_queries_packed(batch: dict) -> tuple[dict, Tensor]:
+    """:func:`splice_queries` for a packed batch: each sequence's real queries are inserted
+    right after its events along the packed axis (no padding anywhere).
+
+    ``batch`` holds the packed history (``cu_seqlens (B + 1,)``, ``timestamps (1, T)``,
+    ``values``/``observed``/``marks`` ``(1, T, ...)``) and the padded queries ``query_times``,
+    ``query_mask`` ``(B, Q)``. Returns the packed encoder inputs (with their own
+    ``cu_seqlens`` and gaps) and the ``(B, Q)`` packed positions of the queries (positions of
+    padded queries point at a real step; their predictions are masked out by ``target_mask``).
+    """
+    cu, ts = batch["cu_seqlens"], batch["timestamps"]
+    qt, qm = batch["query_times"], batch["query_mask"]
+    dev = ts.device
+    cu = cu.to(dev).long()
+    T = ts.shape[1]
+    Bsz, Q = qt.shape
+    n = cu[1:] - cu[:-1]  # (B,) events per sequence
+    q = qm.long().sum(1)  # (B,) queries per sequence
+    cu_new = torch.zeros_like(cu)
+    cu_new[1:] = torch.cumsum(n + q, 0)
+    Tn = T + int(q.sum())
+    seq = seq_index(cu, T)
+    dest_h = torch.arange(T, device=dev) + (cu_new[:-1] - cu[:-1])[seq]  # (T,)
+    pos = cu_new[:-1, None] + n[:, None] + torch.arange(Q, device=dev)[None]  # (B, Q)
+    dest_q = pos[qm]
+    t = torch.zeros(1, Tn, dtype=ts.dtype, device=dev)
+    t[0, dest_h] = ts[0]
+    t[0, dest_q] = qt[qm].to(ts.dtype)
+    out = {"timestamps": t, "cu_seqlens": cu_new.to(batch["cu_seqlens"].dtype),
+           "lengths": n + q, "integration_timesteps": packed_timesteps(t, cu_new)}
+    if batch.get("values") is not None:
+        v = batch["values"]
+        vn = v.new_zeros(1, Tn, v.shape[-1])
+        vn[0, dest_h] = v[0]
+        out["values"] = vn
+        obs = batch.get("observed")
+        if obs is None:
+            obs = torch.ones_like(v, dtype=torch.bool)
+        on = torch.zeros(1, Tn, obs.shape[-1], dtype=torch.bool, device=dev)
+        on[0, dest_h] = obs[0]
+        out["observed"] = on
+    if batch.get("marks") is not None:
+        m = batch["marks"]
+        mn = m.new_zeros(1, Tn)
+        mn[0, dest_h] = m[0]
+        out["marks"] = mn
+    # a padded query points at its sequence's last step (any real step would do)
+    last = (cu_new[1:] - 1).clamp(min=0)[:, None].expand(Bsz, Q)
+    return out, torch.where(qm, pos, last)
+
+
 class EventRegressor(EventTask):
     """Regress a value per sequence, or forecast values at query times after the history.
 
@@ -404,14 +455,18 @@ class EventRegressor(EventTask):
         self.test_loss = torchmetrics.MeanMetric()
 
     def forward(self, batch: dict) -> Tensor:
-        """``(B, d_target)`` per sequence, or ``(B, Q, d_target)`` at the query times."""
-        _no_packed(batch)
+        """``(B, d_target)`` per sequence, or ``(B, Q, d_target)`` at the query times (packed
+        batches too: their queries stay ``(B, Q)``)."""
         if "query_times" in batch:
             if not self.use_observed:
                 raise ValueError(
                     "forecasting needs use_observed=True (query steps are the unobserved ones); "
                     "link it from data.use_observed or set model.use_observed=true"
                 )
+            if "cu_seqlens" in batch:
+                inputs, pos = splice_queries_packed(batch)
+                h = self.encoder.encode(**_encoder_kwargs(inputs))[0]  # (T + ΣQ, d_model)
+                return self.head(h[pos])  # (B, Q, d_target)
             inputs, pos = splice_queries(batch)
             h = self.encoder.encode(**_encoder_kwargs(inputs))  # (B, L + Q, d_model)
             h = h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1]))  # (B, Q, d_model)
@@ -483,11 +538,13 @@ class ByteLM(EventTask):
         self.val_bpb = torchmetrics.MeanMetric()
         self.test_bpb = torchmetrics.MeanMetric()
 
-    def forward(self, input_ids: Tensor) -> Tensor:
-        return self.lm(input_ids)
+    def forward(self, input_ids: Tensor, cu_seqlens: Tensor | None = None) -> Tensor:
+        """Logits ``(B, L, V)``; with ``cu_seqlens`` the documents packed along L of a batch of
+        one each start from a fresh state."""
+        return self.lm(input_ids, cu_seqlens=cu_seqlens)
 
     def _loss(self, batch: dict) -> tuple[Tensor, Tensor]:
-        logits = self(batch["input_ids"])
+        logits = self(batch["input_ids"], batch.get("cu_seqlens"))
         loss = F.cross_entropy(logits.reshape(-1, self.vocab_size).float(),
                                batch["target"].reshape(-1))
         return loss, logits
@@ -548,7 +605,7 @@ class ByteLM(EventTask):
 
     def predict_step(self, batch, batch_idx) -> Any:
         """Greedy next-byte predictions ``(B, L)`` for the batch's inputs."""
-        return self(batch["input_ids"]).argmax(-1)
+        return self(batch["input_ids"], batch.get("cu_seqlens")).argmax(-1)
 
 
 def __getattr__(name: str):

@@ -13,7 +13,8 @@ import torch
 import torchmetrics
 from torch import Tensor
 
-from eventssm.tasks import EncoderConfig, EventTask, _check_time_scale, _encoder, _encoder_kwargs, _no_packed
+from eventssm.packing import packed_timesteps, unpack_sequences
+from eventssm.tasks import EncoderConfig, EventTask, _check_time_scale, _encoder, _encoder_kwargs
 from eventssm.time import timesteps_from_timestamps
 from eventssm.tpp import HEADS, make_head
 
@@ -97,11 +98,13 @@ class EventTPP(EventTask):
         self.test_loss = torchmetrics.MeanMetric()
 
     def forward(self, batch: dict) -> Tensor:
-        """Per-event features ``(B, L, d_model)`` (padding 0)."""
-        _no_packed(batch)
+        """Per-event features ``(B, L, d_model)`` (padding 0), or ``(1, T, d_model)`` for a
+        packed batch (``cu_seqlens``)."""
         if "integration_timesteps" not in batch:  # e.g. a sampled future: form the gaps once here
-            batch = {**batch, "integration_timesteps": timesteps_from_timestamps(
-                batch["timestamps"], lengths=batch["lengths"])}
+            tau = (packed_timesteps(batch["timestamps"], batch["cu_seqlens"])
+                   if "cu_seqlens" in batch
+                   else timesteps_from_timestamps(batch["timestamps"], lengths=batch["lengths"]))
+            batch = {**batch, "integration_timesteps": tau}
         return self.encoder.encode(**_encoder_kwargs(batch))
 
     def log_likelihood(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -154,6 +157,8 @@ class EventTPP(EventTask):
     # ------------------------------------------------------------------ sampling
     def _last_features(self, batch: dict) -> Tensor:
         h = self(batch)
+        if "cu_seqlens" in batch:  # the last event of each packed sequence
+            return h[0, (batch["cu_seqlens"].to(h.device).long()[1:] - 1).clamp(min=0)]
         idx = (batch["lengths"] - 1).clamp(min=0)
         return h[torch.arange(h.shape[0], device=h.device), idx]  # (B, d)
 
@@ -178,7 +183,16 @@ class EventTPP(EventTask):
         if horizon <= 0 or n_samples < 1 or max_events < 1:
             raise ValueError(f"need horizon > 0, n_samples >= 1, max_events >= 1; got {horizon}, "
                              f"{n_samples}, {max_events}")
-        _no_packed(batch)
+        if "cu_seqlens" in batch:  # a growing history is simplest padded: unpack it
+            cu = batch["cu_seqlens"]
+            n = (cu[1:] - cu[:-1]).long()
+            ts = unpack_sequences(batch["timestamps"], cu)
+            pad = torch.arange(ts.shape[1], device=ts.device)[None] >= n[:, None]
+            last = ts.gather(1, (n - 1).clamp(min=0)[:, None])
+            batch = {"lengths": n, "timestamps": torch.where(pad, last, ts),  # §5: repeat the last time
+                     "marks": None if batch.get("marks") is None
+                     else unpack_sequences(batch["marks"], cu),
+                     "values": batch.get("values")}
         B = batch["lengths"].shape[0]
         rep = lambda x: x.repeat_interleave(n_samples, 0)
         ts, lengths = rep(batch["timestamps"]), rep(batch["lengths"])

@@ -170,14 +170,6 @@ def test_regressor_per_sequence_from_pandas_table():
     assert out.shape == (4, 1)
 
 
-def test_packed_batches_are_refused():
-    m = EventClassifier(num_classes=2, d_input=2, backbone=EncoderConfig(**TINY))
-    from eventssm.datasets import pack_batch
-
-    with pytest.raises(ValueError, match="data.pack=false"):
-        m(pack_batch(collate_events(rand_samples(2))))
-
-
 # ------------------------------------------------------------------ DDP (ddp_spawn in pytest)
 def _run(devices, strategy, tmp_path, kind):
     L.seed_everything(0)
