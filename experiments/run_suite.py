@@ -113,6 +113,7 @@ def _datamodule(dataset: str, seed: int):
     with tempfile.TemporaryDirectory() as root:
         cli = build_cli(_cli_args(dataset, "standard-mamba", seed, root, 1), run=False)
     dm = cli.datamodule
+    dm.pack = False  # the baselines below index padded (B, L, ...) batches
     dm.setup("fit")
     return dm
 

@@ -84,7 +84,7 @@ def test_generator_arguments_are_checked():
 
 @pytest.mark.parametrize("cls", [TimeFrequencyDataModule, TimeDecayDataModule])
 def test_datamodules_build_and_batch(cls):
-    dm = cls(n_sequences=120, batch_size=16, seed=0)
+    dm = cls(n_sequences=120, batch_size=16, seed=0, pack=False)  # padded (B, L, ...) checked
     dm.build()
     sizes = {k: len(v) for k, v in dm.split_index.items()}
     assert sum(sizes.values()) == 120 and sizes["val"] > 0 and sizes["test"] > 0
