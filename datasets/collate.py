@@ -40,9 +40,9 @@ __all__ = ["collate_events", "pack_batch", "unpack_batch", "padding_share", "Eve
            "AUTO_PACK_PADDING"]
 
 # pack="auto" packs a batch when at least this share of its padded form would be padding. On the
-# CPU path packing costs ~1.25x on equal lengths and pays from roughly 10 % of padding on
-# (experiments/bench/packed.py, experiments/results/packed_cpu.md); 0.2 keeps a margin.
-AUTO_PACK_PADDING = 0.2
+# CPU path packing costs 1.15-1.25x on equal lengths and breaks even at 15-25 % of padding
+# (experiments/bench/packed.py, experiments/results/packed_cpu.md).
+AUTO_PACK_PADDING = 0.25
 
 
 def _pad(arrays: Sequence[np.ndarray], L: int, fill, dtype) -> torch.Tensor:

@@ -136,7 +136,7 @@ class EventDataModule(L.LightningDataModule):
         eval_batch_size: batch size for val/test/predict (default: the training batch size).
         num_workers: DataLoader workers.
         pack: ``"auto"`` (default): a batch comes packed (``cu_seqlens``, no padding; see
-            :func:`~eventssm.datasets.pack_batch`) when at least a fifth of its padded form would
+            :func:`~eventssm.datasets.pack_batch`) when at least a quarter of its padded form would
             be padding (:data:`~eventssm.datasets.collate.AUTO_PACK_PADDING`), padded otherwise;
             ``True``: always packed; ``False``: always padded. Every task gives the same losses
             and metrics on both forms. ``predict_dataloader`` stays padded under ``"auto"`` so
