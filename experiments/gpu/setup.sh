@@ -8,6 +8,10 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -2
 fi
 export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+# Triton's compiled kernels from an earlier call (triton_cache.tgz.part*), when carried
+if compgen -G ".triton_parts/triton_cache.tgz.part*" > /dev/null && [ ! -d .triton_cache ]; then
+  cat .triton_parts/triton_cache.tgz.part* | tar xzf -
+fi
 mkdir -p .triton_cache
 export TRITON_CACHE_DIR="$PWD/.triton_cache"
 # The anchors' CUDA builds, brought back in pieces by an earlier call (anchors.tgz.part*).
