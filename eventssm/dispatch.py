@@ -126,10 +126,11 @@ class Path:
         scan: ``scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
             integration_timesteps=None, rate=None, discretization="mamba",
             initial_state=None, return_last_state=False, cu_seqlens=None)``: the signature of
-            :func:`eventssm.selective_scan` less ``backend`` and ``check_values``.
+            :func:`eventssm.selective_scan` less ``backend`` and ``check_values``. The Triton
+            path also takes ``dz_out`` (see :mod:`eventssm.shared_grad`).
         conv: ``conv(x, weight, bias=None, activation=None, initial_state=None,
             cu_seqlens=None, lengths=None, return_final_state=False)``: see
-            :func:`eventssm.conv.causal_conv1d`.
+            :func:`eventssm.conv.causal_conv1d`; the Triton path also takes ``dx_out``.
         conv_step: ``conv_step(x, conv_state, weight, bias=None, activation=None)``: one
             decoding step of the conv, the ``(B, D, K)`` window updated in place, see
             :func:`eventssm.conv.causal_conv1d_update`.
@@ -179,13 +180,18 @@ def _build(name: str) -> Path:
 
     def scan(u, delta, A, B, C, **kw):
         if any(t.dtype == torch.float64 for t in (u, delta, A, B, C)):
+            kw.pop("dz_out", None)  # the reference returns a fresh ∂z
             return selective_scan_ref(u, delta, A, B, C, **kw)
         return K.selective_scan_triton(u, delta, A, B, C, **disc_args(kw))
 
     def conv(x, weight, *args, **kw):
-        # the Triton conv when the kernels have it and the width is one it compiles (2..4)
+        # the Triton conv when the kernels have it and the width is one it compiles (2..4);
+        # ``dx_out`` / ``dz_out`` (Mamba's shared ∂xz buffer) are dropped where a fallback
+        # cannot write into them, and the split's backward then concatenates instead
         kconv = getattr(K, "causal_conv1d", None)
-        if kconv is None or x.dtype == torch.float64 or not 2 <= weight.shape[-1] <= 4:
+        if kconv is None or x.dtype == torch.float64 or not 2 <= weight.shape[-1] <= 4 \
+                or x.shape[1] == 0:
+            kw.pop("dx_out", None)  # the torch conv returns a fresh ∂x
             return causal_conv1d(x, weight, *args, **kw)
         return kconv(x, weight, *args, **kw)
 

@@ -27,6 +27,7 @@ from eventssm.discretization import Discretization, as_discretization
 from eventssm.dispatch import backend_of, path
 from eventssm.inputs import Steps, validate_steps
 from eventssm.packing import packed_steps
+from eventssm.shared_grad import split_xz
 from eventssm.ssm import PAD_DELTA, project, scan_constants, ssm_parameters
 
 __all__ = ["Mamba", "InferenceCache"]
@@ -188,13 +189,21 @@ class Mamba(nn.Module):
         fns = path(self.backend, hidden_states.device)
         warm = cache is not None and cache.seqlen_offset > 0
         mask = steps.mask
-        # 1. x (conv branch) and z (gate): two (B, L, D) views of one in_proj output
-        x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
+        # 1. x (conv branch) and z (gate): two (B, L, D) views of one in_proj output. On the
+        # Triton path in eager training, the conv's and the scan's backward write ∂x and ∂z
+        # straight into one (B, L, 2D) buffer that becomes in_proj's output gradient.
+        xz = self.in_proj(hidden_states)
+        conv_kw, scan_kw = {}, {}
+        if fns.name == "triton" and xz.requires_grad and not torch.compiler.is_compiling():
+            x, z, conv_kw["dx_out"], scan_kw["dz_out"] = split_xz(xz, self.d_inner)
+        else:
+            x, z = xz.chunk(2, dim=-1)
         # 2. causal conv + SiLU over L, channel-last; a cache keeps the last K-1 real inputs
         conv = fns.conv(x, self.conv1d.weight[:, 0], self.conv1d.bias, activation="silu",
                         initial_state=cache.conv_state[..., 1:] if warm else None,
                         lengths=steps.lengths if cache is not None else None,
-                        return_final_state=cache is not None, cu_seqlens=steps.cu_seqlens)
+                        return_final_state=cache is not None, cu_seqlens=steps.cu_seqlens,
+                        **conv_kw)
         u, conv_state = conv if cache is not None else (conv, None)  # (B, L, D)
         # Padded steps come after the real ones: only a state kept past the call (a cache) sees
         # them. There they must leave it as it is: u = 0 (dirac's B̄ = B) and Δ = 0 (Ā = 1).
@@ -212,7 +221,8 @@ class Mamba(nn.Module):
                        integration_timesteps=steps.tau, rate=rate,
                        discretization=self.discretization,
                        initial_state=cache.ssm_state if warm else None,
-                       return_last_state=cache is not None, cu_seqlens=steps.cu_seqlens)
+                       return_last_state=cache is not None, cu_seqlens=steps.cu_seqlens,
+                       **scan_kw)
         y, ssm_state = out if cache is not None else (out, None)  # (B, L, D)
         if cache is not None:
             self._update_cache(cache, conv_state, ssm_state, steps.last_time, hidden_states.shape[1])

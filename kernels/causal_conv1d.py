@@ -361,7 +361,7 @@ def _conv_bwd_kernel(
                 if HAS_DFINAL:
                     # the final state read x[p] when p is among its sequence's last K-1 steps
                     if IS_VARLEN:
-                        sq, _ = _row_seq(seq_idx, cu, p, L)
+                        sq = _row_seq(seq_idx, cu, p, L)[0]
                         e = tl.load(cu + sq + 1)
                     else:
                         sq = i_b
@@ -378,7 +378,7 @@ def _conv_bwd_kernel(
             for j in tl.static_range(BL):
                 if IS_VARLEN:
                     first = (poss[j] == 0) & (l0 + j < L)
-                    sq, _ = _row_seq(seq_idx, cu, l0 + j, L)
+                    sq = _row_seq(seq_idx, cu, l0 + j, L)[0]
                 else:
                     first = l0 + j == 0
                     sq = i_b
@@ -535,7 +535,6 @@ def _bwd_impl(x: Tensor, w: Tensor, bias: Tensor | None, h0: Tensor | None, cu: 
     B, L, D = x.shape
     K = w.shape[1]
     n_seq = B if cu is None else cu.numel() - 1
-    e = x.new_empty(0)
     f32 = dict(dtype=torch.float32, device=x.device)
     if need_dx and dx is None:
         dx = torch.empty_like(x)
@@ -557,10 +556,12 @@ def _bwd_impl(x: Tensor, w: Tensor, bias: Tensor | None, h0: Tensor | None, cu: 
             HAS_H0=h0 is not None, IS_VARLEN=cu is not None, HAS_LENGTHS=lengths is not None,
             HAS_DFINAL=dfinal is not None, STORE_DX=need_dx, STORE_DW=need_dw,
             STORE_DH0=need_dh0, num_warps=warps)
-    dw = db = e
+    # a fresh empty tensor for every gradient not asked for: the custom op may not return one
+    # tensor twice (torch.library forbids outputs aliasing each other)
+    dw, db = x.new_empty(0), x.new_empty(0)
     if need_dw:
         dw = torch.empty((D, K), dtype=w.dtype, device=x.device)
-        db = torch.empty(D, dtype=bias.dtype, device=x.device) if bias is not None else e
+        db = torch.empty(D, dtype=bias.dtype, device=x.device) if bias is not None else db
         if L > 0:
             _conv_reduce_kernel[(triton.cdiv(D, BD),)](
                 part, dw, db, B * n_prog, D, *dw.stride(), K=K, BD=BD,
@@ -583,7 +584,7 @@ def _bwd_impl(x: Tensor, w: Tensor, bias: Tensor | None, h0: Tensor | None, cu: 
             q = torch.arange(K - 1, device=x.device)[None] - lens[:, None]  # (n_seq, K-1)
             g = dfinal.float().gather(2, q.clamp(min=0)[:, None, :].expand(-1, D, -1))
             dh0 += g * (q >= 0)[:, None, :]
-    return (dx if need_dx else e), dw, db, (dh0 if need_dh0 else e)
+    return (dx if need_dx else x.new_empty(0)), dw, db, (dh0 if need_dh0 else x.new_empty(0))
 
 
 # torch.compile sees the kernels as two opaque custom ops; eager calls go through the
@@ -611,13 +612,12 @@ _bwd_op = torch.library.custom_op("eventssm::causal_conv1d_bwd", mutates_args=()
 
 @_bwd_op.register_fake
 def _(x, w, bias, h0, cu, seq_idx, lengths, dy, dfinal, silu, need_dx, need_dw, need_dh0):
-    e = x.new_empty(0)
     D, K = w.shape
     n_seq = x.shape[0] if cu is None else cu.shape[0] - 1
-    return [torch.empty_like(x) if need_dx else e,
-            w.new_empty((D, K)) if need_dw else e,
-            bias.new_empty((D,)) if need_dw and bias is not None else e,
-            x.new_empty((n_seq, D, K - 1), dtype=torch.float32) if need_dh0 else e]
+    return [torch.empty_like(x) if need_dx else x.new_empty(0),
+            w.new_empty((D, K)) if need_dw else x.new_empty(0),
+            bias.new_empty((D,)) if need_dw and bias is not None else x.new_empty(0),
+            x.new_empty((n_seq, D, K - 1), dtype=torch.float32) if need_dh0 else x.new_empty(0)]
 
 
 def _grads(ctx, dy, dfinal, bwd, dx=None):

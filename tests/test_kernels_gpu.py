@@ -204,7 +204,12 @@ def test_backbone_cuda_graphs_gpu():
                               "Scaled-bilinear"])
 def test_x_from_tiny_to_large_gpu(disc):
     """x = Δ·A from ~1e-9 through the zoh series thresholds to ~-200 (Δ = softplus(δ), δ in
-    [-14, 8]; A log-uniform in [-30, -1e-3]) with MUFU.EX2/RCP: against the float64 reference."""
+    [-14, 8]; A log-uniform in [-30, -1e-3]) with MUFU.EX2/RCP: against the float64 reference.
+
+    With ``Scaled``, x = Δ·τ·A reaches ~-2e5, where bilinear's Ā = (1 + x/2)/(1 - x/2) sits
+    within 1e-5 of -1: a state that flips sign and barely decays, whose last state and its
+    gradients are ill-conditioned in float32 whatever computes them. So the bound is 1e-4 or
+    4× the error of the same reference formulas evaluated in float32, whichever is larger."""
     gen = torch.Generator().manual_seed(21)
     b, L, D, N = 2, 512, 64, 16
     kw = scan_inputs(b=b, L=L, D=D, N=N, dtype=torch.float64, tau_max=1e3, generator=gen)
@@ -225,8 +230,18 @@ def test_x_from_tiny_to_large_gpu(disc):
     for k in GRAD_KEYS:
         if tri_in[k] is not None and ref_in[k].grad is not None:
             errs[f"d{k}"] = rel_err(tri_in[k].grad, ref_in[k].grad)
-    print(f"\n{disc!r} x range:", {k: f"{v:.1e}" for k, v in errs.items()})
-    assert max(errs.values()) <= 1e-4
+    # the same formulas in float32 (torch): how far float32 itself gets from float64 here
+    f32_in = {k: None if v is None else v.float().requires_grad_(True) for k, v in kw.items()}
+    y32, h32 = selective_scan_ref(**f32_in, **common)
+    ((y32.double() * dy).sum() + h32.double().sum()).backward()
+    f32_errs = {"y": rel_err(y32, y_ref), "last": rel_err(h32, h_ref)}
+    for k in GRAD_KEYS:
+        if f32_in[k] is not None and ref_in[k].grad is not None:
+            f32_errs[f"d{k}"] = rel_err(f32_in[k].grad, ref_in[k].grad)
+    print(f"\n{disc!r} x range, triton:", {k: f"{v:.1e}" for k, v in errs.items()})
+    print(f"{disc!r} x range, float32 reference:", {k: f"{v:.1e}" for k, v in f32_errs.items()})
+    bad = {k: (v, f32_errs[k]) for k, v in errs.items() if v > max(1e-4, 4 * f32_errs[k])}
+    assert not bad, f"errors beyond max(1e-4, 4 x float32 reference): {bad}"
 
 
 try:  # the probe kernel below needs Triton (the tests that use it need a GPU as well)
