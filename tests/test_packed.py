@@ -189,6 +189,28 @@ def test_packed_validation_errors():
         check_cu_seqlens([0, 6], 6)
 
 
+def test_packed_inputs_are_validated_once(monkeypatch):
+    """The backbone checks cu_seqlens and the gaps at its door, not again in every layer."""
+    import eventssm.packing as packing
+
+    calls = {"cu": 0, "ts": 0}
+
+    def counting(key, fn):
+        def wrapped(*a, **k):
+            calls[key] += 1
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(packing, "check_cu_seqlens", counting("cu", packing.check_cu_seqlens))
+    monkeypatch.setattr(packing, "packed_timesteps", counting("ts", packing.packed_timesteps))
+    enc = EventEncoder(8, 3, d_input=2)
+    lens = torch.tensor([4, 2, 5])
+    V, ts = torch.randn(3, 5, 2), _times(3, 5)
+    enc(pack_sequences(V, lens), timestamps=pack_sequences(ts, lens),
+        cu_seqlens=cu_seqlens_from_lengths(lens))
+    assert calls == {"cu": 1, "ts": 1}
+
+
 def test_packed_timesteps_within_sequences():
     t = torch.tensor([[3, 5, 0, 2, 2, 7]], dtype=torch.int64)
     cu = torch.tensor([0, 2, 2, 6])  # with an empty sequence in the middle
