@@ -315,6 +315,8 @@ def pool(h: Tensor, how: str, mask: Tensor | None = None, tau: Tensor | None = N
       ``(τ[l] + τ[l+1]) / 2`` (the span of time it stands for); uniform when all gaps are 0.
     """
     Bsz, L, _ = h.shape
+    if L == 0:  # nothing to pool: 0, as for a sequence whose steps are all padding
+        return h.new_zeros(Bsz, h.shape[-1])
     if mask is None:
         mask = torch.ones(Bsz, L, dtype=torch.bool, device=h.device)
     m = mask.to(h.dtype)

@@ -69,8 +69,9 @@ def _gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if not a.dtype.is_floating_point:  # integer times, float b: floor(b) exactly, then its fraction
         bf = b.to(torch.float64)
         whole = torch.floor(bf)
-        if bool((whole.abs() >= 2.0**63).any()):
-            return a.to(torch.float64) - bf
+        if bool((whole.abs() >= 2.0**63).any()):  # beyond int64: halves of a, two roundings
+            lo = 0xFFFFFFFF
+            return ((a >> 32).to(torch.float64) * 4294967296.0 - bf) + (a & lo).to(torch.float64)
         return _int_gap(a, whole.to(torch.int64)) - (bf - whole)
     return a.to(torch.float64) - b.to(torch.float64)
 
