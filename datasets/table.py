@@ -60,6 +60,41 @@ def read_table(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     )
 
 
+# an ISO time of day followed by a UTC offset or Z: the string is tz-aware
+_ISO_OFFSET = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def _check_one_tz_kind(s: pd.Series, name: str, ids: pd.Series) -> None:
+    """Refuse a column mixing naive and tz-aware datetimes (objects or ISO strings): converting
+    both to UTC would silently read the naive ones as UTC, shifting them by the offset."""
+    v = s.dropna()
+    if v.empty:
+        return
+    is_str = v.map(lambda x: isinstance(x, str))
+    aware = pd.Series(False, index=v.index)
+    if is_str.any():
+        aware[is_str] = v[is_str].astype(str).str.strip().str.contains(_ISO_OFFSET, regex=True)
+    dates = v[~is_str].map(lambda x: hasattr(x, "tzinfo"))
+    if dates.any():
+        d = v[~is_str][dates]
+        aware[d.index] = d.map(lambda x: x.tzinfo is not None and x.tzinfo.utcoffset(x) is not None)
+    datelike = is_str.copy()
+    datelike[dates[dates].index] = True
+    if not datelike.any():
+        return
+    # numeric strings are not dates; only the date-like values count
+    looks_date = v[is_str].astype(str).str.contains(r"\d{4}-\d{2}-\d{2}", regex=True)
+    datelike[is_str] = looks_date
+    kinds = aware[datelike]
+    if kinds.any() and not kinds.all():
+        naive = kinds.index[~kinds.to_numpy()]
+        raise ValueError(
+            f"time column {name!r} mixes timezone-aware and naive datetimes (e.g. "
+            f"{v[naive[0]]!r} has no timezone, in sequences {_few(ids[naive])}); give every time "
+            "a timezone (or none), e.g. localize the naive ones first"
+        )
+
+
 def _time_to_float(col: pd.Series, name: str, ids: pd.Series) -> tuple[np.ndarray, bool]:
     """Time column -> (numbers, is_nanoseconds).
 
@@ -68,6 +103,7 @@ def _time_to_float(col: pd.Series, name: str, ids: pd.Series) -> tuple[np.ndarra
     """
     s = col
     if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
+        _check_one_tz_kind(s, name, ids)
         num = pd.to_numeric(s, errors="coerce")
         if num.notna().sum() == s.notna().sum():
             s = num
@@ -109,6 +145,17 @@ def _time_to_float(col: pd.Series, name: str, ids: pd.Series) -> tuple[np.ndarra
     if pd.api.types.is_integer_dtype(s.dtype):
         return s.to_numpy(dtype=np.int64), False
     return arr, False
+
+
+def _rel_times(ts: np.ndarray) -> np.ndarray:
+    """``ts - ts[0]`` as float64. int64 times (ns datetimes, ints) are differenced in 32-bit
+    halves: exact below 2^53, rounded once above, never wrapped around (numpy's int64
+    subtraction wraps silently for times 2^63 apart)."""
+    if ts.dtype != np.int64:
+        return (ts - ts[0]).astype(np.float64)
+    lo = np.int64(0xFFFFFFFF)
+    hi_d = ((ts >> 32) - (ts[0] >> 32)).astype(np.float64)
+    return hi_d * 4294967296.0 + ((ts & lo) - (ts[0] & lo)).astype(np.float64)
 
 
 class EventTable:
@@ -344,8 +391,7 @@ class EventTable:
         times, values, marks = [], [] if vals is not None else None, [] if mk is not None else None
         for s, e in zip(starts, ends, strict=True):
             ts = t_sorted[s:e]
-            rel = ts - ts[0]  # exact for int64 ns / ints, then float64
-            times.append(rel.astype(np.float64) * scale)
+            times.append(_rel_times(ts) * scale)
             if vals is not None:
                 values.append(vals[order[s:e]])
             if mk is not None:

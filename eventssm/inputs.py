@@ -19,7 +19,7 @@ from torch import Tensor
 
 from eventssm.time import check_timesteps, length_mask, timesteps_from_timestamps
 
-__all__ = ["Steps", "validate_steps", "tau_dtype"]
+__all__ = ["Steps", "validate_steps", "tau_dtype", "check_activations", "check_cache", "check_count"]
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,9 @@ class Steps:
             neither gaps nor timestamps were given (standard mode).
         lengths: ``(B,)`` integer real steps per right-padded sequence, or None (all real).
         mask: ``(B, L)`` bool, True at real steps; None when ``lengths`` is None.
-        last_time: ``(B,)`` float64 time of each sequence's last real step when timestamps were
-            given (what a cache carries to the next chunk), else None.
+        last_time: ``(B,)`` time of each sequence's last real step when timestamps were given
+            (what a cache carries to the next chunk), in the timestamps' own dtype (int64 for
+            integer times, so the next gap is exact; float64 for float times), else None.
         cu_seqlens: ``(n + 1,)`` cumulative lengths of a packed batch (``B == 1``, the ``n``
             sequences one after another along L; see :mod:`eventssm.packing`), else None. Then
             ``lengths`` holds the ``n`` sequence lengths and ``mask`` is None.
@@ -112,15 +113,14 @@ def validate_steps(
                                         lengths=lengths, name="timestamps",
                                         check_values=check_values)
         mask = None if lengths is None else length_mask(lengths, L, check_values=False)
-        idx = torch.full((batch,), L - 1, device=device) if lengths is None else (lengths - 1).clamp(min=0)
-        new_last = ts.gather(1, idx[:, None].long())[:, 0].to(torch.float64)
-        if lengths is not None and last_time is not None:  # an empty sequence keeps its time
-            new_last = torch.where(lengths > 0, new_last, torch.as_tensor(last_time, device=device))
+        new_last = _last_times(ts, lengths, last_time, batch, L)
         return Steps(_to_compute(tau, tdt, "timestamps", check_values), lengths, mask, new_last)
     mask = None if lengths is None else length_mask(lengths, L, check_values=check_values)
     if integration_timesteps is None:
         return Steps(None, lengths, mask, None)
     tau = _batched("integration_timesteps", integration_timesteps, batch, L, device)
+    if tau.dtype == torch.bool or tau.is_complex():
+        raise ValueError(f"integration_timesteps must be a real float or integer tensor, got {tau.dtype}")
     if not tau.dtype.is_floating_point:
         tau = tau.double()
     if scale_gaps and time_scale != 1:
@@ -130,6 +130,32 @@ def validate_steps(
     if check_values:
         check_timesteps(tau, "integration_timesteps")
     return Steps(_to_compute(tau, tdt, "integration_timesteps", check_values), lengths, mask, None)
+
+
+def _last_times(ts: Tensor, lengths: Tensor | None, last_time, batch: int, L: int) -> Tensor | None:
+    """``(B,)`` time of each sequence's last real step, in the timestamps' own dtype (integers
+    as int64, floats as float64), so that a cache carrying it gives the next chunk an exact first
+    gap: int64 nanoseconds since the epoch do not fit float64's 53 bits. A sequence with no real
+    step (length 0, or L = 0) keeps ``last_time`` (None when there is none and L = 0)."""
+    ts = ts.to(torch.float64) if ts.dtype.is_floating_point else ts.to(torch.int64)
+    prev = None if last_time is None else torch.as_tensor(last_time, device=ts.device).expand(batch)
+    if prev is not None:
+        prev = prev.to(torch.float64) if prev.dtype.is_floating_point else prev.to(torch.int64)
+    if L == 0:
+        return prev
+    idx = torch.full((batch,), L - 1, device=ts.device) if lengths is None else (lengths - 1).clamp(min=0)
+    new = ts.gather(1, idx[:, None].long())[:, 0]
+    if lengths is None or prev is None:
+        return new
+    if prev.dtype != new.dtype and bool((lengths > 0).all()):
+        return new  # no empty sequence keeps a time of the other dtype
+    if prev.dtype != new.dtype:  # integer and float times mixed: float64 holds both if exact
+        exact = lambda t: t.dtype.is_floating_point or not bool((t.abs() > 2**53).any())
+        if not (exact(prev) and exact(new)):
+            raise ValueError("last_time and timestamps mix integer and float times beyond 2^53, "
+                             "where float64 cannot hold both exactly; pass them in one dtype")
+        prev, new = prev.to(torch.float64), new.to(torch.float64)
+    return torch.where(lengths > 0, new, prev)  # an empty sequence keeps its time
 
 
 def _to_compute(tau: Tensor, dtype: torch.dtype, name: str, check: bool) -> Tensor:
@@ -143,3 +169,59 @@ def _to_compute(tau: Tensor, dtype: torch.dtype, name: str, check: bool) -> Tens
             f"scan computes in (max {torch.finfo(dtype).max:.3g}); choose a larger time unit "
             "(a smaller time_scale)")
     return out
+
+
+def check_activations(x, name: str, weight: Tensor) -> None:
+    """Raise a clear error for activations a layer with parameter ``weight`` cannot take: not a
+    tensor, not floating point (integer, bool and complex input would fail deep inside
+    ``F.linear``, or lose its imaginary part), another float precision than the parameters
+    (outside autocast, which casts on its own) or another device."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"{name} must be a floating tensor ({weight.dtype}, the parameters' dtype), "
+                         f"got {x.dtype}")
+    if x.device != weight.device:
+        raise ValueError(f"{name} is on {x.device} but the module is on {weight.device}")
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise ValueError(
+            f"{name} has dtype {x.dtype} but the module's parameters are {weight.dtype}: cast the "
+            f"input (x.to({weight.dtype})) or the module (module.to({x.dtype})), or run under "
+            "torch.autocast")
+
+
+def check_count(value, name: str, allow_none: bool = False, minimum: int = 0) -> None:
+    """A count argument (batch size, number of tokens): an int (not a bool) ``>= minimum``."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def check_cache(cache, batch: int, d_inner: int, d_conv: int, d_state: int, device,
+                name: str = "inference_cache") -> None:
+    """Raise a clear error for a cache that ``Mamba.forward``/``step`` cannot use: None or not an
+    :class:`~eventssm.mamba.InferenceCache`, a batch or sizes other than the call's (a cache
+    of another block), a non-float state (an integer conv state would truncate) or another
+    device."""
+    from eventssm.mamba import InferenceCache  # here: mamba imports this module
+
+    if not isinstance(cache, InferenceCache):
+        raise TypeError(f"{name} must be an InferenceCache (from allocate_inference_cache), got "
+                        f"{type(cache).__name__}")
+    for part, t, shape in (("conv_state", cache.conv_state, (batch, d_inner, d_conv)),
+                           ("ssm_state", cache.ssm_state, (batch, d_inner, d_state))):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}.{part} must be a tensor, got {type(t).__name__}")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name}.{part} has shape {tuple(t.shape)} but this call needs {shape} "
+                             f"(batch {batch}): allocate a cache for this batch and block")
+        if not t.dtype.is_floating_point:
+            raise ValueError(f"{name}.{part} must be floating point, got {t.dtype}")
+        if t.device != device:
+            raise ValueError(f"{name}.{part} is on {t.device} but the input is on {device}")
+    if cache.ssm_state.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{name}.ssm_state must be float32 or float64 (the scan's arithmetic), "
+                         f"got {cache.ssm_state.dtype}")

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from eventssm.discretization import Discretization, as_discretization
 from eventssm.dispatch import backend_of, path
-from eventssm.inputs import Steps, validate_steps
+from eventssm.inputs import Steps, check_activations, check_cache, check_count, validate_steps
 from eventssm.packing import packed_steps
 from eventssm.shared_grad import split_xz
 from eventssm.ssm import PAD_DELTA, project, scan_constants, ssm_parameters
@@ -42,8 +42,10 @@ class InferenceCache:
             layout): ``[..., 1:]`` holds the last K-1, all a conv of width K reads; ``step``
             shifts the window left and appends the new input.
         ssm_state: ``(B, D, N)`` float32 SSM state.
-        last_time: ``(B,)`` float64 absolute time of the last absorbed step, when timestamps
-            were used (so the next chunk's first gap is ``t[0] - last_time``), else None.
+        last_time: ``(B,)`` absolute time of the last absorbed step, when timestamps were used
+            (so the next chunk's first gap is ``t[0] - last_time``), else None; in the
+            timestamps' own dtype (int64 for integer times: the next gap is exact), float64 for
+            float times.
         seqlen_offset: steps absorbed so far.
     """
 
@@ -162,6 +164,7 @@ class Mamba(nn.Module):
                 validated already or inside a captured step
                 (``torch.compile(mode="reduce-overhead")``).
         """
+        check_activations(hidden_states, "hidden_states", self.in_proj.weight)
         unbatched = hidden_states.dim() == 2
         x = hidden_states[None] if unbatched else hidden_states
         if x.dim() != 3 or x.shape[-1] != self.d_model:
@@ -170,6 +173,8 @@ class Mamba(nn.Module):
                 f"got {tuple(hidden_states.shape)}"
             )
         cache = inference_cache
+        if cache is not None:
+            check_cache(cache, x.shape[0], self.d_inner, self.d_conv, self.d_state, x.device)
         if cu_seqlens is not None:
             steps = packed_steps(x, cu_seqlens, cache, integration_timesteps=integration_timesteps,
                                  timestamps=timestamps, lengths=lengths,
@@ -241,7 +246,13 @@ class Mamba(nn.Module):
     # ------------------------------------------------------------------ decoding
     def allocate_inference_cache(self, batch_size: int, max_seqlen: int | None = None, dtype=None) -> InferenceCache:
         """A zero cache for ``batch_size`` sequences (``max_seqlen`` is accepted for API
-        compatibility; the recurrent state does not grow with it)."""
+        compatibility; the recurrent state does not grow with it). ``dtype``: of the conv state
+        (default: the conv weight's), a floating dtype."""
+        check_count(batch_size, "batch_size")
+        check_count(max_seqlen, "max_seqlen", allow_none=True)
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating torch.dtype or None (an integer conv state "
+                             f"would truncate the inputs it keeps), got {dtype!r}")
         device = self.out_proj.weight.device
         cdt = dtype or self.conv1d.weight.dtype
         return InferenceCache(
@@ -266,6 +277,7 @@ class Mamba(nn.Module):
         last time. The same conv and discretization formulas as ``forward``, on the same backend
         (``backend`` / ``use_fast_path``); updates the cache in place.
         """
+        check_activations(x, "x", self.in_proj.weight)
         if x.dim() == 3:
             if x.shape[1] != 1:
                 raise ValueError(f"step takes one step: x must be (B, 1, d_model), got {tuple(x.shape)}")
@@ -274,6 +286,7 @@ class Mamba(nn.Module):
             raise ValueError(f"x must have shape (B, 1, {self.d_model}) or (B, {self.d_model}), got {tuple(x.shape)}")
         Bsz = x.shape[0]
         cache = inference_cache
+        check_cache(cache, Bsz, self.d_inner, self.d_conv, self.d_state, x.device)
         col = lambda t: None if t is None else torch.as_tensor(t, device=x.device).reshape(Bsz, 1)
         steps = validate_steps(
             Bsz, 1, x.device, x.dtype, integration_timesteps=col(integration_timesteps),

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from eventssm.discretization import Discretization
-from eventssm.inputs import Steps, validate_steps
+from eventssm.inputs import Steps, check_activations, check_cache, check_count, validate_steps
 from eventssm.mamba import InferenceCache, Mamba
 from eventssm.packing import packed_steps, segment_pool, validate_packed_steps
 from eventssm.ssm import SelectiveSSM
@@ -91,11 +91,14 @@ class MambaBackbone(nn.Module):
         goes to every layer (each value check is a host sync, and splits a compiled graph);
         ``check_values=False`` skips the checks (inputs validated already, or a
         CUDA-graph-captured step)."""
+        check_activations(x, "x", self.norm_f.weight)
         unbatched = x.dim() == 2
         h = x[None] if unbatched else x
         if h.dim() != 3 or h.shape[-1] != self.d_model:
             raise ValueError(f"x must have shape (batch, L, {self.d_model}) or (L, {self.d_model}), "
                              f"got {tuple(x.shape)}")
+        if inference_cache is not None:
+            self._check_caches(inference_cache, h.shape[0], h.device)
         warm = inference_cache is not None and inference_cache[0].seqlen_offset > 0
         if cu_seqlens is not None:
             steps = packed_steps(h, cu_seqlens, inference_cache,
@@ -110,6 +113,18 @@ class MambaBackbone(nn.Module):
                 last_time=inference_cache[0].last_time if warm else None, check_values=check_values)
         h = self._forward(h, steps, inference_cache)
         return h[0] if unbatched else h
+
+    def _check_caches(self, caches, batch: int, device, name: str = "inference_cache") -> None:
+        """One :class:`InferenceCache` per layer, each fit for this call (see
+        :func:`~eventssm.inputs.check_cache`)."""
+        if not isinstance(caches, (list, tuple)) or len(caches) != len(self.layers):
+            got = f"{type(caches).__name__} of {len(caches)}" if isinstance(caches, (list, tuple)) \
+                else type(caches).__name__
+            raise TypeError(f"{name} must be a list of {len(self.layers)} InferenceCache (one per "
+                            f"layer, from allocate_inference_cache), got {got}")
+        for i, (layer, c) in enumerate(zip(self.layers, caches)):
+            m = layer.mixer
+            check_cache(c, batch, m.d_inner, m.d_conv, m.d_state, device, f"{name}[{i}]")
 
     def _forward(self, x: Tensor, steps: Steps, inference_cache=None) -> Tensor:
         """The stack on validated input: ``x (B, L, d_model)`` -> same."""
@@ -171,6 +186,8 @@ class MambaLM(nn.Module):
 
         ``check_values``: check the ids' range and the values of τ / timestamps / lengths (host
         syncs, see :meth:`MambaBackbone.forward`); ``False`` for a CUDA-graph-captured step."""
+        if not isinstance(input_ids, Tensor):
+            raise TypeError(f"input_ids must be an integer tensor (B, L), got {type(input_ids).__name__}")
         unbatched = input_ids.dim() == 1
         if unbatched:
             input_ids = input_ids[None]
@@ -191,7 +208,19 @@ class MambaLM(nn.Module):
         return self.backbone.allocate_inference_cache(batch_size, max_seqlen, dtype)
 
     def step(self, token: Tensor, cache, integration_timesteps=None) -> Tensor:
-        """``token (B,)`` -> logits ``(B, V)``, advancing every block's cache by one step."""
+        """``token (B,)`` -> logits ``(B, V)``, advancing every block's cache by one step.
+
+        Raises:
+            ValueError / TypeError: ``token`` not an integer ``(B,)`` tensor of ids in ``[0, V)``,
+            or ``cache`` not one fitting cache per layer (see :meth:`allocate_inference_cache`).
+        """
+        if not isinstance(token, Tensor) or token.dtype not in (torch.int32, torch.int64) or token.dim() != 1:
+            got = f"{token.dtype} {tuple(token.shape)}" if isinstance(token, Tensor) else type(token).__name__
+            raise ValueError(f"token must be an integer tensor (B,) of ids, got {got}")
+        if token.numel() and bool((token.min() < 0) | (token.max() >= self.vocab_size)):
+            raise ValueError(f"token must lie in [0, {self.vocab_size}), got range "
+                             f"[{int(token.min())}, {int(token.max())}]")
+        self.backbone._check_caches(cache, token.shape[0], token.device, "cache")
         x = self.backbone.embedding(token)  # (B, d_model)
         tau = None if integration_timesteps is None else torch.as_tensor(
             integration_timesteps, device=x.device).reshape(x.shape[0], 1)
@@ -206,14 +235,18 @@ class MambaLM(nn.Module):
         """Prefill ``input_ids (B, L)`` through ``forward`` with a cache, then sample
         ``max_new_tokens`` one ``step`` at a time. ``temperature=0`` is greedy decoding.
         Returns ``(B, L + max_new_tokens)``."""
+        if not isinstance(input_ids, Tensor):
+            raise TypeError(f"input_ids must be an integer tensor (B, L), got {type(input_ids).__name__}")
         unbatched = input_ids.dim() == 1
         ids = input_ids[None] if unbatched else input_ids
-        if ids.shape[1] < 1:
-            raise ValueError("input_ids must hold at least one token to condition on")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be a positive int or None, got {top_k}")
+        if ids.dim() != 2 or ids.shape[1] < 1:
+            raise ValueError(f"input_ids must be (B, L) or (L,) with at least one token to condition "
+                             f"on, got shape {tuple(input_ids.shape)}")
+        check_count(max_new_tokens, "max_new_tokens")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+                math.isfinite(temperature) and temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        check_count(top_k, "top_k", allow_none=True, minimum=1)
         cache = self.allocate_inference_cache(ids.shape[0], ids.shape[1] + max_new_tokens)
         logits = self(ids, inference_cache=cache)[:, -1]
         out = [ids]
@@ -299,6 +332,8 @@ def pool(h: Tensor, how: str, mask: Tensor | None = None, tau: Tensor | None = N
     A sequence without real steps pools to 0. Packed batches: :func:`eventssm.packing.segment_pool`.
     """
     Bsz, L, _ = h.shape
+    if L == 0:  # nothing to pool: 0, as for a sequence whose steps are all padding
+        return h.new_zeros(Bsz, h.shape[-1])
     if mask is None:
         mask = torch.ones(Bsz, L, dtype=torch.bool, device=h.device)
     m = mask.to(h.dtype)
@@ -367,6 +402,9 @@ class EventEncoder(nn.Module):
                 check_values, cu_seqlens=None):
         """Validate the inputs once: the embedded events ``(B, L, d_model)``, their
         :class:`~eventssm.inputs.Steps` and whether the input was unbatched."""
+        for name, t in (("values", values), ("marks", marks), ("observed", observed)):
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         ref = values if values is not None else marks
         if ref is None:
             raise ValueError("pass values (B, L, C) and/or marks (B, L)")
@@ -386,13 +424,13 @@ class EventEncoder(nn.Module):
             raise ValueError(f"values must have shape (B, L, {self.d_input}), got {tuple(values.shape)}")
         if self.num_marks and marks is None:
             raise ValueError(f"marks (B, L) are required (num_marks={self.num_marks})")
+        if values is not None and values.is_complex():
+            raise ValueError(f"values must be real (float, int or bool), got {values.dtype}")
         if marks is not None:
+            if marks.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+                raise ValueError(f"marks must be an integer tensor of event type ids, got {marks.dtype}")
             if marks.shape != (Bsz, L):
                 raise ValueError(f"marks must have shape ({Bsz}, {L}), got {tuple(marks.shape)}")
-            if check_values and marks.numel() and bool(
-                    (marks.min() < 0) | (marks.max() >= max(self.num_marks, 1))):
-                raise ValueError(f"marks must lie in [0, {self.num_marks}), "
-                                 f"got range [{int(marks.min())}, {int(marks.max())}]")
         wdt = self.backbone.norm_f.weight.dtype
         # the model's time unit applies to gaps however they come in
         if cu_seqlens is not None:
@@ -406,9 +444,30 @@ class EventEncoder(nn.Module):
                                    timestamps=timestamps, lengths=lengths,
                                    time_scale=self.time_scale, scale_gaps=True,
                                    check_values=check_values)
+        # Padding may hold anything (NaN values, id -1): replaced (where, not a product: NaN·0 is
+        # NaN) before anything reads it. Marks and values are then checked with one host sync.
+        bad = []
+        if marks is not None:
+            if steps.mask is not None:
+                marks = marks.masked_fill(~steps.mask, 0)
+            if marks.numel():
+                bad.append((marks.min() < 0) | (marks.max() >= max(self.num_marks, 1)))
+        if values is not None:
+            values = values.to(wdt)
+            if steps.mask is not None:
+                values = values.masked_fill(~steps.mask[..., None], 0.0)
+            bad.append(~torch.isfinite(values).all())
+        if check_values and bad and bool(torch.stack(bad).any()):
+            if marks is not None and marks.numel() and bool(bad[0]):
+                raise ValueError(f"marks must lie in [0, {self.num_marks}), "
+                                 f"got range [{int(marks.min())}, {int(marks.max())}]")
+            pos = tuple(int(i) for i in torch.nonzero(~torch.isfinite(values))[0])
+            raise ValueError(
+                f"values must be finite at real steps; got {values[pos].item()} at position {pos} "
+                "(for missing observations pass 0 there and an observed mask, as the collate does)")
         feats = []
         if values is not None:
-            feats.append(values.to(wdt))
+            feats.append(values)
             if self.use_observed:
                 if observed is None:
                     raise ValueError("observed (B, L, C) is required (use_observed=True)")

@@ -36,11 +36,14 @@ def _validate(u, delta, A, B, C, D, z, delta_bias, integration_timesteps, rate, 
     tensors = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias,
                    integration_timesteps=integration_timesteps, rate=rate,
                    initial_state=initial_state)
+    for name in ("u", "delta", "A", "B", "C"):  # required: a None fails here, not deep inside
+        if not isinstance(tensors[name], Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(tensors[name]).__name__}")
     for name, t in tensors.items():
         if t is None:
             continue
         if not isinstance(t, Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            raise ValueError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
         if t.dtype not in _FLOATS:
             raise ValueError(f"{name} must be a floating tensor (float16/bfloat16/float32/float64), got {t.dtype}")
         if t.device != u.device:
@@ -155,7 +158,8 @@ def selective_scan(
         ``(batch, D, N)`` (``(n_seq, D, N)`` when packed) in float32 (float64 for float64 input).
 
     Raises:
-        ValueError: an argument with a wrong shape, dtype or device, NaN/Inf/negative timesteps,
+        ValueError: a required tensor that is None, an argument with a wrong type, shape, dtype
+        or device, NaN/Inf/negative timesteps,
         a missing rate, ``cu_seqlens`` with batch > 1, an unknown backend, or ``backend="triton"``
         where Triton is unavailable or the tensors are not on CUDA.
     """

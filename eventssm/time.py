@@ -33,6 +33,65 @@ def _first_bad(bad: torch.Tensor) -> tuple[int, ...]:
     return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), bad.shape))
 
 
+def _as_int64(t: torch.Tensor, name: str) -> torch.Tensor:
+    """Integer times as int64 (exact for every integer dtype torch has; uint64 beyond int64's
+    range is refused rather than wrapped around)."""
+    if t.dtype == torch.int64:
+        return t
+    if t.dtype == torch.uint64:
+        s = t.view(torch.int64)  # the same bits; negative exactly where the value is >= 2^63
+        if s.numel() and bool((s < 0).any()):
+            raise ValueError(f"{name}: uint64 times of 2^63 or more are not supported; subtract "
+                             "an origin (e.g. the first time) first")
+        return s
+    return t.to(torch.int64)
+
+
+def _int_gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a - b`` of int64 tensors as float64, rounded once and never wrapped around.
+
+    Each time is split as ``hi·2^32 + lo`` (``lo`` in ``[0, 2^32)``): the differences of the
+    halves fit in 33 bits, ``(hi_a - hi_b)·2^32`` is exact in float64, and adding the low
+    difference rounds once, so the sign (non-decreasing check) is exact and a gap below 2^53 is
+    exact."""
+    lo = 0xFFFFFFFF
+    return ((a >> 32) - (b >> 32)).to(torch.float64) * 4294967296.0 + ((a & lo) - (b & lo)).to(torch.float64)
+
+
+def _gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a - b`` as float64 for times ``a`` and ``b`` of any real dtype.
+
+    Both integer: :func:`_int_gap`. Integer ``a`` and a float ``b`` (a float ``last_time``
+    before integer times): ``b`` is split into its integer part (exact) and its fraction, so
+    that neither the fraction nor the digits of a large time are lost."""
+    if not a.dtype.is_floating_point and not b.dtype.is_floating_point:
+        return _int_gap(a, b.to(torch.int64))
+    if not a.dtype.is_floating_point:  # integer times, float b: floor(b) exactly, then its fraction
+        bf = b.to(torch.float64)
+        whole = torch.floor(bf)
+        if bool((whole.abs() >= 2.0**63).any()):  # beyond int64: halves of a, two roundings
+            lo = 0xFFFFFFFF
+            return ((a >> 32).to(torch.float64) * 4294967296.0 - bf) + (a & lo).to(torch.float64)
+        return _int_gap(a, whole.to(torch.int64)) - (bf - whole)
+    return a.to(torch.float64) - b.to(torch.float64)
+
+
+def _last_time(last_time, batch: int, device) -> torch.Tensor:
+    """``last_time`` as a ``(batch,)`` real tensor in its own dtype (integers widened to int64)."""
+    lt = torch.as_tensor(last_time, device=device)
+    if lt.dtype == torch.bool or lt.is_complex():
+        raise ValueError(f"last_time must be a real float or integer tensor, got {lt.dtype}")
+    if lt.dim() == 0:
+        lt = lt.expand(batch)
+    if lt.shape != (batch,):
+        raise ValueError(f"last_time must have shape ({batch},), got {tuple(lt.shape)}")
+    if lt.dtype.is_floating_point:
+        if not bool(torch.isfinite(lt).all()):
+            raise ValueError(f"last_time must be finite, got {lt.tolist()}")
+        return lt.to(torch.float64)
+    return _as_int64(lt, "last_time")
+
+
 def length_mask(lengths: torch.Tensor, L: int, name: str = "lengths",
                 check_values: bool = True) -> torch.Tensor:
     """``(B,)`` lengths -> ``(B, L)`` bool mask of real steps; validates the lengths (shape and
@@ -85,10 +144,12 @@ def timesteps_from_timestamps(
 
     Args:
         timestamps: absolute times, float or integer dtype (int64 nanoseconds are fine: the
-            difference is taken in integers first, then cast to float64).
+            difference is taken in integers first, then rounded once to float64).
         time_scale: positive finite factor applied to every gap (unit conversion).
         last_time: ``(B,)`` time of the last step already absorbed into a carried state; when
-            given, ``τ[0] = t[0] - last_time`` instead of 0.
+            given, ``τ[0] = t[0] - last_time`` instead of 0. Keep it in the timestamps' dtype
+            (what the cache does): integer times then give an exact first gap. A float
+            ``last_time`` before integer times keeps its fraction.
         lengths: ``(B,)`` real steps per sequence; gaps at padding are set to 0 (and padding may
             hold anything, it is not validated).
         name: argument name used in error messages.
@@ -131,20 +192,15 @@ def timesteps_from_timestamps(
             raise ValueError(f"{name} must be finite; got {timestamps[pos].item()} at position {pos}")
     # Integer times: difference in integers (exact), then float64. Narrow integer types are
     # widened first: a uint8 difference wraps around (3 - 250 = 9) and an int16 one overflows
-    # into a false "decreasing" error.
-    if not t.dtype.is_floating_point and t.dtype != torch.int64:
-        t = t.to(torch.int64)
+    # into a false "decreasing" error; int64 differences are split in halves (``_int_gap``) so
+    # that times near the ends of the range (a gap beyond 2^63) do not wrap around either.
+    t = _as_int64(t, name) if not t.dtype.is_floating_point else t
     gaps = torch.zeros_like(t, dtype=torch.float64)
     if L > 1:
-        gaps[:, 1:] = (t[:, 1:] - t[:, :-1]).to(torch.float64)
+        gaps[:, 1:] = _gap(t[:, 1:], t[:, :-1])
     if last_time is not None:
-        lt = torch.as_tensor(last_time, device=t.device)
-        if lt.dim() == 0:
-            lt = lt.expand(Bsz)
-        if lt.shape != (Bsz,):
-            raise ValueError(f"last_time must have shape ({Bsz},), got {tuple(lt.shape)}")
-        # t is float64 here unless integer (then the difference is exact in integers)
-        gaps[:, 0] = (t[:, 0] - lt.to(t.dtype)).to(torch.float64)
+        lt = _last_time(last_time, Bsz, t.device)
+        gaps[:, 0] = _gap(t[:, 0], lt)
     if mask is not None:
         gaps = gaps.masked_fill(~mask, 0.0)
     neg = gaps < 0
@@ -159,4 +215,11 @@ def timesteps_from_timestamps(
             f"({t[b, l - 1].item()} -> {t[b, l].item()})"
         )
     gaps = gaps * float(time_scale) if time_scale != 1 else gaps
+    if check_values and not bool(torch.isfinite(gaps).all()):  # finite times, infinite gap
+        pos = _first_bad(~torch.isfinite(gaps))
+        where = pos[1:] if unbatched else pos
+        raise ValueError(
+            f"{name}: the gap at position {where} overflows float64 (times {'from last_time ' if pos[1] == 0 else ''}"
+            f"too far apart, or time_scale {time_scale!r} too large); subtract an origin or use a "
+            "larger time unit")
     return gaps[0] if unbatched else gaps
