@@ -265,6 +265,30 @@ if triton is not None:
         tl.store(k_ptr + o, k, mask=m)
         tl.store(dk_ptr + o, kutils.zoh_dk_dA(t, e, dtB, k, rA), mask=m)
 
+    @triton.jit
+    def _softplus_probe(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+        """The kernels' softplus (Δ = softplus(δ + bias)) evaluated elementwise."""
+        o = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = o < n
+        tl.store(y_ptr + o, kutils.softplus(tl.load(x_ptr + o, mask=m, other=0.0)), mask=m)
+
+
+def test_softplus_relative_accuracy_gpu():
+    """Δ = softplus(δ) on MUFU.EX2/RCP, relative to float64, for δ from -60 to 40: tiny Δ too
+    (a logarithm on MUFU.LG2 once lost 10 % of Δ at δ = -14, which Δ·τ then carried into Ā)."""
+    x = torch.linspace(-60, 40, 1 << 20, dtype=torch.float64)
+    xf = x.float().to(DEV)
+    y = torch.empty_like(xf)
+    _softplus_probe[(triton.cdiv(xf.numel(), 1024),)](xf, y, xf.numel(), BLOCK=1024)
+    ref = torch.nn.functional.softplus(xf.double().cpu(), threshold=1e9).to(DEV)
+    rel = (y.double() - ref).abs() / ref
+    # float32 rounds δ·log2 e by up to 2^-24 of itself, and 2^(δ·log2 e) carries that into w = e^-|δ|
+    # (so Δ ~ w when δ << 0): the bound grows with |δ|, on top of the series' and MUFU's error
+    bound = 6e-7 + 2.0 ** -24 * 1.4427 * x.to(DEV).abs().double()
+    worst = (rel / bound).max().item()
+    print(f"\nsoftplus max relative error {rel.max().item():.2e}; worst error / bound {worst:.2f}")
+    assert worst <= 1
+
 
 def test_zoh_coefficients_gpu():
     """The zoh coefficient helpers with MUFU.EX2 (relative error ~2^-22) at x on both sides of
