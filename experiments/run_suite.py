@@ -240,7 +240,7 @@ def _job(job):
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", nargs="+", default=DEFAULT_DATASETS, choices=list(DATASETS))
-    p.add_argument("--discs", nargs="+", default=DISCS)
+    p.add_argument("--discs", nargs="*", default=DISCS)
     p.add_argument("--baselines", nargs="*", default=BASELINES)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=None, help="override every config's max_epochs")
