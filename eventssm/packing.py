@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from eventssm.inputs import Steps, tau_dtype
-from eventssm.time import check_timesteps
+from eventssm.time import _as_int64, _gap, check_timesteps
 
 __all__ = [
     "check_cu_seqlens",
@@ -112,11 +112,11 @@ def packed_timesteps(timestamps: Tensor, cu_seqlens: Tensor, *, time_scale: floa
         if check_values and not bool(torch.isfinite(t).all()):
             pos = int(torch.nonzero(~torch.isfinite(t[0]))[0, 0])
             raise ValueError(f"{name} must be finite; got {t[0, pos].item()} at packed position {pos}")
-    elif t.dtype != torch.int64:  # narrow integers would wrap or overflow when differenced
-        t = t.to(torch.int64)
+    else:  # narrow integers would wrap or overflow when differenced; int64 in halves (_int_gap)
+        t = _as_int64(t, name)
     gaps = torch.zeros(1, T, dtype=torch.float64, device=t.device)
     if T > 1:
-        gaps[:, 1:] = (t[:, 1:] - t[:, :-1]).to(torch.float64)
+        gaps[:, 1:] = _gap(t[:, 1:], t[:, :-1])
     gaps = gaps.masked_fill(_starts(cu_seqlens, T)[None], 0.0)
     if check_values and bool((gaps < 0).any()):
         pos = int(torch.nonzero(gaps[0] < 0)[0, 0])

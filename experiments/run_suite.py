@@ -39,6 +39,13 @@ CONFIGS = ROOT / "experiments" / "configs"
 DATASETS: dict[str, tuple[str, list[str], str]] = {
     "time_frequency": ("time_frequency.yaml", [], "acc"),
     "time_decay": ("time_decay.yaml", [], "acc"),
+    # the same data in other time units (every gap and the integrator's constant × 1/3600 or
+    # × 1e9: the same draws, the same labels): the automatic unit should give the same model
+    "time_decay-hours": ("time_decay.yaml", [
+        "--data.init_args.gap_range", f"[{20 / 3600!r}, {200 / 3600!r}]",
+        "--data.init_args.decay", repr(100 / 3600)], "acc"),
+    "time_decay-ns": ("time_decay.yaml", [
+        "--data.init_args.gap_range", "[2.0e10, 2.0e11]", "--data.init_args.decay", "1.0e11"], "acc"),
     "JapaneseVowels": ("japanese_vowels.yaml", [], "acc"),
     "JapaneseVowels-drop50": ("drop_protocol.yaml", [], "acc"),
     "pbcseq": ("pbcseq.yaml", [], "auroc"),

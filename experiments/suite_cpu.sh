@@ -13,3 +13,4 @@ run nafld --datasets nafld --discs $ALL_DISCS
 run jv --datasets JapaneseVowels --discs $ALL_DISCS
 run time_frequency_more --datasets time_frequency --discs standard-zoh asymmetric-mamba asymmetric-dirac --baselines gbt
 run jv_drop50_more --datasets JapaneseVowels-drop50 --discs standard-zoh asymmetric-mamba asymmetric-dirac scaled-zoh --baselines
+run time_units --datasets time_decay time_decay-hours time_decay-ns --discs additive-zoh --baselines

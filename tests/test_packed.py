@@ -453,3 +453,19 @@ def test_encoder_packed_on_cuda_equals_padded(dtype):
     for (name, _), a, b in zip(enc.named_parameters(), gp, g):
         print(f"d{name}: rel err {rel(a, b):.2e}")
         assert rel(a, b) < tol, name
+
+
+def test_packed_int64_nanosecond_gaps_exact_and_never_wrapped():
+    """Packed int64 times are differenced like the padded path's (halves, one rounding): a gap of
+    2^62 + 1 ns and one across a sequence boundary 2^63 apart neither wrap nor lose a nanosecond
+    where float64 can hold it."""
+    from eventssm.packing import packed_timesteps
+
+    big = 2**62
+    t = torch.tensor([[-big, -big + 7, big + 8, 5, 6]], dtype=torch.int64)
+    cu = torch.tensor([0, 3, 5])
+    gaps = packed_timesteps(t, cu)
+    print("packed int64 gaps:", gaps.tolist())
+    assert gaps[0, 1].item() == 7.0
+    assert gaps[0, 2].item() == float(2 * big + 1)  # > 2^63: would wrap in int64
+    assert gaps[0, 3].item() == 0.0 and gaps[0, 4].item() == 1.0
