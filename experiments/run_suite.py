@@ -303,17 +303,26 @@ def main(argv: list[str] | None = None) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        # one panel per dataset with its own y range (the differences are a point or two, a
+        # shared 0-100 axis hides them): mean ± std per model, models in the same order
         models = [*a.discs, *a.baselines]
-        fig, ax = plt.subplots(figsize=(2 + 1.6 * len(a.datasets), 4))
-        w = 0.8 / len(models)
-        for j, m in enumerate(models):
-            xs = [i + j * w for i, d in enumerate(a.datasets) if (d, m) in summary]
-            ys = [100 * summary[(d, m)][0] for d in a.datasets if (d, m) in summary]
-            es = [100 * summary[(d, m)][1] for d in a.datasets if (d, m) in summary]
-            ax.bar(xs, ys, w, yerr=es, label=m)
-        ax.set_xticks([i + 0.4 - w / 2 for i in range(len(a.datasets))], a.datasets, rotation=15)
-        ax.set_ylabel("test metric (%)")
-        ax.legend(fontsize=7, ncol=2)
+        shown = [d for d in a.datasets if any((d, m) in summary for m in models)]
+        cols = min(4, len(shown))
+        rows = -(-len(shown) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for ax, d in zip(axes.flat, shown):
+            for j, m in enumerate(models):
+                if (d, m) in summary:
+                    mu, sd = summary[(d, m)]
+                    ax.errorbar([j], [100 * mu], yerr=[100 * sd], fmt="o", capsize=3,
+                                color=colors[j % len(colors)], label=m)
+            ax.set_title(f"{d} ({DATASETS[d][2]})", fontsize=9)
+            ax.set_xticks(range(len(models)), models, rotation=60, fontsize=7, ha="right")
+            ax.grid(axis="y", alpha=0.3)
+        for ax in list(axes.flat)[len(shown):]:
+            ax.axis("off")
+        axes[0][0].set_ylabel("test metric (%), mean ± std over seeds")
         fig.tight_layout()
         fig.savefig(a.plot, dpi=120)
 
