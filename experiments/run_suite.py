@@ -48,6 +48,8 @@ DATASETS: dict[str, tuple[str, list[str], str]] = {
         "--data.init_args.gap_range", "[2.0e10, 2.0e11]", "--data.init_args.decay", "1.0e11"], "acc"),
     "JapaneseVowels": ("japanese_vowels.yaml", [], "acc"),
     "JapaneseVowels-drop50": ("drop_protocol.yaml", [], "acc"),
+    "JapaneseVowels-drop30": ("drop_protocol.yaml", ["--data.init_args.missing_rate", "0.3"], "acc"),
+    "JapaneseVowels-drop70": ("drop_protocol.yaml", ["--data.init_args.missing_rate", "0.7"], "acc"),
     "pbcseq": ("pbcseq.yaml", [], "auroc"),
     "nafld": ("nafld.yaml", [], "auroc"),
 }

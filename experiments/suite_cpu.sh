@@ -14,3 +14,4 @@ run jv --datasets JapaneseVowels --discs $ALL_DISCS
 run time_frequency_more --datasets time_frequency --discs standard-zoh asymmetric-mamba asymmetric-dirac --baselines gbt
 run jv_drop50_more --datasets JapaneseVowels-drop50 --discs standard-zoh asymmetric-mamba asymmetric-dirac scaled-zoh --baselines
 run time_units --datasets time_decay time_decay-hours time_decay-ns --discs additive-zoh --baselines
+run jv_drop30_70 --datasets JapaneseVowels-drop30 JapaneseVowels-drop70 --discs standard-mamba asymmetric-mamba additive-zoh

@@ -9,6 +9,6 @@ cat $R/suite_h200_log.txt $R/suite_h200_time_decay_log.txt $R/suite_*_cpu_log.tx
   | grep "^done" > $R/suite_all_log.txt
 $PY experiments/run_suite.py --from-log $R/suite_all_log.txt \
   --datasets time_frequency time_decay time_decay-hours time_decay-ns JapaneseVowels \
-             JapaneseVowels-drop50 pbcseq nafld \
+             JapaneseVowels-drop30 JapaneseVowels-drop50 JapaneseVowels-drop70 pbcseq nafld \
   --discs standard-mamba standard-zoh asymmetric-mamba asymmetric-zoh asymmetric-dirac scaled-zoh additive-zoh \
   --baselines gru-gap gbt --out $R/suite.md --plot $R/suite.png
