@@ -344,8 +344,9 @@ def exp_fast(x):
 # log1p(w) for w in [0, 1] as 2·atanh(s) = 2s·(1 + s²/3 + s⁴/5 + … + s¹²/13), s = w/(2 + w) ≤ 1/3:
 # truncation ≤ (1/3)¹⁴/15 ≈ 1.4e-8 relative, and relative accuracy all the way down to w → 0.
 # (The textbook log(t)·w/(t − 1), t = 1 + w, is exact with an exact log, but MUFU.LG2's error is
-# absolute near t = 1: for δ = −14 it put 10 % into Δ = softplus(δ), which the scaled coupling's
-# Δ·τ then carried into Ā.)
+# absolute near t = 1 (2^-22 by CUDA's documentation): at δ = −14 that bounds Δ = softplus(δ)
+# only to ~20 %, which the scaled coupling's Δ·τ would carry into Ā; the suspected cause of a GPU
+# test's 7e-4 error, not yet confirmed on a GPU.)
 _S3: tl.constexpr = tl.constexpr(1.0 / 3)
 _S5: tl.constexpr = tl.constexpr(1.0 / 5)
 _S7: tl.constexpr = tl.constexpr(1.0 / 7)

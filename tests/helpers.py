@@ -40,3 +40,17 @@ def scan_inputs(b=2, L=9, D=6, N=4, G=None, dtype=torch.float64, tau_max=5.0, z=
             if v is not None:
                 v.requires_grad_(True)
     return kw
+
+
+def softplus_error_ratio(y: torch.Tensor, x: torch.Tensor, base: float) -> tuple[float, float]:
+    """A float32 softplus ``y`` of ``x`` (the float32 inputs, any device) against float64:
+    ``(max relative error, max of error / bound)``.
+
+    The bound is ``base`` (the formula's and the hardware's error) plus what float32 itself puts
+    in: it rounds δ·log2 e by up to 2^-24 of itself, and 2^(δ·log2 e) carries that into
+    w = e^-|δ| (Δ ~ w when δ << 0), so the bound grows with |δ|."""
+    x64 = x.double()
+    ref = torch.nn.functional.softplus(x64.cpu(), threshold=1e9).to(x64.device)
+    rel = (y.double() - ref).abs() / ref
+    bound = base + 2.0 ** -24 * 1.4427 * x64.abs()
+    return rel.max().item(), (rel / bound).max().item()
