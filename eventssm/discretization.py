@@ -173,6 +173,14 @@ class Standard(Discretization):
         return delta, delta
 
 
+def _required_rate(disc: Discretization, rate):
+    """``rate``, which a coupling with ``uses_rate`` needs whenever timesteps are given."""
+    if rate is None:
+        raise ValueError(f"rate is required by the {type(disc).__name__} coupling when timesteps "
+                         "are given")
+    return rate
+
+
 class Asymmetric(Discretization):
     """lrnnx/STREAM coupling: ``dtA = τ · r[d]`` (decay driven by elapsed time), ``dtB = Δ``.
 
@@ -185,9 +193,7 @@ class Asymmetric(Discretization):
     def step_sizes(self, delta, tau, rate):
         if tau is None:
             return delta, delta
-        if rate is None:
-            raise ValueError("rate is required by the Asymmetric coupling when timesteps are given")
-        return tau[..., None] * rate, delta
+        return tau[..., None] * _required_rate(self, rate), delta
 
 
 class Scaled(Discretization):
@@ -222,9 +228,7 @@ class Additive(Discretization):
     def step_sizes(self, delta, tau, rate):
         if tau is None:
             return delta, delta
-        if rate is None:
-            raise ValueError("rate is required by the Additive coupling when timesteps are given")
-        return delta + tau[..., None] * rate, delta
+        return delta + tau[..., None] * _required_rate(self, rate), delta
 
 
 def as_discretization(value: Discretization | str) -> Discretization:
