@@ -26,7 +26,7 @@ from torch import Tensor
 from eventssm.discretization import Discretization, as_discretization
 from eventssm.dispatch import backend_of, path
 from eventssm.inputs import Steps, check_activations, check_cache, check_count, validate_steps
-from eventssm.packing import packed_steps
+from eventssm.packing import model_steps
 from eventssm.shared_grad import split_xz
 from eventssm.ssm import PAD_DELTA, project, scan_constants, ssm_parameters
 
@@ -175,17 +175,11 @@ class Mamba(nn.Module):
         cache = inference_cache
         if cache is not None:
             check_cache(cache, x.shape[0], self.d_inner, self.d_conv, self.d_state, x.device)
-        if cu_seqlens is not None:
-            steps = packed_steps(x, cu_seqlens, cache, integration_timesteps=integration_timesteps,
-                                 timestamps=timestamps, lengths=lengths,
-                                 time_scale=self.time_scale, check_values=check_values)
-        else:
-            steps = validate_steps(
-                x.shape[0], x.shape[1], x.device, x.dtype,
-                integration_timesteps=integration_timesteps, timestamps=timestamps,
-                lengths=lengths, time_scale=self.time_scale,
-                last_time=cache.last_time if cache is not None and cache.seqlen_offset > 0 else None,
-                check_values=check_values)
+        steps = model_steps(
+            x.shape[0], x.shape[1], x.device, x.dtype, cu_seqlens, cache=cache,
+            last_time=cache.last_time if cache is not None and cache.seqlen_offset > 0 else None,
+            integration_timesteps=integration_timesteps, timestamps=timestamps, lengths=lengths,
+            time_scale=self.time_scale, check_values=check_values)
         y = self._forward(x, steps, cache)
         return y[0] if unbatched else y
 

@@ -16,7 +16,7 @@ from torch import Tensor
 from eventssm.discretization import Discretization
 from eventssm.inputs import Steps, check_activations, check_cache, check_count, validate_steps
 from eventssm.mamba import InferenceCache, Mamba
-from eventssm.packing import packed_steps, segment_pool, validate_packed_steps
+from eventssm.packing import model_steps, segment_pool
 from eventssm.ssm import SelectiveSSM
 
 __all__ = [
@@ -100,17 +100,11 @@ class MambaBackbone(nn.Module):
         if inference_cache is not None:
             self._check_caches(inference_cache, h.shape[0], h.device)
         warm = inference_cache is not None and inference_cache[0].seqlen_offset > 0
-        if cu_seqlens is not None:
-            steps = packed_steps(h, cu_seqlens, inference_cache,
-                                 integration_timesteps=integration_timesteps, timestamps=timestamps,
-                                 lengths=lengths, time_scale=self.time_scale,
-                                 check_values=check_values)
-        else:
-            steps = validate_steps(
-                h.shape[0], h.shape[1], h.device, h.dtype,
-                integration_timesteps=integration_timesteps, timestamps=timestamps,
-                lengths=lengths, time_scale=self.time_scale,
-                last_time=inference_cache[0].last_time if warm else None, check_values=check_values)
+        steps = model_steps(
+            h.shape[0], h.shape[1], h.device, h.dtype, cu_seqlens, cache=inference_cache,
+            last_time=inference_cache[0].last_time if warm else None,
+            integration_timesteps=integration_timesteps, timestamps=timestamps, lengths=lengths,
+            time_scale=self.time_scale, check_values=check_values)
         h = self._forward(h, steps, inference_cache)
         return h[0] if unbatched else h
 
@@ -433,17 +427,10 @@ class EventEncoder(nn.Module):
                 raise ValueError(f"marks must have shape ({Bsz}, {L}), got {tuple(marks.shape)}")
         wdt = self.backbone.norm_f.weight.dtype
         # the model's time unit applies to gaps however they come in
-        if cu_seqlens is not None:
-            steps = validate_packed_steps(Bsz, L, device, wdt, cu_seqlens,
-                                          integration_timesteps=integration_timesteps,
-                                          timestamps=timestamps, lengths=lengths,
-                                          time_scale=self.time_scale, scale_gaps=True,
-                                          check_values=check_values)
-        else:
-            steps = validate_steps(Bsz, L, device, wdt, integration_timesteps=integration_timesteps,
-                                   timestamps=timestamps, lengths=lengths,
-                                   time_scale=self.time_scale, scale_gaps=True,
-                                   check_values=check_values)
+        steps = model_steps(Bsz, L, device, wdt, cu_seqlens,
+                            integration_timesteps=integration_timesteps, timestamps=timestamps,
+                            lengths=lengths, time_scale=self.time_scale, scale_gaps=True,
+                            check_values=check_values)
         # Padding may hold anything (NaN values, id -1): replaced (where, not a product: NaN·0 is
         # NaN) before anything reads it. Marks and values are then checked with one host sync.
         bad = []

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from eventssm.inputs import Steps, tau_dtype
+from eventssm.inputs import Steps, tau_dtype, validate_steps
 from eventssm.time import _as_int64, _gap, check_timesteps
 
 __all__ = [
@@ -27,7 +27,7 @@ __all__ = [
     "seq_index",
     "packed_timesteps",
     "validate_packed_steps",
-    "packed_steps",
+    "model_steps",
     "segment_pool",
     "pack_sequences",
     "unpack_sequences",
@@ -190,15 +190,19 @@ def validate_packed_steps(
     return Steps(tau=tau, lengths=seq_lengths, mask=None, last_time=None, cu_seqlens=cu)
 
 
-def packed_steps(x: Tensor, cu_seqlens: Tensor, cache=None, **kw) -> Steps:
-    """:class:`Steps` of a packed model call on activations ``x (1, T, ·)`` (the door shared by
-    ``Mamba``, ``MambaBackbone`` and ``EventEncoder``); ``kw`` go to
-    :func:`validate_packed_steps`. A cache is refused: packed batches are for training and
-    scoring, decoding runs on right-padded batches."""
+def model_steps(batch: int, L: int, device, dtype, cu_seqlens: Tensor | None, *, cache=None,
+                last_time: Tensor | None = None, **kw) -> Steps:
+    """:class:`Steps` of a model call on ``(batch, L, ·)`` activations of ``dtype``: the one door
+    shared by ``Mamba``, ``MambaBackbone`` and ``EventEncoder``. Packed (``cu_seqlens`` given):
+    :func:`validate_packed_steps`, and a cache is refused (packed batches are for training and
+    scoring, decoding runs on right-padded batches). Padded: :func:`validate_steps` with the
+    cache's ``last_time``. ``kw`` go to either."""
+    if cu_seqlens is None:
+        return validate_steps(batch, L, device, dtype, last_time=last_time, **kw)
     if cache is not None:
         raise ValueError("inference_cache is not supported with cu_seqlens (packed sequences); "
                          "run a cache on a right-padded batch")
-    return validate_packed_steps(x.shape[0], x.shape[1], x.device, x.dtype, cu_seqlens, **kw)
+    return validate_packed_steps(batch, L, device, dtype, cu_seqlens, **kw)
 
 
 def segment_pool(h: Tensor, how: str, cu_seqlens: Tensor, tau: Tensor | None = None) -> Tensor:
