@@ -224,19 +224,24 @@ def segment_pool(h: Tensor, how: str, cu_seqlens: Tensor, tau: Tensor | None = N
         return torch.where((lengths > 0)[:, None], out, torch.zeros((), dtype=h2.dtype,
                                                                      device=h2.device))
     seq = seq_index(cu_seqlens, T)
+    # segment sums accumulate in float32 at least (index_add adds in the tensor's own dtype: a
+    # bf16 sum over hundreds of steps would lose what the padded path's ``sum`` keeps), and
+    # every operand shares that dtype (autocast may hand over h and τ in different ones)
+    acc = torch.promote_types(h2.dtype, torch.float32)
+    hf = h2.to(acc)
     if how == "mean" or (how == "time" and tau is None):
-        total = h2.new_zeros(n, d).index_add(0, seq, h2)
-        return total / lengths.clamp(min=1)[:, None].to(h2.dtype)
+        total = hf.new_zeros(n, d).index_add(0, seq, hf)
+        return (total / lengths.clamp(min=1)[:, None].to(acc)).to(h2.dtype)
     if how == "time":
-        t = (tau[0] if tau.dim() == 2 else tau).to(h2.dtype)  # (T,)
+        t = (tau[0] if tau.dim() == 2 else tau).to(acc)  # (T,)
         # the gap after each step, within its sequence (0 after a sequence's last step)
         nxt = torch.cat([t[1:], t.new_zeros(1)]).masked_fill(_ends(cu_seqlens, T), 0.0)
         w = 0.5 * (t + nxt)
         total = t.new_zeros(n).index_add(0, seq, w)  # (n,)
         tot = total[seq]
-        uniform = 1.0 / lengths.clamp(min=1).to(h2.dtype)[seq]
+        uniform = 1.0 / lengths.clamp(min=1).to(acc)[seq]
         w = torch.where(tot > 0, w / tot.clamp(min=1e-30), uniform)
-        return h2.new_zeros(n, d).index_add(0, seq, h2 * w[:, None])
+        return hf.new_zeros(n, d).index_add(0, seq, hf * w[:, None]).to(h2.dtype)
     raise ValueError(f"pooling must be one of ('last', 'mean', 'time'), got {how!r}")
 
 
