@@ -4,10 +4,11 @@
 source experiments/gpu/setup.sh
 export EVENTSSM_AUTOTUNE=0
 w() { local name=$1; shift; timeout 200 "$@" > "$OUT/warm_$name.txt" 2>&1; }
-w std python3 experiments/bench/block.py --rep 1 --sections block --dtypes bfloat16 --depths 1 --couplings Standard --schemes mamba &
-w zoh python3 experiments/bench/block.py --rep 1 --sections block --dtypes bfloat16 --depths 1 --couplings Asymmetric --schemes zoh &
+for c in Standard Asymmetric; do for s in mamba zoh; do
+  w $c$s python3 experiments/bench/block.py --rep 1 --sections block --dtypes bfloat16 --depths 1 --couplings $c --schemes $s &
+done; done
 wait
-tail -n 3 "$OUT"/warm_std.txt | cut -c1-200
+tail -n 3 "$OUT"/warm_Standardmamba.txt | cut -c1-200
 echo "== timed, alone"
 timeout 150 python3 experiments/bench/block_host.py > "$OUT/block_host_h200.md" 2>&1
 cat "$OUT/block_host_h200.md"
