@@ -10,15 +10,21 @@ batch 8; bf16 parameters by default), one forward + backward:
   needs to issue the step. A step that synchronises would wait for the sleep; the sleep is
   sized to outlast the steps, and ``syncs`` counts what ``torch.cuda.set_sync_debug_mode``
   reports;
-* **wall ms**: ``triton.testing.do_bench`` median of the step (what ``block.py`` reports). When
-  host ms > device ms the step is host-bound: the GPU idles between kernels and the wall
-  clock follows the host.
+  Few steps (four blocks' worth): CUDA's launch queue holds about a thousand launches, and a full queue blocks
+  the host as a sync would;
+* **wall ms**: ``triton.testing.do_bench`` median of the step (what ``block.py`` reports), in
+  ``--rounds`` interleaved rounds (every model once per round, so a slow spell of the machine
+  hits all of them), as median and range over the rounds.
 
-Then, per model, the top functions of ``cProfile`` by own time (the backward runs on the
-calling thread here, ``torch.autograd.set_multithreading_enabled(False)``, so its Python
-shows too).
+Host and wall are measured twice: with autograd's default engine, where a CUDA backward runs
+on the engine's device thread (the caller waits for it), and with
+``torch.autograd.set_multithreading_enabled(False)``, where it runs on the calling thread.
+When host ms > device ms the step is host-bound: the GPU idles between kernels.
 
-    python experiments/bench/block_host.py [--dtype bfloat16] [--steps 20] [--top 18]
+Then, per model, the top functions of ``cProfile`` by own time, single-threaded (so the
+backward's Python shows too).
+
+    python experiments/bench/block_host.py [--dtype bfloat16] [--rounds 5] [--depths 1 4]
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import cProfile
 import io
 import os
 import pstats
+import statistics
 import sys
 import time
 import warnings
@@ -39,10 +46,10 @@ from block import FULL, ROOT, bootstrap_eventssm, load_anchors  # noqa: E402
 from block_profile import profile  # noqa: E402
 
 
-def host_ms(step, steps: int) -> tuple[float, int]:
+def host_ms(step, steps: int = 5) -> tuple[float, int]:
     """Host ms per step with the device kept busy, and the syncs torch reported meanwhile."""
     torch.cuda.synchronize()
-    torch.cuda._sleep(int(3e9))  # ~1.5 s at ~2 GHz: longer than the steps below take to issue
+    torch.cuda._sleep(int(4e8))  # ~0.2 s at ~2 GHz: longer than the steps below take to issue
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
@@ -75,16 +82,19 @@ def top_functions(step, steps: int, top: int) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--depths", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--schemes", nargs="+", default=["mamba", "zoh", "bilinear", "dirac"])
+    ap.add_argument("--profile-steps", type=int, default=20)
     ap.add_argument("--top", type=int, default=18)
     ap.add_argument("--anchors", default=str(ROOT / ".anchors"))
     ap.add_argument("--builds", default="/tmp/anchors")
     args = ap.parse_args(argv)
     import triton
+    from block import Stack
 
     es = bootstrap_eventssm()
     anchors = load_anchors(args.anchors, args.builds, "cuda")
-    torch.autograd.set_multithreading_enabled(False)
     dtype = getattr(torch, args.dtype)
     s, dev = FULL, torch.device("cuda")
     torch.manual_seed(0)
@@ -92,44 +102,75 @@ def main(argv=None) -> None:
     dy = torch.randn_like(x)
     tau = torch.rand(s["B"], s["L"], device=dev) * 2
     dims = dict(d_state=s["N"], d_conv=s["K"], expand=s["expand"], device=dev, dtype=dtype)
-    models = []
+    makers = []
     if "Mamba" in anchors:
-        models.append(("mamba-ssm fast path",
-                       anchors["Mamba"](s["d_model"], use_fast_path=True, **dims), {}))
-    for disc, kw in ((es.Standard("mamba"), {}), (es.Asymmetric("zoh"), {"integration_timesteps": tau})):
-        models.append((f"eventssm {disc!r}" + (" + timesteps" if kw else ""),
-                       es.Mamba(s["d_model"], discretization=disc, **dims),
+        makers.append(("mamba-ssm fast path",
+                       lambda: anchors["Mamba"](s["d_model"], use_fast_path=True, **dims), {}))
+    discs = [(es.Standard("mamba"), {})] + [
+        (es.Asymmetric(sc), {"integration_timesteps": tau}) for sc in args.schemes]
+    for disc, kw in discs:
+        makers.append((f"eventssm {disc!r}" + (" + timesteps" if kw else ""),
+                       lambda disc=disc: es.Mamba(s["d_model"], discretization=disc, **dims),
                        dict(kw, check_values=False)))
     print(f"# Block step: host time beside device time, {args.dtype}, shape {s}, "
           f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}\n")
     for note in anchors.get("notes", []):
         print("-", note)
-    rows, profiles = [], {}
-    for name, model, kw in models:
-        params = [x, *model.parameters()]
+    modes = {"threaded": True, "single-thread": False}
+    for depth in args.depths:
+        steps = {}
+        for name, make, kw in makers:
+            model = Stack(make, depth)
+            params = [x, *model.parameters()]
 
-        def step(model=model, kw=kw, params=params):
-            for p in params:
-                p.grad = None
-            model(x, **kw).backward(dy)
+            def step(model=model, kw=kw, params=params):
+                for p in params:
+                    p.grad = None
+                model(x, **kw).backward(dy)
 
-        dev_table, _ = profile(step, 5)
-        device = sum(v[0] for v in dev_table.values())
-        launches = sum(v[1] for v in dev_table.values())
-        host, syncs = host_ms(step, args.steps)
-        wall = triton.testing.do_bench(step, warmup=25, rep=100, return_mode="median")
-        rows.append((name, device, launches, host, syncs, wall))
-        profiles[name] = top_functions(step, args.steps, args.top)
-        print(f"{name}: device {device:.3f} ms, host {host:.3f} ms, wall {wall:.3f} ms", flush=True)
-    print("\n| model | device ms (kernels) | launches | host ms (issue one step) | syncs | "
-          "wall ms (do_bench) | bound by |")
-    print("|---|---|---|---|---|---|---|")
-    for name, device, launches, host, syncs, wall in rows:
-        print(f"| {name} | {device:.3f} | {launches} | {host:.3f} | {syncs} | {wall:.3f} | "
-              f"{'host' if host > device else 'device'} |")
-    for name, text in profiles.items():
-        print(f"\n## cProfile, {name}: {args.steps} steps, top {args.top} by own time\n")
-        print("```\n" + text + "\n```")
+            steps[name] = step
+        info = {}
+        for name, step in steps.items():
+            dev_table, _ = profile(step, 5)
+            device = sum(v[0] for v in dev_table.values())
+            launches = sum(v[1] for v in dev_table.values())
+            host = {}
+            for mode, flag in modes.items():
+                with torch.autograd.set_multithreading_enabled(flag):
+                    host[mode] = host_ms(step, max(1, 4 // depth))
+            info[name] = dict(device=device, launches=launches, host=host,
+                              wall={m: [] for m in modes})
+        for _ in range(args.rounds):
+            for name, step in steps.items():
+                for mode, flag in modes.items():
+                    with torch.autograd.set_multithreading_enabled(flag):
+                        info[name]["wall"][mode].append(triton.testing.do_bench(
+                            step, warmup=10, rep=60, return_mode="median"))
+        label = "1 block" if depth == 1 else f"{depth}-layer stack"
+        ref = {m: statistics.median(next(iter(info.values()))["wall"][m]) for m in modes}
+        print(f"\n## {label}: ms per training step (forward + backward); wall = median (range) of "
+              f"{args.rounds} interleaved rounds; ratio to the first row\n")
+        print("| model | device ms | launches | host ms, threaded / single-thread | syncs | "
+              "wall ms, threaded engine | ratio | wall ms, single-thread | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for name, d in info.items():
+            cells = []
+            for m in modes:
+                w = d["wall"][m]
+                med = statistics.median(w)
+                cells += [f"{med:.3f} ({min(w):.2f}-{max(w):.2f})", f"{med / ref[m]:.2f}"]
+            h = d["host"]
+            print(f"| {name} | {d['device']:.3f} | {d['launches']} | {h['threaded'][0]:.3f} / "
+                  f"{h['single-thread'][0]:.3f} | {h['threaded'][1]} / {h['single-thread'][1]} | "
+                  + " | ".join(cells) + " |", flush=True)
+        if depth == args.depths[0]:
+            with torch.autograd.set_multithreading_enabled(False):
+                for name, step in steps.items():
+                    text = top_functions(step, args.profile_steps, args.top)
+                    print(f"\n### cProfile, {name}, {label}: {args.profile_steps} steps "
+                          f"single-threaded, top {args.top} by own time\n")
+                    print("```\n" + text + "\n```")
+        del steps, info
 
 
 if __name__ == "__main__":
