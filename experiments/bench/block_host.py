@@ -16,6 +16,11 @@ batch 8; bf16 parameters by default), one forward + backward:
   ``--rounds`` interleaved rounds (every model once per round, so a slow spell of the machine
   hits all of them), as median and range over the rounds.
 
+* **graph ms**: the whole step captured once in a CUDA graph (``torch.cuda.graph``) and
+  replayed (do_bench median): no host work between kernels, so this is the device-bound time a
+  captured training step gets (``torch.compile(mode="reduce-overhead")`` or a manual capture),
+  for both libraries alike; "not capturable" with the reason where capture fails.
+
 Host and wall are measured twice: with autograd's default engine, where a CUDA backward runs
 on the engine's device thread (the caller waits for it), and with
 ``torch.autograd.set_multithreading_enabled(False)``, where it runs on the calling thread.
@@ -25,6 +30,7 @@ Then, per model, the top functions of ``cProfile`` by own time, single-threaded 
 backward's Python shows too).
 
     python experiments/bench/block_host.py [--dtype bfloat16] [--rounds 5] [--depths 1 4]
+        [--no-graphs]
 """
 
 from __future__ import annotations
@@ -63,6 +69,25 @@ def host_ms(step, steps: int = 5) -> tuple[float, int]:
     return dt, syncs
 
 
+def graph_ms(step, timer) -> tuple[float | None, str]:
+    """do_bench median of replaying ``step`` captured in a CUDA graph, or (None, why not)."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up on a side stream, as capture requires
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+        torch.cuda.synchronize()
+    except Exception as e:  # a sync or a host read inside the step
+        torch.cuda.synchronize()
+        return None, f"not capturable: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    return timer(graph.replay), ""
+
+
 def top_functions(step, steps: int, top: int) -> str:
     prof = cProfile.Profile()
     torch.cuda.synchronize()
@@ -86,6 +111,8 @@ def main(argv=None) -> None:
     ap.add_argument("--depths", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--schemes", nargs="+", default=["mamba", "zoh", "bilinear", "dirac"])
     ap.add_argument("--profile-steps", type=int, default=20)
+    ap.add_argument("--no-graphs", dest="graphs", action="store_false",
+                    help="skip the CUDA-graph replay column")
     ap.add_argument("--top", type=int, default=18)
     ap.add_argument("--anchors", default=str(ROOT / ".anchors"))
     ap.add_argument("--builds", default="/tmp/anchors")
@@ -139,37 +166,52 @@ def main(argv=None) -> None:
                 with torch.autograd.set_multithreading_enabled(flag):
                     host[mode] = host_ms(step, max(1, 4 // depth))
             info[name] = dict(device=device, launches=launches, host=host,
-                              wall={m: [] for m in modes})
+                              wall={m: [] for m in modes}, graph=[], why="")
         for _ in range(args.rounds):
             for name, step in steps.items():
                 for mode, flag in modes.items():
                     with torch.autograd.set_multithreading_enabled(flag):
                         info[name]["wall"][mode].append(triton.testing.do_bench(
                             step, warmup=10, rep=60, return_mode="median"))
+        texts = {}
+        if depth == args.depths[0]:
+            with torch.autograd.set_multithreading_enabled(False):
+                texts = {name: top_functions(step, args.profile_steps, args.top)
+                         for name, step in steps.items()}
+        # CUDA graphs last, ours first: a failed capture (a sync inside a step) can leave the
+        # context unusable for what follows
+        for name in (list(steps)[::-1] if args.graphs else []):
+            g, why = graph_ms(steps[name], lambda f: triton.testing.do_bench(
+                f, warmup=10, rep=60, return_mode="median"))
+            info[name]["graph"], info[name]["why"] = ([] if g is None else [g]), why
         label = "1 block" if depth == 1 else f"{depth}-layer stack"
         ref = {m: statistics.median(next(iter(info.values()))["wall"][m]) for m in modes}
         print(f"\n## {label}: ms per training step (forward + backward); wall = median (range) of "
-              f"{args.rounds} interleaved rounds; ratio to the first row\n")
+              f"{args.rounds} interleaved rounds; ratio to the first row (graphs: to the first captured row)\n")
+        g_ref = next((d["graph"][0] for d in info.values() if d["graph"]), None)
         print("| model | device ms | launches | host ms, threaded / single-thread | syncs | "
-              "wall ms, threaded engine | ratio | wall ms, single-thread | ratio |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              "wall ms, threaded engine | ratio | wall ms, single-thread | ratio | "
+              "CUDA-graph replay ms | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for name, d in info.items():
             cells = []
             for m in modes:
                 w = d["wall"][m]
                 med = statistics.median(w)
                 cells += [f"{med:.3f} ({min(w):.2f}-{max(w):.2f})", f"{med / ref[m]:.2f}"]
+            if d["graph"]:
+                g = d["graph"][0]
+                cells += [f"{g:.3f}", f"{g / g_ref:.2f}" if g_ref else "-"]
+            else:
+                cells += [d["why"] or "-", "-"]
             h = d["host"]
             print(f"| {name} | {d['device']:.3f} | {d['launches']} | {h['threaded'][0]:.3f} / "
                   f"{h['single-thread'][0]:.3f} | {h['threaded'][1]} / {h['single-thread'][1]} | "
                   + " | ".join(cells) + " |", flush=True)
-        if depth == args.depths[0]:
-            with torch.autograd.set_multithreading_enabled(False):
-                for name, step in steps.items():
-                    text = top_functions(step, args.profile_steps, args.top)
-                    print(f"\n### cProfile, {name}, {label}: {args.profile_steps} steps "
-                          f"single-threaded, top {args.top} by own time\n")
-                    print("```\n" + text + "\n```")
+        for name, text in texts.items():
+            print(f"\n### cProfile, {name}, {label}: {args.profile_steps} steps "
+                  f"single-threaded, top {args.top} by own time\n")
+            print("```\n" + text + "\n```")
         del steps, info
 
 
