@@ -43,6 +43,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .config import get_config
 from .utils import is_interpreting, sigmoid
 
 __all__ = [
@@ -402,24 +403,26 @@ def _conv_bwd_kernel(
 
 @triton.jit
 def _conv_reduce_kernel(part, dw, db, P, D, swd, swk, K: tl.constexpr, BD: tl.constexpr,
-                        HAS_BIAS: tl.constexpr):
-    """∂w (D, K) and ∂bias (D,) as sums of the backward programs' partials, in a fixed order."""
-    o_d = tl.program_id(0) * BD + tl.arange(0, BD)
+                        BP: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Row ``k`` of ∂w (D, K) (or, for ``k == K``, ∂bias (D,)) at the program's channels: the sum
+    of the backward programs' partials ``part[:, k]``, BP of them a load, in a fixed order. One
+    program per (channel block, k): the sums are independent, and a program walking all P
+    partials of every row alone was latency-bound (12 programs at the block's shape)."""
+    i_d, k = tl.program_id(0), tl.program_id(1)
+    o_d = i_d * BD + tl.arange(0, BD)
     m_d = o_d < D
-    acc = ()
-    for _ in tl.static_range(K + 1):
-        acc = acc + (tl.zeros([BD], tl.float32),)
-    p_part = part + o_d
-    for _ in range(P):
-        nacc = ()
-        for k in tl.static_range(K + 1):
-            nacc = nacc + (acc[k] + tl.load(p_part + k * D, mask=m_d, other=0.0),)
-        acc = nacc
-        p_part += (K + 1) * D
-    for k in tl.static_range(K):
-        tl.store(dw + o_d * swd + k * swk, acc[k].to(dw.dtype.element_ty), mask=m_d)
-    if HAS_BIAS:
-        tl.store(db + o_d, acc[K].to(db.dtype.element_ty), mask=m_d)
+    o_p = tl.arange(0, BP)
+    acc = tl.zeros([BP, BD], tl.float32)
+    p_part = part + k * D + o_d[None, :]
+    for p0 in range(0, P, BP):
+        rows = p0 + o_p
+        acc += tl.load(p_part + rows[:, None].to(tl.int64) * ((K + 1) * D),
+                       mask=(rows < P)[:, None] & m_d[None, :], other=0.0)
+    tot = tl.sum(acc, 0)
+    if k < K:
+        tl.store(dw + o_d * swd + k * swk, tot.to(dw.dtype.element_ty), mask=m_d)
+    elif HAS_BIAS:
+        tl.store(db + o_d, tot.to(db.dtype.element_ty), mask=m_d)
 
 
 @triton.jit
@@ -484,11 +487,15 @@ def _blocks(D: int) -> tuple[int, int]:
 
 
 def _rows() -> tuple[int, int, int]:
-    """(forward rows a program, backward rows a tile, backward tiles a program). The backward
-    recomputes K - 1 rows past each tile; ITERS tiles a program keep the partial-sum buffer of ∂w
-    small ((B · L / (BL·ITERS), K + 1, D) fp32). Under the interpreter, short tiles so that tiny
-    tests cross tile and program boundaries."""
-    return (8, 4, 2) if is_interpreting() else (32, 16, 8)
+    """(forward rows a program, backward rows a tile, backward tiles a program): the kernel
+    config's ``conv_*`` knobs, by default (32, 16, 8). The backward recomputes K - 1 rows past
+    each tile; ITERS tiles a program keep the partial-sum buffer of ∂w small ((B · L /
+    (BL·ITERS), K + 1, D) fp32). Under the interpreter the defaults are short tiles, (8, 4, 2),
+    so that tiny tests cross tile and program boundaries."""
+    cfg = get_config()
+    default = (8, 4, 2) if is_interpreting() else (32, 16, 8)
+    chosen = (cfg.conv_fwd_rows, cfg.conv_bwd_rows, cfg.conv_bwd_tiles)
+    return tuple(d if c is None else c for c, d in zip(chosen, default))
 
 
 def _seq_idx(cu: Tensor, L: int) -> Tensor:
@@ -563,8 +570,8 @@ def _bwd_impl(x: Tensor, w: Tensor, bias: Tensor | None, h0: Tensor | None, cu: 
         dw = torch.empty((D, K), dtype=w.dtype, device=x.device)
         db = torch.empty(D, dtype=bias.dtype, device=x.device) if bias is not None else db
         if L > 0:
-            _conv_reduce_kernel[(triton.cdiv(D, BD),)](
-                part, dw, db, B * n_prog, D, *dw.stride(), K=K, BD=BD,
+            _conv_reduce_kernel[(triton.cdiv(D, BD), K + 1)](
+                part, dw, db, B * n_prog, D, *dw.stride(), K=K, BD=BD, BP=16,
                 HAS_BIAS=bias is not None, num_warps=warps)
         else:
             dw.zero_()

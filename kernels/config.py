@@ -57,12 +57,14 @@ class KernelConfig:
     prefetch: int = 4
     #: False: only the first config of each autotuned kernel (tests: one compile each)
     autotune: bool = True
-    #: causal conv1d: steps a forward program computes (a power of two ≥ 4)
-    conv_fwd_rows: int = 32
-    #: causal conv1d: steps a backward tile computes (a power of two ≥ 4)
-    conv_bwd_rows: int = 16
-    #: causal conv1d: tiles a backward program walks (its ∂w partial sums cover rows·tiles steps)
-    conv_bwd_tiles: int = 8
+    #: causal conv1d: steps a forward program computes (a power of two ≥ 4; None: 32 on a GPU,
+    #: 8 under the interpreter)
+    conv_fwd_rows: int | None = None
+    #: causal conv1d: steps a backward tile computes (a power of two ≥ 4; None: 16, or 4)
+    conv_bwd_rows: int | None = None
+    #: causal conv1d: tiles a backward program walks (its ∂w partial sums cover rows·tiles
+    #: steps; None: 8, or 2)
+    conv_bwd_tiles: int | None = None
 
     def __post_init__(self):
         def bad(field, allowed, got):
@@ -78,10 +80,11 @@ class KernelConfig:
             bad("autotune", "a bool", self.autotune)
         for f in ("conv_fwd_rows", "conv_bwd_rows"):
             v = getattr(self, f)
-            if not isinstance(v, int) or v < 4 or v > 128 or v & (v - 1):
-                bad(f, "a power of two in 4..128", v)
-        if not isinstance(self.conv_bwd_tiles, int) or not 1 <= self.conv_bwd_tiles <= 64:
-            bad("conv_bwd_tiles", "in 1..64", self.conv_bwd_tiles)
+            if v is not None and (not isinstance(v, int) or v < 4 or v > 128 or v & (v - 1)):
+                bad(f, "a power of two in 4..128 (or None)", v)
+        t = self.conv_bwd_tiles
+        if t is not None and (not isinstance(t, int) or not 1 <= t <= 64):
+            bad("conv_bwd_tiles", "in 1..64 (or None)", t)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KernelConfig:

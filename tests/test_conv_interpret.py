@@ -158,6 +158,20 @@ def test_kernel_fp16():
     _compare(_inputs(2, 17, 6, 4, h0=True), dtype=torch.float16, tol=2e-3)
 
 
+@pytest.mark.parametrize("rows", [(4, 4, 1), (16, 8, 4)], ids=["r4-4x1", "r16-8x4"])
+def test_tilings_from_the_kernel_config(rows):
+    """The conv knobs of the kernel config (``EVENTSSM_CONV_*``) reach the launches, and other
+    tilings give the same numbers; with 4-row tiles, one a program, the ∂w/∂bias reduction sums
+    54 partial rows (several 16-row loads, the last one masked)."""
+    from eventssm.kernels.config import override
+
+    fwd, bwd, tiles = rows
+    with override(conv_fwd_rows=fwd, conv_bwd_rows=bwd, conv_bwd_tiles=tiles):
+        assert conv._rows() == rows
+        _compare(_inputs(3, 70, 6, 4, h0=True))
+    assert conv._rows() == (8, 4, 2)
+
+
 def test_kernel_two_channel_blocks():
     """D = 130: two blocks of 128 channels, the second one mostly masked."""
     _compare(_inputs(1, 11, 130, 4, h0=True))
