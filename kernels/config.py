@@ -60,10 +60,10 @@ class KernelConfig:
     #: causal conv1d: steps a forward program computes (a power of two ≥ 4; None: 32 on a GPU,
     #: 8 under the interpreter)
     conv_fwd_rows: int | None = None
-    #: causal conv1d: steps a backward tile computes (a power of two ≥ 4; None: 16, or 4)
+    #: causal conv1d: steps a backward tile computes (a power of two ≥ 4; None: 8, or 4)
     conv_bwd_rows: int | None = None
     #: causal conv1d: tiles a backward program walks (its ∂w partial sums cover rows·tiles
-    #: steps; None: 8, or 2)
+    #: steps; None: 16, or 2)
     conv_bwd_tiles: int | None = None
 
     def __post_init__(self):
