@@ -49,7 +49,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from block import FULL, ROOT, bootstrap_eventssm, load_anchors  # noqa: E402
-from block_profile import profile  # noqa: E402
+from block_profile import block_inputs, block_makers, profile  # noqa: E402
 
 
 def host_ms(step, steps: int = 5) -> tuple[float, int]:
@@ -123,23 +123,11 @@ def main(argv=None) -> None:
     es = bootstrap_eventssm()
     anchors = load_anchors(args.anchors, args.builds, "cuda")
     dtype = getattr(torch, args.dtype)
-    s, dev = FULL, torch.device("cuda")
-    torch.manual_seed(0)
-    x = torch.randn(s["B"], s["L"], s["d_model"], device=dev, dtype=dtype, requires_grad=True)
-    dy = torch.randn_like(x)
-    tau = torch.rand(s["B"], s["L"], device=dev) * 2
-    dims = dict(d_state=s["N"], d_conv=s["K"], expand=s["expand"], device=dev, dtype=dtype)
-    makers = []
-    if "Mamba" in anchors:
-        makers.append(("mamba-ssm fast path",
-                       lambda: anchors["Mamba"](s["d_model"], use_fast_path=True, **dims), {}))
+    x, dy, tau, dims = block_inputs(dtype)
     discs = [(es.Standard("mamba"), {})] + [
         (es.Asymmetric(sc), {"integration_timesteps": tau}) for sc in args.schemes]
-    for disc, kw in discs:
-        makers.append((f"eventssm {disc!r}" + (" + timesteps" if kw else ""),
-                       lambda disc=disc: es.Mamba(s["d_model"], discretization=disc, **dims),
-                       dict(kw, check_values=False)))
-    print(f"# Block step: host time beside device time, {args.dtype}, shape {s}, "
+    makers = block_makers(es, anchors, discs, dims)
+    print(f"# Block step: host time beside device time, {args.dtype}, shape {FULL}, "
           f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}\n")
     for note in anchors.get("notes", []):
         print("-", note)

@@ -47,26 +47,59 @@ def kind_of(name: str) -> str:
     return "other"
 
 
-def profile(step, steps: int):
+def cuda_kernel_events(fn, steps: int):
+    """The CUDA kernel events of ``steps`` calls of ``fn`` (after 3 untimed calls)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as tprofile
 
     for _ in range(3):
-        step()
+        fn()
     torch.cuda.synchronize()
     with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
-            step()
+            fn()
         torch.cuda.synchronize()
+    return [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def profile(step, steps: int):
+    """({kind: (ms per step, launches per step)}, the 12 costliest kernels) of ``step``."""
     per, names = defaultdict(lambda: [0.0, 0]), defaultdict(float)
-    for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA:
-            k = kind_of(e.name)
-            per[k][0] += e.device_time_total / 1e3 / steps  # ms per step
-            per[k][1] += 1
-            names[e.name] += e.device_time_total / 1e3 / steps
+    for e in cuda_kernel_events(step, steps):
+        k = kind_of(e.name)
+        per[k][0] += e.device_time_total / 1e3 / steps  # ms per step
+        per[k][1] += 1
+        names[e.name] += e.device_time_total / 1e3 / steps
     top = sorted(names.items(), key=lambda kv: -kv[1])[:12]
     return {k: (ms, n // steps) for k, (ms, n) in per.items()}, top
+
+
+def block_inputs(dtype):
+    """The block bench's input x (B, L, d_model) (requires grad), its cotangent, gaps τ (B, L)
+    and the constructor arguments shared by ours and mamba-ssm's ``Mamba``."""
+    s, dev = FULL, torch.device("cuda")
+    torch.manual_seed(0)
+    x = torch.randn(s["B"], s["L"], s["d_model"], device=dev, dtype=dtype, requires_grad=True)
+    dy = torch.randn_like(x)
+    tau = torch.rand(s["B"], s["L"], device=dev) * 2
+    dims = dict(d_state=s["N"], d_conv=s["K"], expand=s["expand"], device=dev, dtype=dtype)
+    return x, dy, tau, dims
+
+
+def block_makers(es, anchors, discs, dims):
+    """[(name, zero-argument constructor, forward kwargs)]: mamba-ssm's fast path when it
+    imports, then ours for each ``(discretization, kwargs)`` (validation off: a training loop
+    validates once per batch, not in every block)."""
+    d_model = FULL["d_model"]
+    makers = []
+    if "Mamba" in anchors:
+        makers.append(("mamba-ssm fast path",
+                       lambda: anchors["Mamba"](d_model, use_fast_path=True, **dims), {}))
+    for disc, kw in discs:
+        makers.append((f"eventssm {disc!r}" + (" + timesteps" if kw else ""),
+                       lambda disc=disc: es.Mamba(d_model, discretization=disc, **dims),
+                       dict(kw, check_values=False)))
+    return makers
 
 
 def main(argv=None) -> None:
@@ -79,23 +112,12 @@ def main(argv=None) -> None:
     es = bootstrap_eventssm()
     anchors = load_anchors(args.anchors, args.builds, "cuda")
     dtype = getattr(torch, args.dtype)
-    s, dev = FULL, torch.device("cuda")
-    torch.manual_seed(0)
-    x = torch.randn(s["B"], s["L"], s["d_model"], device=dev, dtype=dtype, requires_grad=True)
-    dy = torch.randn_like(x)
-    tau = torch.rand(s["B"], s["L"], device=dev) * 2
-    dims = dict(d_state=s["N"], d_conv=s["K"], expand=s["expand"], device=dev, dtype=dtype)
-    models = []
-    if "Mamba" in anchors:
-        models.append(("mamba-ssm fast path", anchors["Mamba"](s["d_model"], use_fast_path=True,
-                                                               **dims), {}))
-    for disc, kw in ((es.Standard("mamba"), {}),
-                     (es.Asymmetric("zoh"), {"integration_timesteps": tau}),
-                     (es.Additive("zoh"), {"integration_timesteps": tau})):
-        models.append((f"eventssm {disc!r}" + (" + timesteps" if kw else ""),
-                       es.Mamba(s["d_model"], discretization=disc, **dims),
-                       dict(kw, check_values=False)))
-    print(f"# Block step (forward + backward) by kernel kind, {args.dtype}, shape {s}, "
+    x, dy, tau, dims = block_inputs(dtype)
+    ts = {"integration_timesteps": tau}
+    models = [(name, make(), kw) for name, make, kw in block_makers(
+        es, anchors, [(es.Standard("mamba"), {}), (es.Asymmetric("zoh"), ts),
+                      (es.Additive("zoh"), ts)], dims)]
+    print(f"# Block step (forward + backward) by kernel kind, {args.dtype}, shape {FULL}, "
           f"{torch.cuda.get_device_name()}, torch {torch.__version__}\n")
     for note in anchors.get("notes", []):
         print("-", note)

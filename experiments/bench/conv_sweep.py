@@ -24,21 +24,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
 from block import FULL, ROOT, bootstrap_eventssm, load_anchors  # noqa: E402
+from block_profile import cuda_kernel_events  # noqa: E402
 
 
 def kernel_ms(fn, keys, steps=10) -> float:
     """Device ms per call of the CUDA kernels whose names contain one of ``keys``."""
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            fn()
-        torch.cuda.synchronize()
-    return sum(e.device_time_total for e in prof.events()
-               if e.device_type == torch.autograd.DeviceType.CUDA
-               and any(k in e.name for k in keys)) / 1e3 / steps
+    return sum(e.device_time_total for e in cuda_kernel_events(fn, steps)
+               if any(k in e.name for k in keys)) / 1e3 / steps
 
 
 def main(argv=None) -> None:
