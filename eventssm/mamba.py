@@ -20,15 +20,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from eventssm.discretization import Discretization, as_discretization
-from eventssm.dispatch import backend_of, path
+from eventssm.discretization import Discretization
+from eventssm.dispatch import path
 from eventssm.inputs import Steps, check_activations, check_cache, check_count, validate_steps
 from eventssm.packing import model_steps
 from eventssm.shared_grad import split_xz
-from eventssm.ssm import PAD_DELTA, project, scan_constants, ssm_parameters
+from eventssm.ssm import PAD_DELTA, SSMParts, project, scan_constants
 
 __all__ = ["Mamba", "InferenceCache"]
 
@@ -55,7 +54,7 @@ class InferenceCache:
     seqlen_offset: int = 0
 
 
-class Mamba(nn.Module):
+class Mamba(SSMParts, nn.Module):
     """Mamba block: ``(B, L, d_model) -> (B, L, d_model)`` (or unbatched ``(L, d_model)``).
 
     in_proj -> (x, z); x -> causal depthwise conv -> SiLU -> selective scan (Δ, B, C from x;
@@ -99,39 +98,21 @@ class Mamba(nn.Module):
         for name, v in (("d_model", d_model), ("d_conv", d_conv), ("expand", expand)):
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not (math.isfinite(time_scale) and time_scale > 0):
-            raise ValueError(f"time_scale must be a positive finite number, got {time_scale!r}")
         fk = {"device": device, "dtype": dtype}
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.d_inner = d_inner = expand * d_model
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
         self.layer_idx = layer_idx
-        self.discretization = as_discretization(discretization)
-        self.time_scale = float(time_scale)
-        self.backend = backend_of(use_fast_path, backend)
-
-        # The SSM parts first, then in_proj, conv1d and out_proj: the order in which earlier
-        # versions drew their random initial values and registered parameters (a seed gives the
-        # same model, and saved optimizer states, which follow that order, still load).
-        self.x_proj, self.dt_proj, self.A_log, self.D, rho = ssm_parameters(
-            d_inner, d_state, self.dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor,
-            self.discretization.uses_rate, device, dtype)
-        self.register_parameter("rho", rho)
+        # The SSM parts first, then in_proj, conv1d and out_proj (SSMParts._init_ssm says why)
+        self._init_ssm(d_inner, d_state, self.dt_rank, dt_min, dt_max, dt_init, dt_scale,
+                       dt_init_floor, discretization, time_scale, use_fast_path, backend, device,
+                       dtype)
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias, **fk)
         # nn.Conv1d holds the weights under mamba-ssm's names; the conv itself runs channel-last
         # through the backend's causal_conv1d (weight[:, 0] is (D, K)).
         self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1,
                                 bias=conv_bias, **fk)
         self.out_proj = nn.Linear(d_inner, d_model, bias=bias, **fk)
-
-    @property
-    def rate(self) -> Tensor | None:
-        """The positive per-channel rate r = softplus(ρ), ``(D,)``, or None."""
-        return None if self.rho is None else F.softplus(self.rho.float())
-
-    def A(self) -> Tensor:
-        """``(D, N)`` negative real state matrix diagonal."""
-        return -torch.exp(self.A_log.float())
 
     # ------------------------------------------------------------------ forward
     def forward(

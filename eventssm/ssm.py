@@ -4,7 +4,8 @@
 The parameters have mamba-ssm's names (``x_proj``, ``dt_proj``, ``A_log``, ``D``) plus, for
 couplings that need it, the per-channel rate ``rho`` (``r = softplus(ρ)``, one ``(d_inner,)``
 tensor). ``Mamba`` and ``SelectiveSSM`` each hold these parts directly (so checkpoints keep
-mamba-ssm's flat names) and build and use them through the functions of this module.
+mamba-ssm's flat names): both register them through :class:`SSMParts` and use them through the
+functions of this module.
 
 Legend: batch ``B``, steps ``L``, channels ``D = d_inner``, state ``N = d_state``.
 """
@@ -22,7 +23,7 @@ from eventssm.discretization import Discretization, as_discretization
 from eventssm.dispatch import backend_of
 from eventssm.scan import selective_scan
 
-__all__ = ["SelectiveSSM", "PAD_DELTA", "ssm_parameters", "project", "scan_constants"]
+__all__ = ["SelectiveSSM", "SSMParts", "PAD_DELTA", "ssm_parameters", "project", "scan_constants"]
 
 # Raw step δ written at padded positions: softplus(PAD_DELTA + bias) is exactly 0 in fp32 and
 # fp64, so Ā = 1 and B̄ = 0 there (dirac's B̄ = B meets u = 0): the state passes through.
@@ -114,7 +115,40 @@ def scan_constants(A_log: Tensor, D: Tensor, dt_bias: Tensor, rho: Tensor | None
     return A, c(D), delta_bias, rate
 
 
-class SelectiveSSM(nn.Module):
+class SSMParts:
+    """What ``Mamba`` and ``SelectiveSSM`` share (a mixin of ``nn.Module`` subclasses): the SSM
+    parameters under mamba-ssm's flat names, the discretization, the backend, and the rate r and
+    the state matrix A derived from them."""
+
+    def _init_ssm(self, d_inner: int, d_state: int, dt_rank: int, dt_min: float, dt_max: float,
+                  dt_init: str, dt_scale: float, dt_init_floor: float,
+                  discretization: Discretization | str, time_scale: float, use_fast_path: bool,
+                  backend: str | None, device, dtype) -> None:
+        """Check ``time_scale``, set the discretization and backend, and register ``x_proj``,
+        ``dt_proj``, ``A_log``, ``D`` and ``rho`` (None unless the coupling uses a rate), in
+        this order: the order earlier versions drew their initial values and registered their
+        parameters in (a seed gives the same model, saved optimizer states still load)."""
+        if not (math.isfinite(time_scale) and time_scale > 0):
+            raise ValueError(f"time_scale must be a positive finite number, got {time_scale!r}")
+        self.discretization = as_discretization(discretization)
+        self.time_scale = float(time_scale)
+        self.backend = backend_of(use_fast_path, backend)
+        self.x_proj, self.dt_proj, self.A_log, self.D, rho = ssm_parameters(
+            d_inner, d_state, dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor,
+            self.discretization.uses_rate, device, dtype)
+        self.register_parameter("rho", rho)
+
+    @property
+    def rate(self) -> Tensor | None:
+        """The positive per-channel rate r = softplus(ρ), ``(D,)``, or None."""
+        return None if self.rho is None else F.softplus(self.rho.float())
+
+    def A(self) -> Tensor:
+        """``(D, N)`` negative real state matrix diagonal."""
+        return -torch.exp(self.A_log.float())
+
+
+class SelectiveSSM(SSMParts, nn.Module):
     """Selective state space layer: ``u (B, L, D) -> y (B, L, D)``, one validated
     :func:`~eventssm.selective_scan` on Δ, B, C projected from ``u``.
 
@@ -149,26 +183,11 @@ class SelectiveSSM(nn.Module):
         super().__init__()
         if not isinstance(d_inner, int) or d_inner <= 0:
             raise ValueError(f"d_inner must be a positive int, got {d_inner!r}")
-        if not (math.isfinite(time_scale) and time_scale > 0):
-            raise ValueError(f"time_scale must be a positive finite number, got {time_scale!r}")
         self.d_inner, self.d_state = d_inner, d_state
         self.dt_rank = math.ceil(d_inner / 32) if dt_rank == "auto" else int(dt_rank)
-        self.discretization = as_discretization(discretization)
-        self.time_scale = float(time_scale)
-        self.backend = backend_of(use_fast_path, backend)
-        self.x_proj, self.dt_proj, self.A_log, self.D, rho = ssm_parameters(
-            d_inner, d_state, self.dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor,
-            self.discretization.uses_rate, device, dtype)
-        self.register_parameter("rho", rho)
-
-    @property
-    def rate(self) -> Tensor | None:
-        """The positive per-channel rate r = softplus(ρ), ``(D,)``, or None."""
-        return None if self.rho is None else F.softplus(self.rho.float())
-
-    def A(self) -> Tensor:
-        """``(D, N)`` negative real state matrix diagonal."""
-        return -torch.exp(self.A_log.float())
+        self._init_ssm(d_inner, d_state, self.dt_rank, dt_min, dt_max, dt_init, dt_scale,
+                       dt_init_floor, discretization, time_scale, use_fast_path, backend, device,
+                       dtype)
 
     def project(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``u (B, L, D)`` (or ``(B, D)``) -> raw step δ (same shape), ``B``, ``C`` ``(..., N)``."""
