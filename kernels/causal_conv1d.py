@@ -488,12 +488,12 @@ def _blocks(D: int) -> tuple[int, int]:
 
 def _rows() -> tuple[int, int, int]:
     """(forward rows a program, backward rows a tile, backward tiles a program): the kernel
-    config's ``conv_*`` knobs, by default (32, 8, 16): the best backward tiling of
+    config's ``conv_*`` knobs, by default (32, 8, 16), the best backward tiling of
     ``experiments/bench/conv_sweep.py`` on an H200 (0.109 ms for the backward's kernels at the
-    block's bf16 shape, against 0.160 for (16, 8); conv_sweep_h200.md). The backward recomputes K - 1 rows past
-    each tile; ITERS tiles a program keep the partial-sum buffer of ∂w small ((B · L /
-    (BL·ITERS), K + 1, D) fp32). Under the interpreter the defaults are short tiles, (8, 4, 2),
-    so that tiny tests cross tile and program boundaries."""
+    block's bf16 shape, against 0.160 for (16, 8); ``conv_sweep_h200.md``). The backward
+    recomputes K - 1 rows past each tile; ITERS tiles a program keep the partial-sum buffer of
+    ∂w small ((B · L / (BL·ITERS), K + 1, D) fp32). Under the interpreter the defaults are short
+    tiles, (8, 4, 2), so that tiny tests cross tile and program boundaries."""
     cfg = get_config()
     default = (8, 4, 2) if is_interpreting() else (32, 8, 16)
     chosen = (cfg.conv_fwd_rows, cfg.conv_bwd_rows, cfg.conv_bwd_tiles)
