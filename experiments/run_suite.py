@@ -265,6 +265,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="print the table of an earlier run's log (its 'done' lines) instead of running")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--plot", type=Path, default=None)
+    p.add_argument("--paired", nargs="*", default=[], metavar="MODEL",
+                   help="also print, per model, the per-seed difference to each MODEL (the same "
+                        "split and seed: paired), mean ± std, and on how many seeds it is ahead")
     a = p.parse_args(argv)
     os.environ["EVENTSSM_SUITE_ACCELERATOR"] = a.accelerator  # read by the spawned workers
     jobs = [(d, m, s, a.epochs) for d in a.datasets for m in [*a.discs, *a.baselines] for s in a.seeds]
@@ -300,6 +303,19 @@ def main(argv: list[str] | None = None) -> None:
             if a.from_log and not ok:
                 continue  # not reached before the run was stopped
             lines.append(f"| {d} | {m} | {metric} | {cell} | {len(a.seeds)} | {len(ok)} |")
+    for ref in a.paired:
+        lines += ["", f"Paired by seed against {ref} (points of the metric; ahead = seeds where "
+                  "the model scores higher):", "",
+                  f"| dataset | model | minus {ref}, mean ± std | ahead on |", "|---|---|---|---|"]
+        for d in a.datasets:
+            metric = DATASETS[d][2]
+            for m in [*a.discs, *a.baselines]:
+                pairs = [(results.get((d, m, s, a.epochs), {}).get(metric),
+                          results.get((d, ref, s, a.epochs), {}).get(metric)) for s in a.seeds]
+                diffs = [100 * (x - y) for x, y in pairs if x is not None and y is not None]
+                if diffs and m != ref:
+                    lines.append(f"| {d} | {m} | {np.mean(diffs):+.1f} ± {np.std(diffs):.1f} | "
+                                 f"{sum(x > 0 for x in diffs)} of {len(diffs)} |")
     text = "\n".join(lines)
     print(text, flush=True)
     if a.out:
