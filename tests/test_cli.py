@@ -161,7 +161,8 @@ def _last_val(tmp: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_cli_ddp_two_processes_matches_one(tmp_path):
+@pytest.mark.xdist_group("ddp")
+def test_cli_ddp_two_processes_matches_one(tmp_path, fresh_ddp_port):
     """The console script with --trainer.strategy ddp on 2 CPU processes gives the metrics of
     one process with the same (global) batch size."""
     exe = shutil.which("eventssm") or str(Path(sys.executable).parent / "eventssm")

@@ -197,8 +197,9 @@ def _run(devices, strategy, tmp_path, kind):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ddp")
 @pytest.mark.parametrize("kind", ["sequence", "per_event"])
-def test_ddp_spawn_matches_single_process(tmp_path, kind):
+def test_ddp_spawn_matches_single_process(tmp_path, kind, fresh_ddp_port):
     p1, m1 = _run(1, "auto", tmp_path, kind)
     p2, m2 = _run(2, "ddp_spawn", tmp_path, kind)
     s1 = torch.load(p1, weights_only=False)["state_dict"]
