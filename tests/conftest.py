@@ -54,3 +54,6 @@ def fresh_ddp_port(monkeypatch):
     for var in ("MASTER_PORT", "MASTER_ADDR"):
         monkeypatch.delenv(var, raising=False)
     yield
+    # what the test's launcher wrote (monkeypatch only undoes what it changed itself)
+    for var in ("MASTER_PORT", "MASTER_ADDR"):
+        os.environ.pop(var, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 
 import torch
@@ -54,3 +55,17 @@ def softplus_error_ratio(y: torch.Tensor, x: torch.Tensor, base: float) -> tuple
     rel = (y.double() - ref).abs() / ref
     bound = base + 2.0 ** -24 * 1.4427 * x64.abs()
     return rel.max().item(), (rel / bound).max().item()
+
+
+def interpreted_kernels():
+    """``eventssm.kernels`` with its kernels decorated under ``TRITON_INTERPRET=1``: a module
+    imported earlier in the session (without the variable) holds compiled JIT functions, so its
+    kernel modules are reloaded, dependencies first. Returns the package."""
+    import eventssm.kernels as K
+
+    if type(K.selective_scan_fwd.selective_scan_fwd_kernel.fn.fn).__name__ != "InterpretedFunction":
+        for name in ("utils", "selective_scan_fwd", "selective_scan_bwd", "selective_state_update",
+                     "selective_scan", "causal_conv1d"):
+            importlib.reload(importlib.import_module(f"eventssm.kernels.{name}"))
+        K = importlib.reload(K)
+    return K

@@ -6,7 +6,6 @@ Runs only with ``TRITON_INTERPRET=1 pytest -m interpret`` (see test_kernels_inte
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import pytest
@@ -18,23 +17,13 @@ if os.environ.get("TRITON_INTERPRET") != "1":
 pytest.importorskip("triton")
 
 from eventssm import Additive, Asymmetric, Scaled  # noqa: E402
-from tests.helpers import rel_err  # noqa: E402
+from tests.helpers import interpreted_kernels, rel_err  # noqa: E402
 from tests.test_bilinear_numerics import XS, _grads, _inputs  # noqa: E402
 
 pytestmark = pytest.mark.interpret
 
 
-def _interpreted_kernels():
-    import eventssm.kernels as K
-
-    if type(K.selective_scan_fwd.selective_scan_fwd_kernel.fn.fn).__name__ != "InterpretedFunction":
-        for name in ("utils", "selective_scan_fwd", "selective_scan_bwd", "selective_state_update",
-                     "selective_scan", "causal_conv1d"):
-            importlib.reload(importlib.import_module(f"eventssm.kernels.{name}"))
-        importlib.reload(K)
-
-
-_interpreted_kernels()
+interpreted_kernels()
 
 
 @pytest.mark.parametrize("coupling", [Asymmetric, Scaled, Additive], ids=lambda c: c.__name__)

@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from helpers import (  # noqa: E402
     ALL_DISCRETIZATIONS,
     DISC_IDS,
+    interpreted_kernels,
     rel_err,
     scan_inputs,
     softplus_error_ratio,
@@ -40,18 +41,7 @@ from helpers import (  # noqa: E402
 pytestmark = pytest.mark.interpret
 
 
-def _load_kernels():
-    import eventssm.kernels as K
-
-    if type(K.selective_scan_fwd.selective_scan_fwd_kernel.fn.fn).__name__ != "InterpretedFunction":
-        for name in ("utils", "selective_scan_fwd", "selective_scan_bwd", "selective_state_update",
-                     "selective_scan", "causal_conv1d"):
-            importlib.reload(importlib.import_module(f"eventssm.kernels.{name}"))
-        K = importlib.reload(K)
-    return K
-
-
-K = _load_kernels()
+K = interpreted_kernels()
 config = importlib.import_module("eventssm.kernels.config")
 utils = importlib.import_module("eventssm.kernels.utils")
 import triton  # noqa: E402
