@@ -35,7 +35,6 @@ backward's Python shows too).
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import os
@@ -48,8 +47,8 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from block import FULL, ROOT, bootstrap_eventssm, load_anchors  # noqa: E402
-from block_profile import block_inputs, block_makers, profile  # noqa: E402
+from block import FULL, ROOT  # noqa: E402
+from block_profile import block_args, block_makers, block_setup, profile  # noqa: E402
 
 
 def host_ms(step, steps: int = 5) -> tuple[float, int]:
@@ -105,8 +104,7 @@ def top_functions(step, steps: int, top: int) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    ap = block_args(__doc__)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--depths", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--schemes", nargs="+", default=["mamba", "zoh", "bilinear", "dirac"])
@@ -114,16 +112,11 @@ def main(argv=None) -> None:
     ap.add_argument("--no-graphs", dest="graphs", action="store_false",
                     help="skip the CUDA-graph replay column")
     ap.add_argument("--top", type=int, default=18)
-    ap.add_argument("--anchors", default=str(ROOT / ".anchors"))
-    ap.add_argument("--builds", default="/tmp/anchors")
     args = ap.parse_args(argv)
     import triton
     from block import Stack
 
-    es = bootstrap_eventssm()
-    anchors = load_anchors(args.anchors, args.builds, "cuda")
-    dtype = getattr(torch, args.dtype)
-    x, dy, tau, dims = block_inputs(dtype)
+    es, anchors, x, dy, tau, dims = block_setup(args)
     discs = [(es.Standard("mamba"), {})] + [
         (es.Asymmetric(sc), {"integration_timesteps": tau}) for sc in args.schemes]
     makers = block_makers(es, anchors, discs, dims)

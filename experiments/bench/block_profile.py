@@ -102,17 +102,27 @@ def block_makers(es, anchors, discs, dims):
     return makers
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def block_args(doc: str) -> argparse.ArgumentParser:
+    """The options every block-step script takes: ``--dtype`` and where the anchors are."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--anchors", default=str(ROOT / ".anchors"))
     ap.add_argument("--builds", default="/tmp/anchors")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def block_setup(args):
+    """(eventssm, anchors, x, dy, τ, constructor arguments) for the parsed ``block_args``."""
     es = bootstrap_eventssm()
     anchors = load_anchors(args.anchors, args.builds, "cuda")
-    dtype = getattr(torch, args.dtype)
-    x, dy, tau, dims = block_inputs(dtype)
+    return (es, anchors, *block_inputs(getattr(torch, args.dtype)))
+
+
+def main(argv=None) -> None:
+    ap = block_args(__doc__)
+    ap.add_argument("--steps", type=int, default=5)
+    args = ap.parse_args(argv)
+    es, anchors, x, dy, tau, dims = block_setup(args)
     ts = {"integration_timesteps": tau}
     models = [(name, make(), kw) for name, make, kw in block_makers(
         es, anchors, [(es.Standard("mamba"), {}), (es.Asymmetric("zoh"), ts),
