@@ -1,18 +1,23 @@
 # Two entry points (README): `make run` trains the quickstart model, `make test` runs the tests.
-# Both create .venv on first use: torch is pinned to the CPU build first so that the extras
-# resolve against it instead of pulling a CUDA build.
+# Both create .venv on first use with the exact versions of the lock (LOCK, written by `make lock`
+# for Python 3.11 on Linux; `make TORCH=torch==2.11.0` swaps only torch). torch is installed
+# first so that the extras resolve against it instead of pulling another build.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TORCH ?= torch==2.13.0
+LOCK ?= constraints-py311-linux.txt
+TORCH ?= $(shell grep '^torch==' $(LOCK))
+LATEST ?= .venv-latest
 
-.PHONY: setup run test test-fast lint bench-cpu
+.PHONY: setup run test pytest test-fast test-latest lock lint bench-cpu
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev]"
+	grep -v '^torch==' $(LOCK) > $(VENV)/constraints.txt; echo "$(TORCH)" >> $(VENV)/constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt "$(TORCH)"
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -30,14 +35,35 @@ run: setup
 # Everything CI runs: unit and slow tests, then the Triton kernels under the CPU interpreter in
 # their own processes (TRITON_INTERPRET must be set before triton decorates a kernel).
 test: setup
+	$(MAKE) --no-print-directory pytest PY=$(PY)
+
+pytest:
 	$(PY) -m pytest -n 2 --dist loadgroup -q -m "not interpret"
 	TRITON_INTERPRET=1 $(PY) -m pytest -n 2 -q -m interpret
+
+# Drift on purpose (not run by CI): a fresh venv with the newest versions that pyproject.toml's
+# ranges allow (torch stays $(TORCH): the newest in range may be a CUDA build), then the whole
+# suite. Run it before `make lock`.
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q "$(TORCH)"
+	$(LATEST)/bin/python -m pip install -q -e ".[dev]"
+	$(MAKE) --no-print-directory pytest PY=$(LATEST)/bin/python
+
+# Refresh the lock from the venv that `make test-latest` built and tested. A local build label
+# (torch's +cpu) is dropped: `torch==2.13.0` then admits whichever build the index offers.
+lock:
+	test -x $(LATEST)/bin/python || { echo "run make test-latest first"; exit 1; }
+	{ echo "# Exact versions known to pass make test-latest (Python 3.11, Linux). Refresh: make test-latest && make lock"; \
+	  $(LATEST)/bin/python -m pip freeze --exclude-editable | sed -E 's/^(torch==[^+]+)\+.*/\1/'; } > $(LOCK)
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not interpret"
 
 lint: setup
-	$(VENV)/bin/ruff check eventssm kernels datasets tests experiments
+	$(VENV)/bin/ruff check eventssm tests experiments
 
 bench-cpu: setup
 	$(PY) experiments/bench/cpu_scan.py

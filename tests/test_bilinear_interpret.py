@@ -1,6 +1,6 @@
 """The Triton backward's bilinear gradients at large τ·|A|, under TRITON_INTERPRET=1 (tiny
 sizes): the kernels use the closed forms dĀ/dx = 1/(1 − x/2)², ∂k/∂dtB = 1/(1 − dtB·A/2)²,
-∂k/∂A = k²/2 (kernels/utils.py ``discretize_grad``); this checks them against the float64
+∂k/∂A = k²/2 (eventssm/kernels/utils.py ``discretize_grad``); this checks them against the float64
 reference one τ·|A| decade at a time, as tests/test_bilinear_numerics.py does for the CPU paths.
 Runs only with ``TRITON_INTERPRET=1 pytest -m interpret`` (see test_kernels_interpret.py)."""
 

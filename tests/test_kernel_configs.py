@@ -162,7 +162,7 @@ def test_core_codes_equal_the_kernel_constants():
 
 
 def test_kernels_import_nothing_from_the_core():
-    """kernels/ imports eventssm.kernels.* (or relative) and third-party modules only: the
+    """eventssm/kernels/ imports eventssm.kernels.* (or relative) and third-party modules only: the
     dependency runs one way (DESIGN §8)."""
     offenders = []
     for path in sorted(KERNELS.glob("*.py")):

@@ -293,7 +293,7 @@ def test_softplus_relative_accuracy_gpu():
 def test_zoh_coefficients_gpu():
     """The zoh coefficient helpers with MUFU.EX2 (relative error ~2^-22) at x on both sides of
     the series thresholds: k within 3e-6 and ∂k/∂A within 6e-6 of float64 (predicted bounds
-    ~1.5e-6 and ~3e-6: kernels/utils.py)."""
+    ~1.5e-6 and ~3e-6: eventssm/kernels/utils.py)."""
     # x = -|x| over 1e-9 .. 100, dense around the thresholds 1/4 and 1/2
     xs = torch.cat([-torch.logspace(-9, 2, 2000, dtype=torch.float64),
                     -torch.linspace(0.2, 0.6, 2000, dtype=torch.float64)])

@@ -51,14 +51,12 @@ SMALL = dict(B=2, L=32, d_model=16, expand=2, N=4, K=4)
 
 def bootstrap_eventssm():
     """Import eventssm from this checkout, installed or not (a bare copy of the repository on the
-    GPU machine: ``eventssm.kernels`` lives in ``kernels/``, which the package path then covers)."""
+    GPU machine)."""
     sys.path.insert(0, str(ROOT))
     import eventssm
 
     try:
         import eventssm.kernels  # noqa: F401
-    except ModuleNotFoundError:
-        eventssm.__path__.append(str(ROOT))
     except ImportError:  # no Triton (a CPU machine without it): the torch paths still run
         pass
     return eventssm

@@ -9,7 +9,7 @@ difference from the mamba scheme. The kernels unroll K steps × N/S states twice
 unmasked path), so a scheme's per-state cost shows in the totals times a constant.
 
     python experiments/bench/sass.py                       # the kernels of this checkout
-    python experiments/bench/sass.py --kernels-from DIR    # a copy of another version's kernels/
+    python experiments/bench/sass.py --kernels-from DIR    # a copy of another version's eventssm/kernels/
 
 Counts are not times (issue rate, latency and occupancy decide those); they are what a change of
 formulas can be judged by before a GPU run.
@@ -131,7 +131,7 @@ def bwd_case(mod, scheme, coupling, dtype, D=1536, N=16, K=4, S=4):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--kernels-from", help="a directory holding another version of kernels/")
+    ap.add_argument("--kernels-from", help="a directory holding another version of eventssm/kernels/")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--schemes", nargs="+", default=["mamba", "zoh", "bilinear", "dirac"])
     ap.add_argument("--which", nargs="+", default=["forward", "backward"])

@@ -1,9 +1,6 @@
 # Source this at the top of a command on the GPU machine (a bare copy of the repository, no
-# install, no network): makes eventssm.kernels / eventssm.datasets importable from the checkout,
-# installs the carried pure-Python wheels (.whl/: jsonargparse, aeon, ...) into /tmp/site and
+# install, no network): puts the checkout on PYTHONPATH (eventssm and its subpackages), installs the carried pure-Python wheels (.whl/: jsonargparse, aeon, ...) into /tmp/site and
 # points Triton's cache at the carried .triton_cache (compiled kernels from an earlier call).
-ln -sfn "$PWD/kernels" eventssm/kernels
-ln -sfn "$PWD/datasets" eventssm/datasets
 if compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -2
 fi

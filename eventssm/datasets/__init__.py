@@ -1,7 +1,6 @@
 """Event data for eventssm: long pandas tables, splits, collation and LightningDataModules.
 
-Installed as ``eventssm.datasets`` (the folder is ``datasets/`` in the repository). This package
-imports pandas and Lightning; the ``eventssm`` core does not.
+This package imports pandas and Lightning; the ``eventssm`` core does not.
 """
 
 from .collate import EventCollator, collate_events, pack_batch, unpack_batch
