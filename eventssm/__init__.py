@@ -1,9 +1,10 @@
 """eventssm: Mamba selective state space models for event-driven, irregularly sampled sequences.
 
 The core (this package's top level) imports only torch: Lightning tasks live in
-``eventssm.tasks``/``eventssm.cli`` and event data in ``eventssm.datasets``.
+``eventssm.tasks`` (with the command line) and event data in ``eventssm.datasets``.
 """
 
+from eventssm.cache import InferenceCache
 from eventssm.discretization import (
     SCHEMES,
     Additive,
@@ -13,7 +14,7 @@ from eventssm.discretization import (
     Standard,
     as_discretization,
 )
-from eventssm.mamba import InferenceCache, Mamba
+from eventssm.mamba import Mamba
 from eventssm.models import (
     EventEncoder,
     MambaBackbone,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from eventssm.cache import InferenceCache
 from eventssm.time import check_timesteps, length_mask, timesteps_from_timestamps
 
 __all__ = ["Steps", "validate_steps", "tau_dtype", "check_activations", "check_cache", "check_count"]
@@ -203,11 +204,9 @@ def check_count(value, name: str, allow_none: bool = False, minimum: int = 0) ->
 def check_cache(cache, batch: int, d_inner: int, d_conv: int, d_state: int, device,
                 name: str = "inference_cache") -> None:
     """Raise a clear error for a cache that ``Mamba.forward``/``step`` cannot use: None or not an
-    :class:`~eventssm.mamba.InferenceCache`, a batch or sizes other than the call's (a cache
+    :class:`~eventssm.cache.InferenceCache`, a batch or sizes other than the call's (a cache
     of another block), a non-float state (an integer conv state would truncate) or another
     device."""
-    from eventssm.mamba import InferenceCache  # here: mamba imports this module
-
     if not isinstance(cache, InferenceCache):
         raise TypeError(f"{name} must be an InferenceCache (from allocate_inference_cache), got "
                         f"{type(cache).__name__}")

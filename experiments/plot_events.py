@@ -21,10 +21,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from eventssm.datasets import collate_events  # noqa: E402
 
-from eventssm.cli import build_cli  # noqa: E402
+from eventssm.datasets import collate_events  # noqa: E402
 from eventssm.tasks import EventClassifier, EventRegressor  # noqa: E402
+from eventssm.tasks.cli import build_cli  # noqa: E402
 
 
 def prefix_predictions(model, sample: dict, use_observed: bool) -> torch.Tensor:

@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from eventssm.cli import build_cli  # noqa: E402
+from eventssm.tasks.cli import build_cli  # noqa: E402
 from eventssm.tpp import IntensityHead, LogNormalMixtureHead  # noqa: E402
 
 

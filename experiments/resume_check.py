@@ -47,7 +47,7 @@ EXTRA: list[str] = []
 
 
 def fit(out: Path, *extra: str) -> int:
-    cmd = [sys.executable, "-m", "eventssm.cli", *FIT, "--trainer.logger.init_args.save_dir",
+    cmd = [sys.executable, "-m", "eventssm.tasks.cli", *FIT, "--trainer.logger.init_args.save_dir",
            str(out / "runs"), *EXTRA, *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     # A session of its own: under DDP every rank kills itself, and any straggler goes with it.

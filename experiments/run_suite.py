@@ -112,7 +112,7 @@ def run_model(dataset: str, disc: str, seed: int, epochs: int | None) -> dict[st
     """Train one CLI configuration and return its test metrics (best val-loss checkpoint)."""
     import torch
 
-    from eventssm.cli import build_cli
+    from eventssm.tasks.cli import build_cli
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as root:
@@ -127,7 +127,7 @@ def run_model(dataset: str, disc: str, seed: int, epochs: int | None) -> dict[st
 
 def _datamodule(dataset: str, seed: int):
     """The dataset's DataModule exactly as its config builds it (for the baselines)."""
-    from eventssm.cli import build_cli
+    from eventssm.tasks.cli import build_cli
 
     with tempfile.TemporaryDirectory() as root:
         cli = build_cli(_cli_args(dataset, "standard-mamba", seed, root, 1), run=False)

@@ -44,6 +44,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import torch
 import yaml
+
 from eventssm.datasets.features import frequency_grid, gap_scales, time_features, value_features
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from eventssm.checkpointing import (
+from eventssm.tasks import EventClassifier
+from eventssm.tasks.checkpointing import (
     INTEGRITY_KEY,
     CheckpointError,
     IntegrityCheckpointIO,
@@ -22,8 +23,7 @@ from eventssm.checkpointing import (
     load_checkpoint,
     verify_checkpoint,
 )
-from eventssm.cli import main
-from eventssm.tasks import EventClassifier
+from eventssm.tasks.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "configs" / "sinusoid_classification.yaml"

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from eventssm import Asymmetric, Discretization, Scaled, Standard
-from eventssm.cli import build_cli, main
+from eventssm.tasks.cli import build_cli, main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"

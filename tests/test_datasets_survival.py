@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+
 from eventssm.datasets.survival import (
     NAFLDDataModule,
     PBCSeqDataModule,

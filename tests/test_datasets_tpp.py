@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+
 from eventssm.datasets import EasyTPPDataModule, SyntheticTPPDataModule, TPPDataModule, read_easytpp, write_easytpp
 
 

@@ -6,10 +6,9 @@ import torch
 
 
 def test_public_names_and_subpackages():
+    import eventssm
     import eventssm.datasets  # noqa: F401
     import eventssm.kernels  # noqa: F401
-
-    import eventssm
 
     for name in ("selective_scan", "Mamba", "MambaLM", "EventEncoder", "Standard", "Asymmetric",
                  "Scaled", "Discretization", "SelectiveSSM", "ResidualBlock"):
@@ -18,7 +17,7 @@ def test_public_names_and_subpackages():
 
 def test_console_script_declared():
     eps = importlib.metadata.entry_points(group="console_scripts")
-    assert any(ep.name == "eventssm" and ep.value == "eventssm.cli:main" for ep in eps)
+    assert any(ep.name == "eventssm" and ep.value == "eventssm.tasks.cli:main" for ep in eps)
 
 
 def test_scan_runs_from_installed_package():

@@ -253,6 +253,7 @@ def test_x_from_tiny_to_large_gpu(disc):
 try:  # the probe kernel below needs Triton (the tests that use it need a GPU as well)
     import triton
     import triton.language as tl
+
     from eventssm.kernels import utils as kutils
 except ImportError:
     triton = None

@@ -12,6 +12,8 @@ import copy
 import numpy as np
 import pytest
 import torch
+
+from eventssm import Asymmetric, EventEncoder, Mamba, MambaLM, Scaled, Standard
 from eventssm.datasets import (
     EventCollator,
     PointProcessDataModule,
@@ -21,8 +23,6 @@ from eventssm.datasets import (
     unpack_batch,
 )
 from eventssm.datasets.collate import AUTO_PACK_PADDING, padding_share
-
-from eventssm import Asymmetric, EventEncoder, Mamba, MambaLM, Scaled, Standard
 from eventssm.packing import (
     check_cu_seqlens,
     cu_seqlens_from_lengths,

@@ -112,7 +112,7 @@ def test_readme_csv_example_on_a_few_dozen_sequences(tmp_path):
 
 @pytest.mark.parametrize("bar", ["rich", "tqdm"])
 def test_progress_bar_shows_the_whole_version(tmp_path, bar):
-    from eventssm.cli import build_cli
+    from eventssm.tasks.cli import build_cli
 
     args = ["--config", str(ROOT / "experiments" / "configs" / "quickstart.yaml"),
             "--data.n_sequences", "40", "--trainer.logger.init_args.save_dir", str(tmp_path),

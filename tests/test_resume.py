@@ -17,12 +17,12 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from eventssm.datasets import GlobalBatchSampler, ResumableDataLoader
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from eventssm.cli import main
-from eventssm.resume import (
+from eventssm.datasets import GlobalBatchSampler, ResumableDataLoader
+from eventssm.tasks.cli import main
+from eventssm.tasks.resume import (
     capture_rng_state,
     find_last_checkpoint,
     resolve_ckpt_path,
@@ -147,7 +147,7 @@ def test_cli_ckpt_path_last_without_a_run_is_an_error(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- SIGKILL
 def _fit(out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "eventssm.cli", *FIT, "--trainer.logger.init_args.save_dir",
+    cmd = [sys.executable, "-m", "eventssm.tasks.cli", *FIT, "--trainer.logger.init_args.save_dir",
            str(out / "runs"), *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -7,14 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
+from eventssm import Asymmetric, Discretization, Scaled, Standard
 from eventssm.datasets import (
     EventDataModule,
     PointProcessDataModule,
     SyntheticDataModule,
     collate_events,
 )
-
-from eventssm import Asymmetric, Discretization, Scaled, Standard
 from eventssm.tasks import (
     ByteLM,
     EncoderConfig,

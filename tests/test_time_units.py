@@ -11,7 +11,6 @@ import torch
 lightning = pytest.importorskip("lightning")
 
 from eventssm.datasets import EventDataModule, gap_statistics, resolve_time_scale  # noqa: E402
-
 from eventssm.tasks import EncoderConfig, EventClassifier  # noqa: E402
 
 

@@ -243,6 +243,7 @@ def test_padding_is_inert(head):
 @pytest.mark.parametrize("head", ["mixture", "intensity"])
 def test_task_trains_and_predicts(head, tmp_path):
     import lightning as L
+
     from eventssm.datasets import SyntheticTPPDataModule
 
     L.seed_everything(0)
@@ -291,6 +292,7 @@ def test_sampled_gaps_reproduce_poisson_data(head):
     """Trained on Poisson data (total rate R = 3), the model's sampled next gaps follow Exp(R)
     whatever the history (KS statistic over samples at every test event)."""
     import lightning as L
+
     from eventssm.datasets import SyntheticTPPDataModule
 
     L.seed_everything(0)
@@ -319,8 +321,8 @@ def test_cli_smoke_fit_and_test(tmp_path):
     and number of types are linked into the model and the TPP metrics are reported."""
     from pathlib import Path
 
-    from eventssm.cli import build_cli, main
     from eventssm.tasks import EventTPP
+    from eventssm.tasks.cli import build_cli, main
 
     cfg = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "tpp_hawkes.yaml"
     args = ["--config", str(cfg), "--model.backbone.d_model", "8", "--model.backbone.n_layers", "1",

@@ -28,9 +28,9 @@ def worker(args) -> None:
     import lightning as L
     import torch
     import torch.distributed as dist
-    from eventssm.datasets import SyntheticDataModule
 
     from eventssm import Asymmetric
+    from eventssm.datasets import SyntheticDataModule
     from eventssm.tasks import EncoderConfig, EventClassifier
 
     class Meter(L.Callback):

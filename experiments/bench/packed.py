@@ -22,9 +22,9 @@ import time
 
 import numpy as np
 import torch
-from eventssm.datasets import collate_events, pack_batch
 
 from eventssm import Asymmetric, EventEncoder
+from eventssm.datasets import collate_events, pack_batch
 
 
 def lengths_of(kind: str, B: int, L: int, rng: np.random.Generator) -> np.ndarray:

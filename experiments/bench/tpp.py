@@ -37,9 +37,9 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from eventssm.datasets import NAFLD3DataModule, SyntheticTPPDataModule, write_easytpp
 
 from eventssm import Asymmetric
+from eventssm.datasets import NAFLD3DataModule, SyntheticTPPDataModule, write_easytpp
 from eventssm.tasks import EncoderConfig, EventTPP
 
 OURS = ("mixture", "intensity")

@@ -13,7 +13,7 @@ Any :class:`eventssm.tasks.EventTask` is a model (``class_path: eventssm.tasks.E
 Sizes the model takes from the data (value channels, event types, classes, targets, whether an
 ``observed`` mask comes with the values, per-event targets) are linked, so configs never repeat
 them. By default runs log to CSV under ``runs/`` and keep the last and the best checkpoint; a
-:class:`~eventssm.resume.ResumeCallback` makes every checkpoint an exact resume point and checks
+:class:`~eventssm.tasks.resume.ResumeCallback` makes every checkpoint an exact resume point and checks
 checkpoints on load, and ``--ckpt_path last`` resumes the latest run (or fails when there is none).
 """
 
@@ -30,9 +30,9 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.cli import LightningCLI
 
-from eventssm.checkpointing import check_file
-from eventssm.resume import ResumeCallback, resolve_ckpt_path
-from eventssm.tasks import EventTask
+from eventssm.tasks.base import EventTask
+from eventssm.tasks.checkpointing import check_file
+from eventssm.tasks.resume import ResumeCallback, resolve_ckpt_path
 
 __all__ = ["EventCLI", "build_cli", "main"]
 

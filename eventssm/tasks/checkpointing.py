@@ -17,7 +17,7 @@ unpickler. Here:
   is wrong (which tensor, which entry).
 - :class:`IntegrityCheckpointIO` is the Lightning ``CheckpointIO`` that does both, and writes
   each file atomically (a temporary file renamed into place, so a kill during a save leaves the
-  previous checkpoint intact). :class:`eventssm.resume.ResumeCallback` installs it; the tasks'
+  previous checkpoint intact). :class:`eventssm.tasks.resume.ResumeCallback` installs it; the tasks'
   ``on_load_checkpoint`` verifies checkpoints loaded without a trainer
   (``EventClassifier.load_from_checkpoint``).
 
@@ -333,7 +333,7 @@ class IntegrityCheckpointIO(TorchCheckpointIO):
     """Lightning ``CheckpointIO``: checksums written with every checkpoint and checked on every
     load (``fit``/``validate``/``test``/``predict`` with ``ckpt_path``); atomic local writes.
 
-    While :attr:`defer` is True (set by :class:`eventssm.resume.ResumeCallback` between the end of
+    While :attr:`defer` is True (set by :class:`eventssm.tasks.resume.ResumeCallback` between the end of
     a training batch and the start of the next), saves are held in memory (tensors copied to the
     CPU) and written by :meth:`flush`, after the completed step's metrics are logged; the callback
     first updates them with the state the next step starts from.

@@ -14,7 +14,8 @@ import torchmetrics
 from torch import Tensor
 
 from eventssm.packing import packed_timesteps, unpack_sequences
-from eventssm.tasks import EncoderConfig, EventTask, _check_time_scale, _encoder, _encoder_kwargs
+from eventssm.tasks.base import EventTask, _check_time_scale, _encoder, _encoder_kwargs
+from eventssm.tasks.config import EncoderConfig
 from eventssm.time import timesteps_from_timestamps
 from eventssm.tpp import HEADS, make_head
 

@@ -48,7 +48,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from eventssm.checkpointing import IntegrityCheckpointIO, check_file
+from eventssm.tasks.checkpointing import IntegrityCheckpointIO, check_file
 
 __all__ = [
     "ResumeCallback",
@@ -206,7 +206,7 @@ def _continue_csv(logger: CSVLogger, state: dict) -> str | None:
     src = next((p for p in (os.path.join(old_dir, _METRICS_FILE), os.path.join(old_dir, _ASIDE))
                 if os.path.isfile(p)), None)
     if src is None:
-        return (f"no metrics history in {old_dir} (call eventssm.resume.resolve_ckpt_path(trainer, "
+        return (f"no metrics history in {old_dir} (call eventssm.tasks.resume.resolve_ckpt_path(trainer, "
                 f"ckpt_path) before trainer.fit so that the CSV logger does not delete it)")
     writer = logger.experiment
     if writer.metrics:
@@ -353,7 +353,7 @@ class ResumeCallback(Callback):
 
     Registered by default in the ``eventssm`` CLI (``--resume.every_n_train_steps``). It
 
-    - installs :class:`~eventssm.checkpointing.IntegrityCheckpointIO` (checksums written with and
+    - installs :class:`~eventssm.tasks.checkpointing.IntegrityCheckpointIO` (checksums written with and
       checked on every checkpoint, atomic writes) unless the strategy has another CheckpointIO;
     - saves the random-number states of every process, the torchmetrics states and the CSV
       logger's position with each checkpoint, taken when the next training step starts (see the
@@ -546,11 +546,11 @@ def resolve_ckpt_path(trainer: pl.Trainer, ckpt_path: str | None, stage: str = "
 
     ``"last"`` becomes the latest run's last checkpoint (:func:`find_last_checkpoint`; an error
     when there is none); ``"best"`` outside ``fit``, in a process that has not trained, the best
-    checkpoint that run's ModelCheckpoint recorded; a path is checked (:func:`~eventssm.checkpointing.check_file`). For
-    ``fit``, an auto-versioned logger continues in the checkpoint's version directory
-    (:func:`continue_logging`) and its metrics.csv is set aside so that the
-    :class:`ResumeCallback` can carry the history over (Lightning's CSV logger deletes the file
-    when the trainer starts).
+    checkpoint that run's ModelCheckpoint recorded; a path is checked
+    (:func:`~eventssm.tasks.checkpointing.check_file`). For ``fit``, an auto-versioned logger
+    continues in the checkpoint's version directory (:func:`continue_logging`) and its metrics.csv
+    is set aside so that the :class:`ResumeCallback` can carry the history over (Lightning's CSV
+    logger deletes the file when the trainer starts).
     """
     if ckpt_path is None:
         return None
