@@ -20,7 +20,8 @@ from torch import Tensor
 from eventssm.cache import InferenceCache
 from eventssm.time import check_timesteps, length_mask, timesteps_from_timestamps
 
-__all__ = ["Steps", "validate_steps", "tau_dtype", "check_activations", "check_cache", "check_count"]
+__all__ = ["Steps", "validate_steps", "step_column", "tau_dtype", "check_activations", "check_cache",
+           "check_count"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,20 @@ def validate_steps(
     if check_values:
         check_timesteps(tau, "integration_timesteps")
     return Steps(_to_compute(tau, tdt, "integration_timesteps", check_values), lengths, mask, None)
+
+
+def step_column(t, name: str, batch: int, device) -> Tensor | None:
+    """A one-step input (gap or time per sequence) given as ``(B,)`` or ``(B, 1)`` (a scalar when
+    ``B == 1``) as a ``(B, 1)`` tensor; None stays None."""
+    if t is None:
+        return None
+    t = torch.as_tensor(t, device=device)
+    if t.dim() == 0 and batch == 1:
+        t = t.reshape(1)
+    if tuple(t.shape) not in ((batch,), (batch, 1)):
+        raise ValueError(f"{name} of one step must have shape ({batch},) or ({batch}, 1) (one value per "
+                         f"sequence), got {tuple(t.shape)}")
+    return t.reshape(batch, 1)
 
 
 def _last_times(ts: Tensor, lengths: Tensor | None, last_time, batch: int, L: int) -> Tensor | None:

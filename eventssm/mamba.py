@@ -24,7 +24,7 @@ from torch import Tensor
 from eventssm.cache import InferenceCache
 from eventssm.discretization import Discretization
 from eventssm.dispatch import path
-from eventssm.inputs import Steps, check_activations, check_cache, check_count, validate_steps
+from eventssm.inputs import Steps, check_activations, check_cache, check_count, step_column, validate_steps
 from eventssm.packing import model_steps
 from eventssm.shared_grad import split_xz
 from eventssm.ssm import PAD_DELTA, SSMParts, project, scan_constants
@@ -240,10 +240,10 @@ class Mamba(SSMParts, nn.Module):
         Bsz = x.shape[0]
         cache = inference_cache
         check_cache(cache, Bsz, self.d_inner, self.d_conv, self.d_state, x.device)
-        col = lambda t: None if t is None else torch.as_tensor(t, device=x.device).reshape(Bsz, 1)
         steps = validate_steps(
-            Bsz, 1, x.device, x.dtype, integration_timesteps=col(integration_timesteps),
-            timestamps=col(timestamps), time_scale=self.time_scale,
+            Bsz, 1, x.device, x.dtype,
+            integration_timesteps=step_column(integration_timesteps, "integration_timesteps", Bsz, x.device),
+            timestamps=step_column(timestamps, "timestamps", Bsz, x.device), time_scale=self.time_scale,
             last_time=cache.last_time if cache.seqlen_offset > 0 else None)  # first step: τ = 0
         return self._step(x, steps, cache)[:, None, :], cache
 

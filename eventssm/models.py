@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from eventssm.discretization import Discretization
-from eventssm.inputs import Steps, check_activations, check_cache, check_count, validate_steps
+from eventssm.inputs import Steps, check_activations, check_cache, check_count, step_column, validate_steps
 from eventssm.mamba import InferenceCache, Mamba
 from eventssm.packing import model_steps, segment_pool
 from eventssm.ssm import SelectiveSSM
@@ -215,10 +215,14 @@ class MambaLM(nn.Module):
             raise ValueError(f"token must lie in [0, {self.vocab_size}), got range "
                              f"[{int(token.min())}, {int(token.max())}]")
         self.backbone._check_caches(cache, token.shape[0], token.device, "cache")
+        wdt = self.backbone.embedding.weight.dtype
+        tau = step_column(integration_timesteps, "integration_timesteps", token.shape[0], token.device)
+        steps = validate_steps(token.shape[0], 1, token.device, wdt, integration_timesteps=tau)
+        return self._step(token, steps, cache)
+
+    def _step(self, token: Tensor, steps: Steps, cache) -> Tensor:
+        """One step on validated input: ``token (B,)`` -> logits ``(B, V)``."""
         x = self.backbone.embedding(token)  # (B, d_model)
-        tau = None if integration_timesteps is None else torch.as_tensor(
-            integration_timesteps, device=x.device).reshape(x.shape[0], 1)
-        steps = validate_steps(x.shape[0], 1, x.device, x.dtype, integration_timesteps=tau)
         for layer, c in zip(self.backbone.layers, cache):
             x = layer._step(x, steps, c)
         return self.lm_head(self.backbone.norm_f(x))
@@ -254,8 +258,8 @@ class MambaLM(nn.Module):
                     logits = logits.masked_fill(logits < kth, float("-inf"))
                 nxt = torch.multinomial(F.softmax(logits, -1), 1, generator=generator)[:, 0]
             out.append(nxt[:, None])
-            if i + 1 < max_new_tokens:
-                logits = self.step(nxt, cache)
+            if i + 1 < max_new_tokens:  # sampled ids are in range: nothing to validate again
+                logits = self._step(nxt, Steps(), cache)
         res = torch.cat(out, dim=1)
         return res[0] if unbatched else res
 
@@ -350,6 +354,23 @@ def pool(h: Tensor, how: str, mask: Tensor | None = None, tau: Tensor | None = N
     raise ValueError(f"pooling must be one of {POOLINGS}, got {how!r}")
 
 
+def _check_unbatched(ref_name: str, ref: Tensor, **inputs) -> None:
+    """Every input of an unbatched call is unbatched too: ``values (L, C)`` goes with ``marks``,
+    ``timestamps`` and ``integration_timesteps`` of shape ``(L,)``, ``observed (L, C)`` and a
+    single length."""
+    ranks = dict(marks=1, observed=2, timestamps=1, integration_timesteps=1)
+    for name, t in inputs.items():
+        if t is None:
+            continue
+        shape = tuple(torch.as_tensor(t).shape) if not isinstance(t, Tensor) else tuple(t.shape)
+        ok = len(shape) <= 1 and math.prod(shape) == 1 if name == "lengths" else len(shape) == ranks[name]
+        if not ok:
+            want = "a single length" if name == "lengths" else f"{ranks[name]} dimension(s)"
+            raise ValueError(f"{ref_name} is unbatched {tuple(ref.shape)}, so {name} must be unbatched "
+                             f"too ({want}), got shape {shape}: pass every input with a batch "
+                             "dimension or none")
+
+
 class EventEncoder(nn.Module):
     """Encoder for event sequences: values and/or marks -> Mamba blocks -> pooled features.
 
@@ -404,6 +425,9 @@ class EventEncoder(nn.Module):
             raise ValueError("pass values (B, L, C) and/or marks (B, L)")
         unbatched = ref.dim() == (2 if values is not None else 1)
         if unbatched:
+            _check_unbatched("values" if values is not None else "marks", ref, marks=marks,
+                             observed=observed, timestamps=timestamps,
+                             integration_timesteps=integration_timesteps, lengths=lengths)
             values = None if values is None else values[None]
             marks = None if marks is None else marks[None]
             observed = None if observed is None else observed[None]
@@ -437,13 +461,14 @@ class EventEncoder(nn.Module):
         if marks is not None:
             if steps.mask is not None:
                 marks = marks.masked_fill(~steps.mask, 0)
-            if marks.numel():
+            if check_values and marks.numel():
                 bad.append((marks.min() < 0) | (marks.max() >= max(self.num_marks, 1)))
         if values is not None:
             values = values.to(wdt)
             if steps.mask is not None:
                 values = values.masked_fill(~steps.mask[..., None], 0.0)
-            bad.append(~torch.isfinite(values).all())
+            if check_values:
+                bad.append(~torch.isfinite(values).all())
         if check_values and bad and bool(torch.stack(bad).any()):
             if marks is not None and marks.numel() and bool(bad[0]):
                 raise ValueError(f"marks must lie in [0, {self.num_marks}), "

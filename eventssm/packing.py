@@ -13,13 +13,11 @@ Shapes: sequences ``n``, packed steps ``T``, features ``d``.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from eventssm.inputs import Steps, tau_dtype, validate_steps
-from eventssm.time import _as_int64, _gap, check_timesteps
+from eventssm.time import _as_int64, _gap, check_time_scale, check_timesteps
 
 __all__ = [
     "check_cu_seqlens",
@@ -159,8 +157,7 @@ def validate_packed_steps(
     if lengths is not None:
         raise ValueError("pass either lengths (right-padded batch) or cu_seqlens (packed batch), "
                          "not both")
-    if not (isinstance(time_scale, (int, float)) and math.isfinite(time_scale) and time_scale > 0):
-        raise ValueError(f"time_scale must be a positive finite number, got {time_scale!r}")
+    time_scale = check_time_scale(time_scale)
     cu = check_cu_seqlens(torch.as_tensor(cu_seqlens) if not isinstance(cu_seqlens, Tensor)
                           else cu_seqlens, T, batch, check_values)
     cu = cu.to(device)

@@ -22,6 +22,7 @@ from torch import Tensor
 from eventssm.discretization import Discretization, as_discretization
 from eventssm.dispatch import backend_of
 from eventssm.scan import selective_scan
+from eventssm.time import check_time_scale
 
 __all__ = ["SelectiveSSM", "SSMParts", "PAD_DELTA", "ssm_parameters", "project", "scan_constants"]
 
@@ -128,10 +129,8 @@ class SSMParts:
         ``dt_proj``, ``A_log``, ``D`` and ``rho`` (None unless the coupling uses a rate), in
         this order: the order earlier versions drew their initial values and registered their
         parameters in (a seed gives the same model, saved optimizer states still load)."""
-        if not (math.isfinite(time_scale) and time_scale > 0):
-            raise ValueError(f"time_scale must be a positive finite number, got {time_scale!r}")
         self.discretization = as_discretization(discretization)
-        self.time_scale = float(time_scale)
+        self.time_scale = check_time_scale(time_scale)
         self.backend = backend_of(use_fast_path, backend)
         self.x_proj, self.dt_proj, self.A_log, self.D, rho = ssm_parameters(
             d_inner, d_state, dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor,

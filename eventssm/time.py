@@ -17,14 +17,37 @@ Rules (DESIGN §3):
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
 __all__ = [
+    "check_time_scale",
     "timesteps_from_timestamps",
     "check_timesteps",
     "length_mask",
 ]
+
+
+def check_time_scale(time_scale, name: str = "time_scale") -> float:
+    """``time_scale`` as a Python float: any real number (int, float, a numpy or 0-d tensor
+    scalar) that is positive and finite.
+
+    Raises:
+        ValueError: not a real number (a string, a bool, None, a tensor of several values), or
+        zero, negative, NaN or infinite; the message names ``name``.
+    """
+    if isinstance(time_scale, torch.Tensor) and time_scale.numel() == 1 and not (
+            time_scale.dtype == torch.bool or time_scale.is_complex()):
+        time_scale = time_scale.item()
+    if isinstance(time_scale, (bool, str, bytes)) or not isinstance(time_scale, numbers.Real):
+        raise ValueError(f"{name} must be a positive finite real number (the factor applied to every "
+                        f"gap), got {type(time_scale).__name__} {time_scale!r}")
+    value = float(time_scale)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number (the factor applied to every gap), "
+                         f"got {time_scale!r}")
+    return value
 
 
 def _first_bad(bad: torch.Tensor) -> tuple[int, ...]:
@@ -170,8 +193,7 @@ def timesteps_from_timestamps(
         raise ValueError(f"{name} must be a real float or integer tensor, got {timestamps.dtype}")
     if timestamps.dim() not in (1, 2):
         raise ValueError(f"{name} must have shape (batch, L) or (L,), got {tuple(timestamps.shape)}")
-    if not (isinstance(time_scale, (int, float)) and math.isfinite(time_scale) and time_scale > 0):
-        raise ValueError(f"time_scale must be a positive finite number, got {time_scale!r}")
+    time_scale = check_time_scale(time_scale)
     unbatched = timestamps.dim() == 1
     t = timestamps[None] if unbatched else timestamps
     Bsz, L = t.shape

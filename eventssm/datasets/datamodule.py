@@ -346,6 +346,11 @@ class EventDataModule(L.LightningDataModule):
         pack = False if predict and self.pack == "auto" else self.pack
         collate = EventCollator(use_observed=self.use_observed, pack=pack)
         batch_size = self.train_batch_size(world)
+        if train and self.train_drop_last(world) and len(ds) < batch_size:
+            raise ValueError(
+                f"batch_size {batch_size} is larger than the training split ({len(ds)} sequences) and "
+                "drop_last=True drops every batch: an epoch would train on nothing. Use a batch_size "
+                f"of at most {len(ds)}, or drop_last=False")
         if train:
             sampler = GlobalBatchSampler(ds, batch_size, world, rank, shuffle=True,
                                          seed=self.seed, drop_last=self.train_drop_last(world))

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eventssm.time import check_time_scale as positive_time_scale
+
 __all__ = ["GapStats", "check_time_scale", "gap_statistics", "resolve_time_scale"]
 
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -65,12 +67,13 @@ def gap_statistics(times: Sequence[np.ndarray]) -> GapStats:
 
 def check_time_scale(time_scale: float | str) -> float | str:
     """``time_scale`` as given if it is ``"auto"`` or a positive finite number, else ``ValueError``."""
-    if time_scale == "auto":
+    if isinstance(time_scale, str) and time_scale == "auto":
         return time_scale
-    if isinstance(time_scale, bool) or not isinstance(time_scale, (int, float)) or not (
-            math.isfinite(time_scale) and time_scale > 0):
-        raise ValueError(f"time_scale must be 'auto' or a positive finite number, got {time_scale!r}")
-    return time_scale
+    try:
+        return positive_time_scale(time_scale)
+    except ValueError:
+        raise ValueError(f"time_scale must be 'auto' or a positive finite number, got "
+                        f"{type(time_scale).__name__} {time_scale!r}") from None
 
 
 def resolve_time_scale(time_scale: float | str, stats: GapStats) -> float:

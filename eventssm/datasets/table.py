@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from eventssm.time import check_time_scale
+
 __all__ = ["EventTable", "read_table", "TASKS"]
 
 TASKS = ("classification", "regression", "none")
@@ -142,6 +144,15 @@ def _time_to_float(col: pd.Series, name: str, ids: pd.Series) -> tuple[np.ndarra
         raise ValueError(
             f"time column {name!r} has NaN/Inf times in sequences {_few(ids[bad])}"
         )
+    if pd.api.types.is_unsigned_integer_dtype(s.dtype):
+        # uint64 beyond 2^63 would wrap around as int64: shift by the smallest time first (exact
+        # in uint64; gaps and order are unchanged), then the span must fit int64.
+        u = s.to_numpy(dtype=np.uint64)
+        span = u - u.min() if u.size else u
+        if span.size and span.max() >= np.uint64(2**63):
+            raise ValueError(f"time column {name!r}: uint64 times span 2^63 or more "
+                             f"({int(u.min())} to {int(u.max())}), which int64 cannot hold")
+        return span.astype(np.int64), False
     if pd.api.types.is_integer_dtype(s.dtype):
         return s.to_numpy(dtype=np.int64), False
     return arr, False
@@ -292,9 +303,7 @@ class EventTable:
             raise ValueError(f"df must be a pandas DataFrame, got {type(df).__name__}")
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        if not (isinstance(time_scale, (int, float)) and np.isfinite(time_scale)
-                and time_scale > 0):
-            raise ValueError(f"time_scale must be a positive finite number, got {time_scale!r}")
+        time_scale = check_time_scale(time_scale)
         label_cols = [] if label_col is None else (
             [label_col] if isinstance(label_col, str) else list(label_col)
         )

@@ -14,7 +14,7 @@ Everything here imports Lightning and torchmetrics; the ``eventssm`` core below 
 from eventssm.tasks.base import EventTask
 from eventssm.tasks.config import EncoderConfig, LMConfig
 from eventssm.tasks.lm import ByteLM
-from eventssm.tasks.sequence import EventClassifier, EventRegressor, splice_queries
+from eventssm.tasks.sequence import EventClassifier, EventRegressor, splice_queries, splice_queries_packed
 from eventssm.tasks.tpp import EventTPP
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "ByteLM",
     "EventTPP",
     "splice_queries",
+    "splice_queries_packed",
 ]

@@ -51,6 +51,35 @@ class EventTask(L.LightningModule):
         self.scheduler = scheduler
         self.min_lr_ratio = min_lr_ratio
 
+    # Batches from the DataModules' collate are valid by construction (the table checked the
+    # times, values and marks when it was built), so the tasks skip the encoder's value checks,
+    # each a host sync. Set True on an instance that is fed batches from elsewhere.
+    validate_batches: bool = False
+
+    def _step(self, batch: dict, stage: str) -> Tensor:
+        """Loss of one batch, logged under ``stage`` (``train``, ``val`` or ``test``); what
+        each task fills in. The training loss it returns is what is optimised."""
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def _encoder_kwargs(self, batch: dict) -> dict:
+        """The encoder's inputs from a §5 batch: the gaps the collate formed once (float64), and
+        the lengths (padded) or ``cu_seqlens`` (packed); the encoder scales the gaps to the
+        model's time unit and checks values only with :attr:`validate_batches`."""
+        packed = batch.get("cu_seqlens")
+        return dict(values=batch.get("values"), marks=batch.get("marks"),
+                    integration_timesteps=batch["integration_timesteps"],
+                    lengths=batch["lengths"] if packed is None else None, cu_seqlens=packed,
+                    observed=batch.get("observed"), check_values=self.validate_batches)
+
     def _save_hparams(self) -> None:
         """``save_hyperparameters()`` of the subclass's ``__init__``, keeping only its own
         arguments: LightningCLI records every linked data value (``d_target`` for a classifier,
@@ -148,20 +177,3 @@ def _encoder(backbone: EncoderConfig, d_input: int, num_marks: int, use_observed
     return EventEncoder(d_input=d_input, num_marks=num_marks, use_observed=use_observed,
                         time_scale=time_scale, **cfg)
 
-
-def _check_time_scale(time_scale: float) -> float:
-    if isinstance(time_scale, bool) or not isinstance(time_scale, (int, float)) or not (
-            math.isfinite(time_scale) and time_scale > 0):
-        raise ValueError(f"time_scale must be a positive finite number, got {time_scale!r}")
-    return float(time_scale)
-
-
-def _encoder_kwargs(batch: dict) -> dict:
-    """The encoder's inputs from a §5 batch: the gaps the collate formed once (float64), and the
-    lengths (padded) or ``cu_seqlens`` (packed); the encoder scales the gaps to the model's time
-    unit."""
-    packed = batch.get("cu_seqlens")
-    return dict(values=batch.get("values"), marks=batch.get("marks"),
-                integration_timesteps=batch["integration_timesteps"],
-                lengths=batch["lengths"] if packed is None else None, cu_seqlens=packed,
-                observed=batch.get("observed"))

@@ -61,10 +61,13 @@ class ByteLM(EventTask):
                                batch["target"].reshape(-1))
         return loss, logits
 
-    def training_step(self, batch, batch_idx):
-        loss, _ = self._loss(batch)
+    def _step(self, batch: dict, stage: str) -> Tensor:
+        loss, logits = self._loss(batch)
         n = batch["target"].numel()
-        self._log_loss("train", loss, n)
+        if stage == "val":
+            self.val_ppl(logits.float(), batch["target"])
+            self.log("val/ppl", self.val_ppl, on_epoch=True, on_step=False, batch_size=n)
+        self._log_loss(stage, loss, n)
         return loss
 
     def _log_loss(self, stage: str, loss: Tensor, n: int) -> None:
@@ -75,17 +78,6 @@ class ByteLM(EventTask):
             metric = getattr(self, f"{stage}_bpb")
             metric.update(loss.detach() / math.log(2), weight=n)
             self.log(f"{stage}/bpb", metric, on_step=False, on_epoch=True, batch_size=n)
-
-    def validation_step(self, batch, batch_idx):
-        loss, logits = self._loss(batch)
-        n = batch["target"].numel()
-        self.val_ppl(logits.float(), batch["target"])
-        self._log_loss("val", loss, n)
-        self.log("val/ppl", self.val_ppl, on_epoch=True, on_step=False, batch_size=n)
-
-    def test_step(self, batch, batch_idx):
-        loss, _ = self._loss(batch)
-        self._log_loss("test", loss, batch["target"].numel())
 
     def on_validation_epoch_end(self) -> None:
         k = self.sample_every_n_epochs

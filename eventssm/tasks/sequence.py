@@ -12,9 +12,9 @@ import torchmetrics
 from torch import Tensor
 
 from eventssm.packing import packed_timesteps, seq_index
-from eventssm.tasks.base import EventTask, _check_time_scale, _encoder, _encoder_kwargs
+from eventssm.tasks.base import EventTask, _encoder
 from eventssm.tasks.config import EncoderConfig
-from eventssm.time import timesteps_from_timestamps
+from eventssm.time import check_time_scale, timesteps_from_timestamps
 
 __all__ = ["EventClassifier", "EventRegressor", "splice_queries", "splice_queries_packed"]
 
@@ -50,7 +50,7 @@ class EventClassifier(EventTask):
         self.per_event = per_event
         self.num_classes = num_classes
         self.encoder = _encoder(backbone, d_input, num_marks, use_observed,
-                                _check_time_scale(time_scale))
+                                check_time_scale(time_scale))
         self.head = nn.Linear(backbone.d_model, num_classes)
         self.label_smoothing = label_smoothing
         kw = dict(task="multiclass", num_classes=num_classes, ignore_index=-100)
@@ -64,29 +64,22 @@ class EventClassifier(EventTask):
         """Logits ``(B, K)``, or ``(B, L, K)`` with ``per_event`` (``(1, T, K)`` for a packed
         batch, whose per-event targets are packed alike)."""
         if self.per_event:
-            return self.head(self.encoder.encode(**_encoder_kwargs(batch)))
-        return self.head(self.encoder(**_encoder_kwargs(batch)))
+            return self.head(self.encoder.encode(**self._encoder_kwargs(batch)))
+        return self.head(self.encoder(**self._encoder_kwargs(batch)))
 
-    def _step(self, batch: dict, stage: str, acc: torchmetrics.Metric) -> Tensor:
+    def _step(self, batch: dict, stage: str) -> Tensor:
+        acc = getattr(self, f"{stage}_acc")
         logits = self(batch)
         y = batch["target"]
         loss = F.cross_entropy(logits.reshape(-1, self.num_classes).float(), y.reshape(-1),
                                ignore_index=-100, label_smoothing=self.label_smoothing)
         acc(logits.reshape(-1, self.num_classes), y.reshape(-1))
-        n = int((y != -100).sum())
+        # one label per sequence: the count is the batch size, known without reading the device
+        n = int((y != -100).sum()) if self.per_event else y.shape[0]
         self._log_loss(stage, loss, n)
         self.log(f"{stage}/acc", acc, prog_bar=stage != "train", on_epoch=True,
                  on_step=False, batch_size=n)
         return self._global_mean(loss, n) if stage == "train" else loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train", self.train_acc)
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val", self.val_acc)
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test", self.test_acc)
 
     def predict_step(self, batch, batch_idx) -> dict:
         probs = self(batch).float().softmax(-1)
@@ -230,7 +223,7 @@ class EventRegressor(EventTask):
         self.use_observed = use_observed
         self.loss_name = loss
         self.encoder = _encoder(backbone, d_input, num_marks, use_observed,
-                                _check_time_scale(time_scale))
+                                check_time_scale(time_scale))
         self.head = nn.Linear(backbone.d_model, d_target)
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_mse", torchmetrics.MeanSquaredError())
@@ -249,13 +242,13 @@ class EventRegressor(EventTask):
                 )
             if "cu_seqlens" in batch:
                 inputs, pos = splice_queries_packed(batch)
-                h = self.encoder.encode(**_encoder_kwargs(inputs))[0]  # (T + ΣQ, d_model)
+                h = self.encoder.encode(**self._encoder_kwargs(inputs))[0]  # (T + ΣQ, d_model)
                 return self.head(h[pos])  # (B, Q, d_target)
             inputs, pos = splice_queries(batch)
-            h = self.encoder.encode(**_encoder_kwargs(inputs))  # (B, L + Q, d_model)
+            h = self.encoder.encode(**self._encoder_kwargs(inputs))  # (B, L + Q, d_model)
             h = h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1]))  # (B, Q, d_model)
             return self.head(h)
-        return self.head(self.encoder(**_encoder_kwargs(batch)))
+        return self.head(self.encoder(**self._encoder_kwargs(batch)))
 
     def _step(self, batch: dict, stage: str) -> Tensor:
         pred = self(batch).float()
@@ -276,15 +269,6 @@ class EventRegressor(EventTask):
         self.log(f"{stage}/mae", mae, on_epoch=True, on_step=False, batch_size=n,
                  prog_bar=stage != "train")
         return self._global_mean(loss, n) if stage == "train" else loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx) -> dict:
         return {"index": batch.get("index"), "pred": self(batch)}

@@ -14,9 +14,9 @@ import torchmetrics
 from torch import Tensor
 
 from eventssm.packing import packed_timesteps, unpack_sequences
-from eventssm.tasks.base import EventTask, _check_time_scale, _encoder, _encoder_kwargs
+from eventssm.tasks.base import EventTask, _encoder
 from eventssm.tasks.config import EncoderConfig
-from eventssm.time import timesteps_from_timestamps
+from eventssm.time import check_time_scale, timesteps_from_timestamps
 from eventssm.tpp import HEADS, make_head
 
 __all__ = ["EventTPP"]
@@ -81,7 +81,7 @@ class EventTPP(EventTask):
         self.predict_horizon, self.n_samples = predict_horizon, n_samples
         self.max_future_events = max_future_events
         self.encoder = _encoder(backbone, d_input, num_marks, use_observed,
-                                _check_time_scale(time_scale))
+                                check_time_scale(time_scale))
         kw = (dict(n_components=n_components) if head == "mixture"
               else dict(d_hidden=d_hidden, n_quad=n_quad, n_panels=n_panels))
         # the mixture's log-normal tails make its mean unstable (one wide component dominates the
@@ -106,7 +106,7 @@ class EventTPP(EventTask):
                    if "cu_seqlens" in batch
                    else timesteps_from_timestamps(batch["timestamps"], lengths=batch["lengths"]))
             batch = {**batch, "integration_timesteps": tau}
-        return self.encoder.encode(**_encoder_kwargs(batch))
+        return self.encoder.encode(**self._encoder_kwargs(batch))
 
     def log_likelihood(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(time part (n,), type part (n,), features (n, d), scored (B, L) bool)`` of the ``n``
@@ -145,15 +145,6 @@ class EventTPP(EventTask):
             self.log(f"{stage}/rmse", rmse, on_step=False, on_epoch=True, batch_size=n)
             self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, batch_size=n)
         return self._global_mean(loss, n) if stage == "train" else loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
 
     # ------------------------------------------------------------------ sampling
     def _last_features(self, batch: dict) -> Tensor:
