@@ -23,11 +23,11 @@ from torch import Tensor
 
 from eventssm.cache import InferenceCache
 from eventssm.discretization import Discretization
-from eventssm.dispatch import path
+from eventssm.dispatch import backend_of, path
 from eventssm.inputs import Steps, check_activations, check_cache, check_count, step_column, validate_steps
 from eventssm.packing import model_steps
 from eventssm.shared_grad import split_xz
-from eventssm.ssm import PAD_DELTA, SSMParts, project, scan_constants
+from eventssm.ssm import PAD_DELTA, DtInit, SSMParts, project, scan_constants
 
 __all__ = ["Mamba", "InferenceCache"]
 
@@ -82,9 +82,11 @@ class Mamba(SSMParts, nn.Module):
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
         self.layer_idx = layer_idx
         # The SSM parts first, then in_proj, conv1d and out_proj (SSMParts._init_ssm says why)
-        self._init_ssm(d_inner, d_state, self.dt_rank, dt_min, dt_max, dt_init, dt_scale,
-                       dt_init_floor, discretization, time_scale, use_fast_path, backend, device,
-                       dtype)
+        self._init_ssm(d_inner=d_inner, d_state=d_state, dt_rank=self.dt_rank,
+                       init=DtInit(dt_min=dt_min, dt_max=dt_max, dt_init=dt_init, dt_scale=dt_scale,
+                                   dt_init_floor=dt_init_floor),
+                       discretization=discretization, time_scale=time_scale,
+                       backend=backend_of(use_fast_path, backend), device=device, dtype=dtype)
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias, **fk)
         # nn.Conv1d holds the weights under mamba-ssm's names; the conv itself runs channel-last
         # through the backend's causal_conv1d (weight[:, 0] is (D, K)).
@@ -222,6 +224,7 @@ class Mamba(SSMParts, nn.Module):
         integration_timesteps: Tensor | None = None,
         *,
         timestamps: Tensor | None = None,
+        check_values: bool = True,
     ) -> tuple[Tensor, InferenceCache]:
         """One decoding step: ``x (B, 1, d_model)`` or ``(B, d_model)`` -> ``(B, 1, d_model)``.
 
@@ -229,6 +232,10 @@ class Mamba(SSMParts, nn.Module):
         alternatively ``timestamps (B,)`` absolute times, whose gap is taken from the cache's
         last time. The same conv and discretization formulas as ``forward``, on the same backend
         (``backend`` / ``use_fast_path``); updates the cache in place.
+
+        ``check_values=False`` skips the value checks of the gap (finite, ``>= 0``), the only
+        host syncs of a step: what capturing the step in a CUDA graph needs (shapes, dtypes and
+        the cache are still checked, on the host, when the graph is captured).
         """
         check_activations(x, "x", self.in_proj.weight)
         if x.dim() == 3:
@@ -244,7 +251,8 @@ class Mamba(SSMParts, nn.Module):
             Bsz, 1, x.device, x.dtype,
             integration_timesteps=step_column(integration_timesteps, "integration_timesteps", Bsz, x.device),
             timestamps=step_column(timestamps, "timestamps", Bsz, x.device), time_scale=self.time_scale,
-            last_time=cache.last_time if cache.seqlen_offset > 0 else None)  # first step: τ = 0
+            last_time=cache.last_time if cache.seqlen_offset > 0 else None,  # first step: τ = 0
+            check_values=check_values)
         return self._step(x, steps, cache)[:, None, :], cache
 
     def _step(self, x: Tensor, steps: Steps, cache: InferenceCache) -> Tensor:

@@ -53,9 +53,12 @@ class ResidualBlock(nn.Module):
         """The block on validated input (``steps`` from :func:`~eventssm.inputs.validate_steps`)."""
         return x + self.mixer._forward(self.norm(x), steps, cache)
 
-    def step(self, x: Tensor, cache: InferenceCache, integration_timesteps=None) -> Tensor:
-        """``x (B, 1, d_model)`` -> same, updating ``cache``."""
-        return x + self.mixer.step(self.norm(x), cache, integration_timesteps)[0]
+    def step(self, x: Tensor, cache: InferenceCache, integration_timesteps=None, *,
+             check_values: bool = True) -> Tensor:
+        """``x (B, 1, d_model)`` -> same, updating ``cache`` (``check_values``: see
+        :meth:`Mamba.step`)."""
+        return x + self.mixer.step(self.norm(x), cache, integration_timesteps,
+                                   check_values=check_values)[0]
 
     def _step(self, x: Tensor, steps: Steps, cache: InferenceCache) -> Tensor:
         """One step on validated input: ``x (B, d_model)`` -> same."""
@@ -201,8 +204,12 @@ class MambaLM(nn.Module):
     def allocate_inference_cache(self, batch_size: int, max_seqlen: int | None = None, dtype=None):
         return self.backbone.allocate_inference_cache(batch_size, max_seqlen, dtype)
 
-    def step(self, token: Tensor, cache, integration_timesteps=None) -> Tensor:
+    def step(self, token: Tensor, cache, integration_timesteps=None, *,
+             check_values: bool = True) -> Tensor:
         """``token (B,)`` -> logits ``(B, V)``, advancing every block's cache by one step.
+
+        ``check_values=False`` skips the checks of the ids' range and the gap's value (host
+        syncs), as a step captured in a CUDA graph needs; see :meth:`Mamba.step`.
 
         Raises:
             ValueError / TypeError: ``token`` not an integer ``(B,)`` tensor of ids in ``[0, V)``,
@@ -211,13 +218,14 @@ class MambaLM(nn.Module):
         if not isinstance(token, Tensor) or token.dtype not in (torch.int32, torch.int64) or token.dim() != 1:
             got = f"{token.dtype} {tuple(token.shape)}" if isinstance(token, Tensor) else type(token).__name__
             raise ValueError(f"token must be an integer tensor (B,) of ids, got {got}")
-        if token.numel() and bool((token.min() < 0) | (token.max() >= self.vocab_size)):
+        if check_values and token.numel() and bool((token.min() < 0) | (token.max() >= self.vocab_size)):
             raise ValueError(f"token must lie in [0, {self.vocab_size}), got range "
                              f"[{int(token.min())}, {int(token.max())}]")
         self.backbone._check_caches(cache, token.shape[0], token.device, "cache")
         wdt = self.backbone.embedding.weight.dtype
         tau = step_column(integration_timesteps, "integration_timesteps", token.shape[0], token.device)
-        steps = validate_steps(token.shape[0], 1, token.device, wdt, integration_timesteps=tau)
+        steps = validate_steps(token.shape[0], 1, token.device, wdt, integration_timesteps=tau,
+                               check_values=check_values)
         return self._step(token, steps, cache)
 
     def _step(self, token: Tensor, steps: Steps, cache) -> Tensor:

@@ -13,6 +13,7 @@ Legend: batch ``B``, steps ``L``, channels ``D = d_inner``, state ``N = d_state`
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -40,9 +41,21 @@ def _log_uniform(n: int, lo: float, hi: float, floor: float, device) -> Tensor:
     return torch.exp(u * (math.log(hi) - math.log(lo)) + math.log(lo)).clamp(min=floor)
 
 
+@dataclass(frozen=True, kw_only=True)
+class DtInit:
+    """How Δ is initialised, as in mamba-ssm: ``dt_proj.bias`` is softplus⁻¹ of a log-uniform step
+    in ``[dt_min, dt_max]`` (floored at ``dt_init_floor``); ``dt_proj.weight`` is ``"random"``
+    (uniform) or ``"constant"`` with scale ``dt_rank^-1/2 · dt_scale``."""
+
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    dt_init: str = "random"
+    dt_scale: float = 1.0
+    dt_init_floor: float = 1e-4
+
+
 def ssm_parameters(
-    d_inner: int, d_state: int, dt_rank: int, dt_min: float, dt_max: float, dt_init: str,
-    dt_scale: float, dt_init_floor: float, uses_rate: bool, device=None, dtype=None,
+    *, d_inner: int, d_state: int, dt_rank: int, init: DtInit, uses_rate: bool, device=None, dtype=None,
 ) -> tuple[nn.Linear, nn.Linear, nn.Parameter, nn.Parameter, nn.Parameter | None]:
     """Fresh ``(x_proj, dt_proj, A_log, D, rho)`` initialised as in mamba-ssm (``rho`` is None
     unless the coupling ``uses_rate``).
@@ -50,6 +63,8 @@ def ssm_parameters(
     Raises:
         ValueError: non-positive sizes, ``dt_min > dt_max`` or an unknown ``dt_init``.
     """
+    dt_min, dt_max, dt_init = init.dt_min, init.dt_max, init.dt_init
+    dt_scale, dt_init_floor = init.dt_scale, init.dt_init_floor
     for name, v in (("d_inner", d_inner), ("d_state", d_state), ("dt_rank", dt_rank)):
         if not isinstance(v, int) or v <= 0:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -118,33 +133,22 @@ def scan_constants(A_log: Tensor, D: Tensor, dt_bias: Tensor, rho: Tensor | None
 
 class SSMParts:
     """What ``Mamba`` and ``SelectiveSSM`` share (a mixin of ``nn.Module`` subclasses): the SSM
-    parameters under mamba-ssm's flat names, the discretization, the backend, and the rate r and
-    the state matrix A derived from them."""
+    parameters under mamba-ssm's flat names, the discretization and the backend."""
 
-    def _init_ssm(self, d_inner: int, d_state: int, dt_rank: int, dt_min: float, dt_max: float,
-                  dt_init: str, dt_scale: float, dt_init_floor: float,
-                  discretization: Discretization | str, time_scale: float, use_fast_path: bool,
-                  backend: str | None, device, dtype) -> None:
+    def _init_ssm(self, *, d_inner: int, d_state: int, dt_rank: int, init: DtInit,
+                  discretization: Discretization | str, time_scale: float, backend: str,
+                  device, dtype) -> None:
         """Check ``time_scale``, set the discretization and backend, and register ``x_proj``,
         ``dt_proj``, ``A_log``, ``D`` and ``rho`` (None unless the coupling uses a rate), in
-        this order: the order earlier versions drew their initial values and registered their
-        parameters in (a seed gives the same model, saved optimizer states still load)."""
+        this order, the order of mamba-ssm's ``Mamba.__init__``: a seed gives the same
+        parameters, and saved optimizer states (which list parameters by position) load."""
         self.discretization = as_discretization(discretization)
         self.time_scale = check_time_scale(time_scale)
-        self.backend = backend_of(use_fast_path, backend)
+        self.backend = backend
         self.x_proj, self.dt_proj, self.A_log, self.D, rho = ssm_parameters(
-            d_inner, d_state, dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor,
-            self.discretization.uses_rate, device, dtype)
+            d_inner=d_inner, d_state=d_state, dt_rank=dt_rank, init=init,
+            uses_rate=self.discretization.uses_rate, device=device, dtype=dtype)
         self.register_parameter("rho", rho)
-
-    @property
-    def rate(self) -> Tensor | None:
-        """The positive per-channel rate r = softplus(ρ), ``(D,)``, or None."""
-        return None if self.rho is None else F.softplus(self.rho.float())
-
-    def A(self) -> Tensor:
-        """``(D, N)`` negative real state matrix diagonal."""
-        return -torch.exp(self.A_log.float())
 
 
 class SelectiveSSM(SSMParts, nn.Module):
@@ -184,9 +188,11 @@ class SelectiveSSM(SSMParts, nn.Module):
             raise ValueError(f"d_inner must be a positive int, got {d_inner!r}")
         self.d_inner, self.d_state = d_inner, d_state
         self.dt_rank = math.ceil(d_inner / 32) if dt_rank == "auto" else int(dt_rank)
-        self._init_ssm(d_inner, d_state, self.dt_rank, dt_min, dt_max, dt_init, dt_scale,
-                       dt_init_floor, discretization, time_scale, use_fast_path, backend, device,
-                       dtype)
+        self._init_ssm(d_inner=d_inner, d_state=d_state, dt_rank=self.dt_rank,
+                       init=DtInit(dt_min=dt_min, dt_max=dt_max, dt_init=dt_init, dt_scale=dt_scale,
+                                   dt_init_floor=dt_init_floor),
+                       discretization=discretization, time_scale=time_scale,
+                       backend=backend_of(use_fast_path, backend), device=device, dtype=dtype)
 
     def project(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``u (B, L, D)`` (or ``(B, D)``) -> raw step δ (same shape), ``B``, ``C`` ``(..., N)``."""

@@ -39,6 +39,9 @@ class EncoderConfig:
     pooling: Literal["last", "mean", "time"] = "last"  # sequence-level tasks only
     dropout: float = 0.0  # on the input embedding
     time_features: bool = True  # also feed log1p(gap) as an input feature
+    # scan/conv/step backend of every block: None = "auto" (Triton on CUDA), or "triton",
+    # "torch", "reference" (see eventssm.dispatch)
+    backend: Literal["auto", "triton", "torch", "reference"] | None = None
 
 
 @dataclass
@@ -51,6 +54,7 @@ class LMConfig:
     d_conv: int = 4
     expand: int = 2
     discretization: Discretization | str = "mamba"
+    backend: Literal["auto", "triton", "torch", "reference"] | None = None  # as EncoderConfig's
 
 
 # Checkpoints store the backbone config (with its Discretization) in their hyperparameters; allow
