@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from eventssm.inputs import Steps, tau_dtype, validate_steps
-from eventssm.time import _as_int64, _gap, check_time_scale, check_timesteps
+from eventssm.time import _as_int64, _gap, check_time_scale, check_timesteps, length_mask
 
 __all__ = [
     "check_cu_seqlens",
@@ -110,7 +110,7 @@ def packed_timesteps(timestamps: Tensor, cu_seqlens: Tensor, *, time_scale: floa
         if check_values and not bool(torch.isfinite(t).all()):
             pos = int(torch.nonzero(~torch.isfinite(t[0]))[0, 0])
             raise ValueError(f"{name} must be finite; got {t[0, pos].item()} at packed position {pos}")
-    else:  # narrow integers would wrap or overflow when differenced; int64 in halves (_int_gap)
+    else:  # narrow integers would wrap or overflow when differenced; int64 in halves (int_difference)
         t = _as_int64(t, name)
     gaps = torch.zeros(1, T, dtype=torch.float64, device=t.device)
     if T > 1:
@@ -254,8 +254,7 @@ def _ends(cu_seqlens: Tensor, T: int) -> Tensor:
 def pack_sequences(x: Tensor, lengths: Tensor) -> Tensor:
     """Right-padded ``x (B, L, ...)`` -> packed ``(1, Σ lengths, ...)`` (the real steps, in order)."""
     L = x.shape[1]
-    mask = torch.arange(L, device=x.device)[None] < lengths.to(x.device)[:, None]
-    return x[mask][None]
+    return x[length_mask(lengths.to(x.device), L, check_values=False)][None]
 
 
 def unpack_sequences(x: Tensor, cu_seqlens: Tensor, fill=0) -> Tensor:
@@ -269,6 +268,5 @@ def unpack_sequences(x: Tensor, cu_seqlens: Tensor, fill=0) -> Tensor:
     n = lengths.numel()
     Lmax = int(lengths.max()) if n else 0
     out = x2.new_full((n, Lmax, *x2.shape[1:]), fill)
-    mask = torch.arange(Lmax, device=x2.device)[None] < lengths[:, None]
-    out[mask] = x2[:T]
+    out[length_mask(lengths, Lmax, check_values=False)] = x2[:T]
     return out

@@ -25,6 +25,7 @@ __all__ = [
     "check_time_scale",
     "timesteps_from_timestamps",
     "check_timesteps",
+    "int_difference",
     "length_mask",
 ]
 
@@ -70,7 +71,7 @@ def _as_int64(t: torch.Tensor, name: str) -> torch.Tensor:
     return t.to(torch.int64)
 
 
-def _int_gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def int_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a - b`` of int64 tensors as float64, rounded once and never wrapped around.
 
     Each time is split as ``hi·2^32 + lo`` (``lo`` in ``[0, 2^32)``): the differences of the
@@ -84,18 +85,18 @@ def _int_gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a - b`` as float64 for times ``a`` and ``b`` of any real dtype.
 
-    Both integer: :func:`_int_gap`. Integer ``a`` and a float ``b`` (a float ``last_time``
+    Both integer: :func:`int_difference`. Integer ``a`` and a float ``b`` (a float ``last_time``
     before integer times): ``b`` is split into its integer part (exact) and its fraction, so
     that neither the fraction nor the digits of a large time are lost."""
     if not a.dtype.is_floating_point and not b.dtype.is_floating_point:
-        return _int_gap(a, b.to(torch.int64))
+        return int_difference(a, b.to(torch.int64))
     if not a.dtype.is_floating_point:  # integer times, float b: floor(b) exactly, then its fraction
         bf = b.to(torch.float64)
         whole = torch.floor(bf)
         if bool((whole.abs() >= 2.0**63).any()):  # beyond int64: halves of a, two roundings
             lo = 0xFFFFFFFF
             return ((a >> 32).to(torch.float64) * 4294967296.0 - bf) + (a & lo).to(torch.float64)
-        return _int_gap(a, whole.to(torch.int64)) - (bf - whole)
+        return int_difference(a, whole.to(torch.int64)) - (bf - whole)
     return a.to(torch.float64) - b.to(torch.float64)
 
 
@@ -214,7 +215,7 @@ def timesteps_from_timestamps(
             raise ValueError(f"{name} must be finite; got {timestamps[pos].item()} at position {pos}")
     # Integer times: difference in integers (exact), then float64. Narrow integer types are
     # widened first: a uint8 difference wraps around (3 - 250 = 9) and an int16 one overflows
-    # into a false "decreasing" error; int64 differences are split in halves (``_int_gap``) so
+    # into a false "decreasing" error; int64 differences are split in halves (``int_difference``) so
     # that times near the ends of the range (a gap beyond 2^63) do not wrap around either.
     t = _as_int64(t, name) if not t.dtype.is_floating_point else t
     gaps = torch.zeros_like(t, dtype=torch.float64)

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from eventssm.time import timesteps_from_timestamps
+from eventssm.time import length_mask, timesteps_from_timestamps
 
 __all__ = ["collate_events", "pack_batch", "unpack_batch", "padding_share", "EventCollator",
            "AUTO_PACK_PADDING"]
@@ -79,7 +79,7 @@ def collate_events(samples: Sequence[dict], *, use_observed: bool | None = None)
     timestamps = torch.from_numpy(ts)
     batch["timestamps"] = timestamps
     batch["integration_timesteps"] = timesteps_from_timestamps(timestamps, lengths=lengths)
-    mask = torch.arange(L)[None, :] < lengths[:, None]
+    mask = length_mask(lengths, L, check_values=False)
     batch["mask"] = mask
     batch["lengths"] = lengths
     if samples[0].get("values") is not None:
@@ -103,8 +103,8 @@ def collate_events(samples: Sequence[dict], *, use_observed: bool | None = None)
             qt[i, : len(q)] = q
             qt[i, len(q):] = q[-1] if len(q) else ts[i, lengths[i] - 1]
         batch["query_times"] = torch.from_numpy(qt)
-        batch["query_mask"] = torch.arange(Q)[None, :] < torch.tensor(
-            [len(s["query_times"]) for s in samples])[:, None]
+        batch["query_mask"] = length_mask(torch.tensor([len(s["query_times"]) for s in samples]), Q,
+                                          check_values=False)
         tgt = _pad([s["target"] for s in samples], Q, np.nan, np.float32)
         tmask = ~torch.isnan(tgt) & batch["query_mask"][..., None]
         batch["target"] = torch.where(tmask, tgt, torch.zeros((), dtype=tgt.dtype))
@@ -205,7 +205,7 @@ def unpack_batch(batch: dict) -> dict:
     cu = batch["cu_seqlens"].long()
     lengths = cu[1:] - cu[:-1]
     B, L = lengths.numel(), int(lengths.max()) if lengths.numel() else 0
-    mask = torch.arange(L)[None, :] < lengths[:, None]
+    mask = length_mask(lengths, L, check_values=False)
     per_step = set(_PER_STEP) | ({"target", "target_gap"} if "target_gap" in batch else set())
     out = {}
     for k, v in batch.items():

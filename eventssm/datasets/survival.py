@@ -145,8 +145,7 @@ class PBCSeqDataModule(EventDataModule):
         visits, _ = pbcseq_cohort(**self.cohort)
         cols = [c for c in visits.columns if c not in ("id", "day", "label")]
         return EventTable.from_frame(visits, id_col="id", time_col="day", value_cols=cols,
-                                     label_col="label", task="classification", classes=[0, 1],
-                                     time_scale=self.table_kwargs.get("time_scale", 1.0))
+                                     label_col="label", task="classification", classes=[0, 1])
 
 
 # -------------------------------------------------------------------------------------- NAFLD
@@ -279,5 +278,4 @@ class NAFLDDataModule(EventDataModule):
             visits = visits[visits["id"].isin(np.concatenate(keep))]
         cols = [c for c in visits.columns if c not in ("id", "days", "label")]
         return EventTable.from_frame(visits, id_col="id", time_col="days", value_cols=cols,
-                                     label_col="label", task="classification", classes=[0, 1],
-                                     time_scale=self.table_kwargs.get("time_scale", 1.0))
+                                     label_col="label", task="classification", classes=[0, 1])

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
-from eventssm.time import check_time_scale
+from eventssm.time import check_time_scale, int_difference
 
 __all__ = ["EventTable", "read_table", "TASKS"]
 
@@ -159,14 +160,13 @@ def _time_to_float(col: pd.Series, name: str, ids: pd.Series) -> tuple[np.ndarra
 
 
 def _rel_times(ts: np.ndarray) -> np.ndarray:
-    """``ts - ts[0]`` as float64. int64 times (ns datetimes, ints) are differenced in 32-bit
-    halves: exact below 2^53, rounded once above, never wrapped around (numpy's int64
-    subtraction wraps silently for times 2^63 apart)."""
+    """``ts - ts[0]`` as float64; int64 times (ns datetimes, ints) through
+    :func:`eventssm.time.int_difference`: exact below 2^53, rounded once above, never wrapped
+    around (numpy's int64 subtraction wraps silently for times 2^63 apart)."""
     if ts.dtype != np.int64:
         return (ts - ts[0]).astype(np.float64)
-    lo = np.int64(0xFFFFFFFF)
-    hi_d = ((ts >> 32) - (ts[0] >> 32)).astype(np.float64)
-    return hi_d * 4294967296.0 + ((ts & lo) - (ts[0] & lo)).astype(np.float64)
+    t = torch.from_numpy(ts)
+    return int_difference(t, t[:1].expand_as(t)).numpy()
 
 
 class EventTable:
