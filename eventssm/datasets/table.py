@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,197 @@ def _rel_times(ts: np.ndarray) -> np.ndarray:
     return int_difference(t, t[:1].expand_as(t)).numpy()
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """The table's rows sorted by (sequence, time), stably (ties keep the table order).
+
+    ``order`` indexes the table's rows; ``codes`` is each sorted row's sequence code; ``spans``
+    the ``(start, end)`` of every sequence in the sorted rows; ``seq_ids`` the ids in that order;
+    ``uniq`` the ids by code."""
+
+    order: np.ndarray
+    codes: np.ndarray
+    starts: np.ndarray
+    spans: list
+    seq_ids: list
+    uniq: object
+
+    def first_per_sequence(self, values: np.ndarray) -> pd.Series:
+        """Per-sequence view of sorted-row ``values``, indexed by sequence code."""
+        return pd.Series(values, index=self.codes)
+
+    def ids_of(self, codes) -> list:
+        return [self.uniq[i] for i in codes]
+
+
+def _columns(df, id_col, time_col, value_cols, mark_col, label_col, split_col, task):
+    """``(value_cols, label_cols)`` resolved and checked against the table's columns."""
+    label_cols = [] if label_col is None else (
+        [label_col] if isinstance(label_col, str) else list(label_col)
+    )
+    if task != "none" and not label_cols:
+        raise ValueError(f"task={task!r} needs label_col (the column holding the label)")
+    if task == "classification" and len(label_cols) != 1:
+        raise ValueError(f"classification takes one label_col, got {label_cols}")
+    named = [id_col, time_col, *label_cols] + ([mark_col] if mark_col else []) + (
+        [split_col] if split_col else []
+    )
+    if value_cols is None:
+        value_cols = [] if mark_col else [c for c in df.columns if c not in named]
+    value_cols = list(value_cols)
+    for role, cols in [("id_col", [id_col]), ("time_col", [time_col]),
+                       ("value_cols", value_cols), ("label_col", label_cols),
+                       ("mark_col", [mark_col] if mark_col else []),
+                       ("split_col", [split_col] if split_col else [])]:
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise ValueError(
+                f"{role}: column(s) {missing} not in the table; its columns are "
+                f"{list(df.columns)}"
+            )
+    if not value_cols and not mark_col:
+        raise ValueError("the table needs value_cols, a mark_col or both; got neither")
+    if len(df) == 0:
+        raise ValueError("the table has no rows")
+    if df[id_col].isna().any():
+        rows = list(np.nonzero(df[id_col].isna().to_numpy())[0][:5])
+        raise ValueError(f"id column {id_col!r} has missing ids at rows {rows}")
+    return value_cols, label_cols
+
+
+def _parse_values(df, value_cols, ids_col) -> np.ndarray:
+    """``(rows, C)`` float32 values; NaN stays (missing), non-numbers and Inf are errors."""
+    cols = []
+    for c in value_cols:
+        s = df[c]
+        if pd.api.types.is_bool_dtype(s.dtype):
+            s = s.astype(np.float32)
+        elif not pd.api.types.is_numeric_dtype(s.dtype):
+            num = pd.to_numeric(s, errors="coerce")
+            bad = num.isna() & s.notna()
+            if bad.any():
+                raise ValueError(
+                    f"value column {c!r} is not numeric: e.g. {s[bad].iloc[0]!r} in "
+                    f"sequences {_few(ids_col[bad])}"
+                )
+            s = num
+        arr = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isinf(arr).any():
+            raise ValueError(
+                f"value column {c!r} has Inf in sequences {_few(ids_col[np.isinf(arr)])}"
+            )
+        cols.append(arr)
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def _parse_marks(s: pd.Series, mark_col: str, ids_col, num_marks):
+    """``(ids per row, names or None, num_marks)``: non-negative integers are ids as they are,
+    anything else is mapped to ids in sorted order."""
+    if s.isna().any():
+        raise ValueError(
+            f"mark column {mark_col!r} has missing marks in sequences {_few(ids_col[s.isna()])}"
+        )
+    names = None
+    if pd.api.types.is_integer_dtype(s.dtype) and s.min() >= 0:
+        mk = s.to_numpy(dtype=np.int64)
+        inferred = int(mk.max()) + 1
+    else:
+        cat = pd.Categorical(s)
+        names = list(cat.categories)
+        mk = np.asarray(cat.codes, dtype=np.int64)
+        inferred = len(names)
+    if num_marks is None:
+        num_marks = inferred
+    elif inferred > num_marks:
+        raise ValueError(
+            f"mark column {mark_col!r} has {inferred} event types but num_marks={num_marks}"
+        )
+    return mk, names, num_marks
+
+
+def _sort_rows(ids_col: pd.Series, t: np.ndarray) -> _Rows:
+    codes, uniq = pd.factorize(ids_col, sort=False)
+    order = np.lexsort((t, codes))  # stable: ties in time keep the row order
+    codes_s = codes[order]
+    bounds = np.flatnonzero(np.diff(codes_s)) + 1
+    starts = np.concatenate([[0], bounds]).astype(np.int64)
+    ends = np.concatenate([bounds, [len(order)]]).astype(np.int64)
+    return _Rows(order, codes_s, starts, list(zip(starts.tolist(), ends.tolist())),
+                 [uniq[codes_s[s]] for s in starts], uniq)
+
+
+def _per_sequence(df: pd.DataFrame, col: str, rows: _Rows) -> np.ndarray:
+    """The one value of column ``col`` per sequence (in ``rows.seq_ids`` order); a sequence
+    with none or with two different values is an error."""
+    grp = rows.first_per_sequence(df[col].iloc[rows.order].to_numpy())
+    nun = grp.groupby(level=0).nunique(dropna=True)
+    missing = nun.index[nun.to_numpy() == 0]
+    if len(missing):
+        raise ValueError(f"label column {col!r}: sequences without a label: {_few(rows.ids_of(missing))}")
+    conflict = nun.index[nun.to_numpy() > 1]
+    if len(conflict):
+        raise ValueError(f"label column {col!r}: sequences with more than one label: "
+                         f"{_few(rows.ids_of(conflict))}")
+    return grp.groupby(level=0).first().reindex(rows.codes[rows.starts]).to_numpy()
+
+
+def _parse_labels(df, label_cols, rows: _Rows, task, classes):
+    """``(labels, classes, target_names)``: class ids ``(n,)`` int64 or targets ``(n, k)``
+    float32, or None without labels."""
+    if not label_cols:
+        return None, classes, []
+    per_seq = [_per_sequence(df, c, rows) for c in label_cols]
+    if task == "classification":
+        raw = per_seq[0]
+        if classes is None:
+            try:
+                classes = sorted(pd.unique(raw).tolist())
+            except TypeError:
+                classes = sorted(pd.unique(raw).tolist(), key=str)
+        index = {c: i for i, c in enumerate(classes)}
+        unknown = [rows.seq_ids[i] for i, r in enumerate(raw) if r not in index]
+        if unknown:
+            raise ValueError(
+                f"label column {label_cols[0]!r}: labels not among classes={classes} in "
+                f"sequences {_few(unknown)}"
+            )
+        return np.array([index[r] for r in raw], dtype=np.int64), classes, []
+    if task != "regression":
+        return None, classes, []
+    cols = []
+    for c, raw in zip(label_cols, per_seq, strict=True):
+        num = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(num)
+        if bad.any():
+            raise ValueError(
+                f"label column {c!r}: regression targets must be finite numbers; "
+                f"bad in sequences {_few([rows.seq_ids[i] for i in np.flatnonzero(bad)])}"
+            )
+        cols.append(num)
+    return np.stack(cols, axis=1).astype(np.float32), classes, label_cols
+
+
+def _parse_split(s: pd.Series, split_col: str, rows: _Rows) -> np.ndarray:
+    """Per-sequence ``train``/``val``/``test`` (object array, in ``rows.seq_ids`` order)."""
+    s = s.iloc[rows.order]
+    norm = s.map(lambda v: _SPLIT_NAMES.get(str(v).strip().lower()) if pd.notna(v) else None)
+    bad = norm.isna().to_numpy()
+    if bad.any():
+        raise ValueError(
+            f"split column {split_col!r} must hold train/val/test; got e.g. "
+            f"{s[bad].iloc[0]!r} in sequences {_few(rows.ids_of(rows.codes[bad]))}"
+        )
+    grp = rows.first_per_sequence(norm.to_numpy())
+    nun = grp.groupby(level=0).nunique()
+    conflict = nun.index[nun.to_numpy() > 1]
+    if len(conflict):
+        raise ValueError(
+            f"split column {split_col!r}: sequences assigned to more than one split: "
+            f"{_few(rows.ids_of(conflict))}"
+        )
+    return grp.groupby(level=0).first().reindex(rows.codes[rows.starts]).to_numpy(dtype=object)
+
+
 class EventTable:
     """A set of event sequences: per-sequence times, values, marks and a label.
 
@@ -304,191 +496,27 @@ class EventTable:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         time_scale = check_time_scale(time_scale)
-        label_cols = [] if label_col is None else (
-            [label_col] if isinstance(label_col, str) else list(label_col)
-        )
-        if task != "none" and not label_cols:
-            raise ValueError(f"task={task!r} needs label_col (the column holding the label)")
-        if task == "classification" and len(label_cols) != 1:
-            raise ValueError(f"classification takes one label_col, got {label_cols}")
-        named = [id_col, time_col, *label_cols] + ([mark_col] if mark_col else []) + (
-            [split_col] if split_col else []
-        )
-        if value_cols is None:
-            value_cols = [] if mark_col else [c for c in df.columns if c not in named]
-        value_cols = list(value_cols)
-        for role, cols in [("id_col", [id_col]), ("time_col", [time_col]),
-                           ("value_cols", value_cols), ("label_col", label_cols),
-                           ("mark_col", [mark_col] if mark_col else []),
-                           ("split_col", [split_col] if split_col else [])]:
-            missing = [c for c in cols if c not in df.columns]
-            if missing:
-                raise ValueError(
-                    f"{role}: column(s) {missing} not in the table; its columns are "
-                    f"{list(df.columns)}"
-                )
-        if not value_cols and not mark_col:
-            raise ValueError("the table needs value_cols, a mark_col or both; got neither")
-        if len(df) == 0:
-            raise ValueError("the table has no rows")
+        value_cols, label_cols = _columns(df, id_col, time_col, value_cols, mark_col, label_col,
+                                          split_col, task)
         ids_col = df[id_col]
-        if ids_col.isna().any():
-            rows = list(np.nonzero(ids_col.isna().to_numpy())[0][:5])
-            raise ValueError(f"id column {id_col!r} has missing ids at rows {rows}")
-
         t, is_ns = _time_to_float(df[time_col], time_col, ids_col)
-
-        vals = None
-        if value_cols:
-            cols = []
-            for c in value_cols:
-                s = df[c]
-                if pd.api.types.is_bool_dtype(s.dtype):
-                    s = s.astype(np.float32)
-                elif not pd.api.types.is_numeric_dtype(s.dtype):
-                    num = pd.to_numeric(s, errors="coerce")
-                    bad = num.isna() & s.notna()
-                    if bad.any():
-                        raise ValueError(
-                            f"value column {c!r} is not numeric: e.g. {s[bad].iloc[0]!r} in "
-                            f"sequences {_few(ids_col[bad])}"
-                        )
-                    s = num
-                arr = s.to_numpy(dtype=np.float64, na_value=np.nan)
-                if np.isinf(arr).any():
-                    raise ValueError(
-                        f"value column {c!r} has Inf in sequences {_few(ids_col[np.isinf(arr)])}"
-                    )
-                cols.append(arr)
-            vals = np.stack(cols, axis=1).astype(np.float32)
-
-        mk = None
-        mark_names = None
-        if mark_col:
-            s = df[mark_col]
-            if s.isna().any():
-                raise ValueError(
-                    f"mark column {mark_col!r} has missing marks in sequences "
-                    f"{_few(ids_col[s.isna()])}"
-                )
-            if pd.api.types.is_integer_dtype(s.dtype) and s.min() >= 0:
-                mk = s.to_numpy(dtype=np.int64)
-                inferred = int(mk.max()) + 1
-            else:
-                cat = pd.Categorical(s)
-                mark_names = list(cat.categories)
-                mk = np.asarray(cat.codes, dtype=np.int64)
-                inferred = len(mark_names)
-            if num_marks is None:
-                num_marks = inferred
-            elif inferred > num_marks:
-                raise ValueError(
-                    f"mark column {mark_col!r} has {inferred} event types but num_marks={num_marks}"
-                )
-
-        # Stable sort by (id, time): ties keep the table order.
-        codes, uniq = pd.factorize(ids_col, sort=False)
-        order = np.lexsort((t, codes))
-        codes_s = codes[order]
-        bounds = np.flatnonzero(np.diff(codes_s)) + 1
-        starts = np.concatenate([[0], bounds])
-        ends = np.concatenate([bounds, [len(order)]])
-        seq_ids = [uniq[codes_s[s]] for s in starts]
-        # numpy lexsort is stable, so ties in time stay in row order.
-        t_sorted = t[order]
-        scale = float(time_scale) * (1e-9 if is_ns else 1.0)
-        times, values, marks = [], [] if vals is not None else None, [] if mk is not None else None
-        for s, e in zip(starts, ends, strict=True):
-            ts = t_sorted[s:e]
-            times.append(_rel_times(ts) * scale)
-            if vals is not None:
-                values.append(vals[order[s:e]])
-            if mk is not None:
-                marks.append(mk[order[s:e]])
-
-        labels = None
-        target_names: list[str] = []
-        if label_cols:
-            per_seq = []
-            for c in label_cols:
-                s = df[c].iloc[order]
-                grp = pd.Series(s.to_numpy(), index=codes_s)
-                nun = grp.groupby(level=0).nunique(dropna=True)
-                first = grp.groupby(level=0).first()  # first non-null per sequence
-                missing = nun.index[nun.to_numpy() == 0]
-                if len(missing):
-                    raise ValueError(
-                        f"label column {c!r}: sequences without a label: "
-                        f"{_few([uniq[i] for i in missing])}"
-                    )
-                conflict = nun.index[nun.to_numpy() > 1]
-                if len(conflict):
-                    raise ValueError(
-                        f"label column {c!r}: sequences with more than one label: "
-                        f"{_few([uniq[i] for i in conflict])}"
-                    )
-                per_seq.append(first.reindex(codes_s[starts]).to_numpy())
-            if task == "classification":
-                raw = per_seq[0]
-                if classes is None:
-                    try:
-                        classes = sorted(pd.unique(raw).tolist())
-                    except TypeError:
-                        classes = sorted(pd.unique(raw).tolist(), key=str)
-                index = {c: i for i, c in enumerate(classes)}
-                unknown = [seq_ids[i] for i, r in enumerate(raw) if r not in index]
-                if unknown:
-                    raise ValueError(
-                        f"label column {label_cols[0]!r}: labels not among classes={classes} in "
-                        f"sequences {_few(unknown)}"
-                    )
-                labels = np.array([index[r] for r in raw], dtype=np.int64)
-            elif task == "regression":
-                cols = []
-                for c, raw in zip(label_cols, per_seq, strict=True):
-                    num = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=np.float64)
-                    bad = ~np.isfinite(num)
-                    if bad.any():
-                        raise ValueError(
-                            f"label column {c!r}: regression targets must be finite numbers; "
-                            f"bad in sequences {_few([seq_ids[i] for i in np.flatnonzero(bad)])}"
-                        )
-                    cols.append(num)
-                labels = np.stack(cols, axis=1).astype(np.float32)
-                target_names = label_cols
-
-        split = None
-        if split_col:
-            s = df[split_col].iloc[order]
-            norm = s.map(
-                lambda v: _SPLIT_NAMES.get(str(v).strip().lower()) if pd.notna(v) else None
-            )
-            bad = norm.isna().to_numpy()
-            if bad.any():
-                raise ValueError(
-                    f"split column {split_col!r} must hold train/val/test; got e.g. "
-                    f"{s[bad].iloc[0]!r} in sequences {_few([uniq[i] for i in codes_s[bad]])}"
-                )
-            grp = pd.Series(norm.to_numpy(), index=codes_s)
-            nun = grp.groupby(level=0).nunique()
-            conflict = nun.index[nun.to_numpy() > 1]
-            if len(conflict):
-                raise ValueError(
-                    f"split column {split_col!r}: sequences assigned to more than one split: "
-                    f"{_few([uniq[i] for i in conflict])}"
-                )
-            split = grp.groupby(level=0).first().reindex(codes_s[starts]).to_numpy(dtype=object)
-
-        if mark_names is not None:
-            cls_marks = mark_names
-        else:
-            cls_marks = None
+        vals = _parse_values(df, value_cols, ids_col) if value_cols else None
+        mk, mark_names, num_marks = (_parse_marks(df[mark_col], mark_col, ids_col, num_marks)
+                                     if mark_col else (None, None, num_marks))
+        rows = _sort_rows(ids_col, t)
+        scale = time_scale * (1e-9 if is_ns else 1.0)
+        t_sorted = t[rows.order]
+        times = [_rel_times(t_sorted[a:b]) * scale for a, b in rows.spans]
+        values = None if vals is None else [vals[rows.order[a:b]] for a, b in rows.spans]
+        marks = None if mk is None else [mk[rows.order[a:b]] for a, b in rows.spans]
+        labels, classes, target_names = _parse_labels(df, label_cols, rows, task, classes)
+        split = _parse_split(df[split_col], split_col, rows) if split_col else None
         table = cls(
-            seq_ids, times, values, marks, labels, split=split, channels=value_cols,
+            rows.seq_ids, times, values, marks, labels, split=split, channels=value_cols,
             classes=classes if task == "classification" else None,
             num_marks=num_marks or 0, task=task, target_names=target_names,
         )
-        table.mark_names = cls_marks
+        table.mark_names = mark_names
         return table
 
     # ------------------------------------------------------------------ access
