@@ -1,11 +1,13 @@
-"""Yardsticks for classification configs: the best model that ignores the times, and one that
-uses them, on exactly the data and split the config gives the event models.
+"""Yardsticks for classification configs and tables: the best model that ignores the times, one
+that uses them, and the classical baselines, on exactly the data and split the event models get.
 
     python experiments/yardsticks.py                        # time_frequency + time_decay, 3 seeds
     python experiments/yardsticks.py --gru                  # GRUs too (slower)
     python experiments/yardsticks.py --config experiments/configs/pbcseq.yaml
     python experiments/yardsticks.py --config experiments/configs/quickstart.yaml \\
         --ckpt runs/quickstart/version_0/checkpoints/last.ckpt   # a trained model beside them
+    python experiments/yardsticks.py --csv visits.csv --id-col patient --time-col time \\
+        --value-cols hr bp --label-col outcome [--ckpt best.ckpt]  # your own table
 
 For each config the DataModule is built from its ``data:`` section (same generator, same split).
 Two families of candidates are fit on the training split, the candidate of each family with the
@@ -20,12 +22,25 @@ scores (mean ± std over ``--seeds``) are reported:
   from the training gaps, value-vs-time slope, Lomb-Scargle peak), and with ``--gru`` a GRU that
   also gets ``log1p(gap / median training gap)`` per event.
 
-``--ckpt`` evaluates a trained event model (its class from
-the config's ``model.class_path``) on the same test split and prints it beside them. The
-markdown table goes to ``--out`` (default ``experiments/results/yardsticks.md`` when the default
-configs are run).
+**Classical yardsticks on any table** (:func:`classical`, the default with ``--csv``, added to a
+config's run by ``--classical``), fit on the training split of any :class:`EventDataModule`:
 
-Needs scikit-learn (``pip install 'eventssm[dev]'``).
+* MiniRocket + ridge (aeon's ``MiniRocketClassifier``) on each sequence's standardised values
+  interpolated linearly onto ``--grid`` evenly spaced points of its own time span;
+* 1-NN (aeon's ``KNeighborsTimeSeriesClassifier``) with DTW on the observed values in order when
+  the longest training sequence has at most ``--dtw-max-len`` observations, Euclidean on the grid otherwise;
+* histogram gradient-boosted trees on :func:`value_features`, without and with
+  :func:`time_features`.
+
+``--csv`` builds the DataModule as the README's CSV command does (``EventDataModule`` with the
+same column options and its defaults: the same seeded split for the same ``--seed``).
+
+``--ckpt`` evaluates a trained event model (its class from the config's ``model.class_path``, or
+``--model-class`` with ``--csv``) on the same test split and prints it beside them. The markdown
+table goes to ``--out`` (default ``experiments/results/yardsticks.md`` when the default configs
+are run).
+
+Needs scikit-learn, and aeon for MiniRocket and 1-NN (``pip install 'eventssm[dev,data]'``).
 """
 
 from __future__ import annotations
@@ -149,7 +164,9 @@ def feature_sets(dm, lomb_scargle: bool = True) -> dict[str, np.ndarray]:
     return {"time-free": vx, "uses times": np.hstack([vx, tx])}
 
 
-def fit_tree(kind: str, X: np.ndarray, dm, seed: int):
+def tree(kind: str, X: np.ndarray, dm, seed: int):
+    """A ``"GBT"`` or ``"RF"`` classifier fit on the training rows of ``X`` (one row per sequence
+    of ``dm.table``), and ``X`` without the features never defined in training."""
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
@@ -162,7 +179,125 @@ def fit_tree(kind: str, X: np.ndarray, dm, seed: int):
     tr = dm.split_index["train"]
     X = X[:, ~np.isnan(X[tr]).all(0)]  # a feature never defined in training carries nothing
     clf.fit(X[tr], dm.table.labels[tr])
+    return clf, X
+
+
+def fit_tree(kind: str, X: np.ndarray, dm, seed: int):
+    """(val probs, test probs) of :func:`tree`."""
+    clf, X = tree(kind, X, dm, seed)
     return tuple(clf.predict_proba(X[dm.split_index[s]]) for s in ("val", "test"))
+
+
+# ---------------------------------------------------------------------------- classical, any table
+CLASSICAL = ("MiniRocket", "1-NN", "GBT value", "GBT value+time")
+SPLITS = ("train", "val", "test")
+
+
+def sequence_inputs(dm, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sequence ``i``'s times ``(L,)`` and inputs ``(L, C)``: the values standardised with the
+    training split's statistics (the model's own inputs), a missing value interpolated linearly
+    in time from its channel's observations (0, the training mean, for a channel never observed
+    in the sequence), then the marks one-hot."""
+    tb = dm.table
+    t = tb.times[i]
+    cols = []
+    if tb.values is not None:
+        v = tb.values[i] if dm.scaler is None else dm.scaler.transform(tb.values[i])
+        v = np.array(v, dtype=np.float64)
+        for c in range(v.shape[1]):
+            seen = ~np.isnan(v[:, c])
+            if not seen.all():
+                v[:, c] = np.interp(t, t[seen], v[seen, c]) if seen.any() else 0.0
+        cols.append(v)
+    if tb.marks is not None and tb.num_marks:
+        cols.append(np.eye(tb.num_marks)[tb.marks[i]])
+    return t, np.concatenate(cols, 1)
+
+
+def on_grid(dm, split: str, n_grid: int = 256) -> np.ndarray:
+    """``(n, C, n_grid)``: each sequence of ``split`` interpolated linearly onto ``n_grid``
+    evenly spaced times from its first to its last event (aeon's collection layout)."""
+    out = []
+    for i in dm.split_index[split]:
+        t, x = sequence_inputs(dm, i)
+        grid = np.linspace(t[0], t[-1], n_grid)
+        out.append(np.stack([np.interp(grid, t, x[:, c]) for c in range(x.shape[1])]))
+    return np.stack(out)
+
+
+def observed(dm, split: str) -> list[np.ndarray]:
+    """Each sequence of ``split`` as its observations in order, ``(C, L_i)`` (aeon's unequal-length
+    collection layout); the times are dropped."""
+    return [np.ascontiguousarray(sequence_inputs(dm, i)[1].T) for i in dm.split_index[split]]
+
+
+def classical(dm, seed: int = 0, n_grid: int = 256, dtw_max_len: int = 1000,
+              lomb_scargle: bool = True, models=CLASSICAL, n_jobs: int = 1,
+              log=None) -> dict[str, dict]:
+    """The classical yardsticks of a classification DataModule, fit on its training split.
+
+    Returns ``{name: {"val": {"acc": ...}, "test": {"acc": ...}, "seconds": s, "detail": str}}``
+    for each of ``models`` (a subset of :data:`CLASSICAL`); ``seconds`` is the wall-clock time of
+    its inputs (grid, features), fit and predictions.
+    """
+    from aeon.classification.convolution_based import MiniRocketClassifier
+    from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier
+
+    unknown = set(models) - set(CLASSICAL)
+    if unknown:
+        raise ValueError(f"unknown yardsticks {sorted(unknown)}; choose from {CLASSICAL}")
+    dm.build()
+    y = {s: dm.table.labels[dm.split_index[s]] for s in SPLITS}
+    max_len = max(len(dm.table.times[i]) for i in dm.split_index["train"])
+    out: dict[str, dict] = {}
+
+    def record(name: str, detail: str, t0: float, pred: dict) -> None:
+        res = {s: {"acc": float(np.mean(np.asarray(pred[s]) == y[s]))} for s in ("val", "test")}
+        out[name] = {**res, "seconds": time.time() - t0, "detail": detail}
+        if log is not None:
+            log(f"  {name:15s} {detail:42s} val acc {res['val']['acc']:.3f}  "
+                f"test acc {res['test']['acc']:.3f}  ({out[name]['seconds']:.1f} s)")
+
+    def fit_predict(clf, x: dict) -> dict:
+        clf.fit(x["train"], y["train"])
+        return {s: clf.predict(x[s]) for s in ("val", "test")}
+
+    def gbt(X: np.ndarray) -> dict:
+        clf, X = tree("GBT", X, dm, seed)
+        return {s: clf.predict(X[dm.split_index[s]]) for s in ("val", "test")}
+
+    if "MiniRocket" in models:
+        t0 = time.time()
+        x = {s: on_grid(dm, s, n_grid) for s in SPLITS}
+        clf = MiniRocketClassifier(random_state=seed, n_jobs=n_jobs)
+        record("MiniRocket", f"+ ridge, {n_grid}-point grid", t0, fit_predict(clf, x))
+    if "1-NN" in models:
+        t0 = time.time()
+        if max_len <= dtw_max_len:
+            x, detail = {s: observed(dm, s) for s in SPLITS}, "DTW on the observations"
+            clf = KNeighborsTimeSeriesClassifier(distance="dtw", n_neighbors=1, n_jobs=n_jobs)
+        else:
+            x = {s: on_grid(dm, s, n_grid) for s in SPLITS}
+            detail = f"Euclidean, {n_grid}-point grid (longest {max_len} > {dtw_max_len})"
+            clf = KNeighborsTimeSeriesClassifier(distance="euclidean", n_neighbors=1,
+                                                 n_jobs=n_jobs)
+        record("1-NN", detail, t0, fit_predict(clf, x))
+    if "GBT value" in models or "GBT value+time" in models:
+        t0 = time.time()
+        vx, _ = value_features(dm.table)
+        t_value = time.time() - t0
+        if "GBT value" in models:
+            t1 = time.time()
+            record("GBT value", "value features", t1 - t_value, gbt(vx))
+        if "GBT value+time" in models:
+            t1 = time.time()
+            train = dm.table.subset(dm.split_index["train"])
+            freqs = (frequency_grid(train) if lomb_scargle and dm.table.values is not None
+                     else None)
+            tx, _ = time_features(dm.table, gap_scales(train), freqs)
+            record("GBT value+time", "value + time features", t1 - t_value,
+                   gbt(np.hstack([vx, tx])))
+    return out
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -231,6 +366,79 @@ def evaluate_checkpoint(ckpt: str, cfg: dict, dm) -> dict[str, float]:
     return scores(probs, y)
 
 
+def datamodule_from_csv(source, *, id_col: str = "id", time_col: str = "time",
+                        value_cols: list[str] | None = None, mark_col: str | None = None,
+                        label_col: str = "label", split_col: str | None = None, seed: int = 0,
+                        val_fraction: float = 0.15, test_fraction: float = 0.15):
+    """The ``EventDataModule`` of the README's CSV command (``eventssm fit --data
+    eventssm.datasets.EventDataModule --data.source ...``): the same options, its defaults
+    otherwise, so the same seed gives the model's own split. Built."""
+    from eventssm.datasets import EventDataModule
+
+    dm = EventDataModule(source, id_col=id_col, time_col=time_col, value_cols=value_cols,
+                         mark_col=mark_col, label_col=label_col, split_col=split_col,
+                         task="classification", seed=seed, val_fraction=val_fraction,
+                         test_fraction=test_fraction)
+    dm.build()
+    return dm
+
+
+def classical_seeds(dm, seeds=(0, 1, 2), log=None, **kwargs) -> dict[str, list[dict]]:
+    """:func:`classical` for each seed: ``{name: [result per seed]}``. 1-NN has no randomness
+    and is fit once."""
+    per: dict[str, list[dict]] = {}
+    for k, seed in enumerate(seeds):
+        models = CLASSICAL if k == 0 else tuple(m for m in CLASSICAL if m != "1-NN")
+        if log is not None:
+            log(f" seed {seed}")
+        for name, r in classical(dm, seed, models=models, log=log, **kwargs).items():
+            per.setdefault(name, []).append(r)
+    return per
+
+
+def classical_table(per: dict[str, list[dict]], event: dict | None = None,
+                    event_name: str = "event model") -> str:
+    """Markdown: each classical yardstick's validation and test accuracy (mean ± std over
+    seeds) and seconds per fit, with a trained event model's test accuracy first."""
+    lines = ["| model | inputs | val acc | test acc | seconds per fit |", "|---|---|---|---|---|"]
+    if event is not None:
+        lines.append(f"| {event_name} | the events | – | {event['acc']:.3f} | – |")
+    for name, runs in per.items():
+        lines.append(f"| {name} | {runs[0]['detail']} | {fmt([r['val'] for r in runs], 'acc')} "
+                     f"| {fmt([r['test'] for r in runs], 'acc')} "
+                     f"| {np.mean([r['seconds'] for r in runs]):.1f} |")
+    return "\n".join(lines)
+
+
+def main_csv(args, argv: list[str] | None) -> None:
+    """``--csv``: the classical yardsticks (and ``--ckpt``'s model) on a long CSV/Parquet table."""
+    dm = datamodule_from_csv(args.csv, id_col=args.id_col, time_col=args.time_col,
+                             value_cols=args.value_cols, mark_col=args.mark_col,
+                             label_col=args.label_col, split_col=args.split_col, seed=args.seed,
+                             val_fraction=args.val_fraction, test_fraction=args.test_fraction)
+    n = {s: len(dm.split_index[s]) for s in SPLITS}
+    print(f"{args.csv}: {n['train']}/{n['val']}/{n['test']} train/val/test sequences, "
+          f"{dm.num_classes} classes (split seed {args.seed})", flush=True)
+    per = classical_seeds(dm, args.seeds, log=lambda m: print(m, flush=True), n_grid=args.grid,
+                          dtw_max_len=args.dtw_max_len,
+                          lomb_scargle=not args.no_lomb_scargle)
+    event = None
+    if args.ckpt:
+        event = evaluate_checkpoint(args.ckpt, {"model": {"class_path": args.model_class}}, dm)
+    table = classical_table(per, event, f"event model ({Path(args.ckpt).name})" if args.ckpt
+                            else "event model")
+    print()
+    print(table)
+    if args.out:
+        cmd = "python experiments/yardsticks.py " + " ".join(
+            argv if argv is not None else sys.argv[1:])
+        Path(args.out).write_text(
+            f"# Yardsticks on {args.csv}\n\nPrinted by `{cmd.strip()}` (split seed {args.seed}, "
+            f"{n['train']}/{n['val']}/{n['test']} train/val/test; model seeds {args.seeds}).\n\n"
+            + table + "\n")
+        print(f"\nwritten to {args.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", nargs="+", default=None,
@@ -241,7 +449,32 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-lomb-scargle", action="store_true")
     ap.add_argument("--ckpt", default=None, help="a trained model of the (single) config")
     ap.add_argument("--out", default=None, help="markdown table path")
+    ap.add_argument("--classical", action="store_true",
+                    help="also run the classical yardsticks (MiniRocket, 1-NN, GBTs) per config")
+    ap.add_argument("--grid", type=int, default=256,
+                    help="grid points of MiniRocket (and Euclidean 1-NN)")
+    ap.add_argument("--dtw-max-len", type=int, default=1000,
+                    help="1-NN uses DTW when the longest training sequence has at most this many "
+                         "observations, Euclidean on the grid otherwise")
+    csv = ap.add_argument_group("your own table (--csv: the README's CSV command's options)")
+    csv.add_argument("--csv", default=None, help="a long CSV/Parquet table (instead of --config)")
+    csv.add_argument("--id-col", default="id")
+    csv.add_argument("--time-col", default="time")
+    csv.add_argument("--value-cols", nargs="+", default=None,
+                     help="value columns (default: every column not named otherwise)")
+    csv.add_argument("--mark-col", default=None)
+    csv.add_argument("--label-col", default="label")
+    csv.add_argument("--split-col", default=None)
+    csv.add_argument("--seed", type=int, default=0, help="the DataModule's split seed")
+    csv.add_argument("--val-fraction", type=float, default=0.15)
+    csv.add_argument("--test-fraction", type=float, default=0.15)
+    csv.add_argument("--model-class", default="eventssm.tasks.EventClassifier",
+                     help="the task class of --ckpt")
     args = ap.parse_args(argv)
+    if args.csv:
+        if args.config:
+            ap.error("give --csv or --config, not both")
+        return main_csv(args, argv)
     configs = args.config or [str(ROOT / c) for c in DEFAULT_CONFIGS]
     out = args.out or (str(ROOT / "experiments/results/yardsticks.md") if args.config is None
                        else None)
@@ -280,6 +513,12 @@ def main(argv: list[str] | None = None) -> None:
                   + auroc(tt["test"]) + "\n"
                   f"  majority class  {chance:.3f}")
         rows.append(row)
+        if args.classical:
+            log(f"{name}: classical yardsticks")
+            per = classical_seeds(dm, args.seeds, log=log, n_grid=args.grid,
+                                  dtw_max_len=args.dtw_max_len,
+                                  lomb_scargle=not args.no_lomb_scargle)
+            print(f"\n{name}\n" + classical_table(per) + "\n", flush=True)
     head = ["config", "train/val/test", "selected by", "majority class",
             "time-free: test acc (model)",
             "uses times: test acc (model)", "points", "time-free AUROC", "uses times AUROC"]

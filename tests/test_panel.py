@@ -1,0 +1,143 @@
+"""The panel of issue 22 (experiments/panel.py) and the classical yardsticks on any table
+(experiments/yardsticks.py): the irregular versions of the shipped sets, the long table through
+the generic EventDataModule, resuming from the results file, and the baselines' outputs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aeon")
+pytest.importorskip("sklearn")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+
+import panel  # noqa: E402  (experiments/panel.py)
+import yardsticks  # noqa: E402  (experiments/yardsticks.py)
+
+from eventssm.datasets import load_uea  # noqa: E402
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.6])
+def test_irregularize_is_seeded_drops_the_fraction_and_jitters_real_times(rate):
+    table = load_uea("UnitTest")
+    a = panel.irregularize(table, rate, seed=3)
+    b = panel.irregularize(table, rate, seed=3)
+    c = panel.irregularize(table, rate, seed=4)
+    for ta, tb in zip(a.times, b.times, strict=True):
+        np.testing.assert_array_equal(ta, tb)
+    for va, vb in zip(a.values, b.values, strict=True):
+        np.testing.assert_array_equal(va, vb)
+    assert any(not np.array_equal(x, y) for x, y in zip(a.times, c.times, strict=True))
+    for t, v, t0 in zip(a.times, a.values, table.times, strict=True):
+        L = len(t0)
+        assert len(t) == L - int(round(rate * L)) and v.shape == (len(t), table.num_channels)
+        assert (np.diff(t) > 0).all()  # strictly increasing
+        assert t[0] >= 0 and t[-1] <= L - 1
+        assert not np.allclose(t, np.round(t))  # real-valued, not the sample indices
+    np.testing.assert_array_equal(a.labels, table.labels)
+    np.testing.assert_array_equal(a.split, table.split)
+
+
+def test_irregularize_values_are_the_series_at_the_jittered_times():
+    table = load_uea("UnitTest")
+    irr = panel.irregularize(table, 0.3, seed=0)
+    for k in (0, 7):
+        grid = np.arange(len(table.times[k]))
+        expect = np.interp(irr.times[k], grid, table.values[k][:, 0])
+        np.testing.assert_allclose(irr.values[k][:, 0], expect, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("drop", [0.0, 0.6])
+def test_long_table_round_trips_through_the_datamodule(drop):
+    orig = load_uea("UnitTest")
+    df = panel.panel_frame("UnitTest", drop, seed=1)
+    assert {"id", "time", "label", "split"} <= set(df.columns)
+    dm = panel.panel_datamodule(df, seed=1)
+    n_train, n_test = int((orig.split == "train").sum()), int((orig.split == "test").sum())
+    n = {s: len(dm.split_index[s]) for s in ("train", "val", "test")}
+    assert n["train"] + n["val"] == n_train and n["test"] == n_test and n["val"] > 0
+    # every class of the official train split keeps a share of the validation set
+    assert set(dm.table.labels[dm.split_index["val"]]) == set(orig.labels)
+    name = {sid: str(orig.classes[int(y)]) for sid, y in zip(orig.ids, orig.labels, strict=True)}
+    split = dict(zip(orig.ids, orig.split, strict=True))
+    for s, idx in dm.split_index.items():
+        for i in idx:
+            sid = dm.table.ids[i]
+            assert dm.table.classes[int(dm.table.labels[i])] == name[sid]
+            assert split[sid] == ("test" if s == "test" else "train")
+    k = dm.table.ids.index(orig.ids[0])
+    rows = df[df["id"] == orig.ids[0]]
+    np.testing.assert_allclose(dm.table.times[k], rows["time"].to_numpy() - rows["time"].min())
+    if drop == 0:
+        np.testing.assert_array_equal(dm.table.times[k], orig.times[0])
+    # the split's validation set follows the seed
+    other = panel.panel_datamodule(df, seed=2)
+    assert not np.array_equal(other.split_index["val"], dm.split_index["val"])
+
+
+def test_candidates_are_checked():
+    assert "readme" in panel.load_candidates()
+    with pytest.raises(ValueError, match="unknown keys"):
+        panel.load_candidates({"x": {"optimizer": {}}})
+    with pytest.raises(ValueError, match="unknown trainer keys"):
+        panel.load_candidates({"x": {"trainer": {"epochs": 3}}})
+
+
+def test_resume_skips_finished_rows(tmp_path):
+    out = tmp_path / "results.jsonl"
+    kw = dict(datasets=("UnitTest",), drops=(0.6,), max_steps=2, out=out, classical=False,
+              accelerator="cpu", log=lambda m: None)
+    first = panel.run(seeds=(0,), **kw)
+    assert len(first) == 1
+    row = json.loads(out.read_text().splitlines()[0])
+    assert row["model"] == "eventssm:readme" and row["steps"] == 2 and row["held_out"] is False
+    assert 0 <= row["test_acc"] <= 1 and 0 <= row["val_acc"] <= 1 and row["seconds"] > 0
+    assert panel.run(seeds=(0,), **kw) == []  # nothing left to do
+    with out.open("a") as f:
+        f.write('{"dataset": "UnitTest", "dr')  # a write cut short by a kill
+    again = panel.run(seeds=(0, 1), **kw)
+    assert [r["seed"] for r in again] == [1]
+    assert [r["seed"] for r in panel.read_rows(out)] == [0, 1]
+    # another step budget is another row; a spent time budget starts none
+    assert panel.run(seeds=(0,), **{**kw, "budget_s": 0.0, "max_steps": 3}) == []
+    assert len(panel.run(seeds=(0,), **{**kw, "max_steps": 3})) == 1
+    text = panel.table(out)
+    assert "UnitTest" in text and "eventssm:readme ≤2 steps" in text
+
+
+def test_table_means_over_seeds(tmp_path):
+    out = tmp_path / "r.jsonl"
+    rng = np.random.default_rng(0)
+    accs = rng.uniform(size=3)
+    for seed, acc in enumerate(accs):
+        for model in ("eventssm:readme", "MiniRocket"):
+            panel.append_row(out, {"dataset": "JapaneseVowels", "drop": 0.3, "seed": seed,
+                                   "model": model, "max_steps": None, "val_acc": acc,
+                                   "test_acc": acc, "seconds": 1.0})
+    text = panel.table(out)
+    assert f"{accs.mean():.3f} ± {accs.std():.3f} (3)" in text
+    assert "JapaneseVowels (held out)" in text and "30%" in text
+    assert text.index("eventssm:readme") < text.index("MiniRocket")
+
+
+@pytest.mark.slow  # aeon's numba kernels compile on their first call
+def test_classical_yardsticks_on_a_tiny_split(tmp_path, capsys):
+    dm = panel.panel_datamodule(panel.panel_frame("UnitTest", 0.6, seed=0), seed=0)
+    res = yardsticks.classical(dm, seed=0)
+    assert set(res) == set(yardsticks.CLASSICAL)
+    for r in res.values():
+        assert 0 <= r["val"]["acc"] <= 1 and 0 <= r["test"]["acc"] <= 1 and r["seconds"] >= 0
+    assert "DTW" in res["1-NN"]["detail"]
+    euclid = yardsticks.classical(dm, seed=0, dtw_max_len=5, models=("1-NN",))
+    assert "Euclidean" in euclid["1-NN"]["detail"]
+    # the same from a CSV file, through the README's CSV DataModule
+    path = tmp_path / "unit.csv"
+    panel.panel_frame("UnitTest", 0.6, seed=0).to_csv(path, index=False)
+    yardsticks.main(["--csv", str(path), "--split-col", "split", "--seeds", "0"])
+    printed = capsys.readouterr().out
+    for name in yardsticks.CLASSICAL:
+        assert f"| {name} |" in printed
