@@ -277,8 +277,10 @@ def selective_scan_fwd_kernel(
                 p_ck = ckpt + ((i_ck + i_c // (CK // K)) * N + sub * NS) * D + o_d
                 for i in tl.static_range(NS):
                     tl.store(p_ck + i * D, hs[i], mask=m_d)
-        # (a ping-pong over two register sets, two chunks an iteration, removed the copies of
-        # nxt into cur at the loop's end but was not faster: kernel_notes.md, session 7)
+        # One register set for the next chunk, copied into the current one at the loop's end: a
+        # ping-pong over two sets (two chunks an iteration) avoids the copies but is no faster at
+        # (8, 4096, 1536, 16), slower at N = 64, and twice the code (experiments/results/
+        # kernel_notes.md, "Not adopted: a ping-pong forward").
         hs, nxt = _chunk(hs, nxt, i_c, T, p_u, p_dl, p_tau, p_z, p_y, B, C, p_bc, p_bc_pf, m_d,
                          m_bc, m_pf, o_pf, l_pf, lane, sub, As, A2s, rAs, b_bias, b_Dskip, b_rate, D, G,
                          N, NS, S, K, VEC, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z,
@@ -334,8 +336,9 @@ def selective_scan_fwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
     y = new_empty(u.shape, like=u)
     last = new_empty(n_seq, D, N, like=u, dtype=torch.float32) if store_last else None
     offsets = ckpt = None
-    if save_ckpt:
+    if save_ckpt or cu_seqlens is not None:  # a packed batch's kernel reads its offsets either way
         offsets, n_ck = chunk_offsets_of(cu_seqlens, n_seq, L, CK, u.device)
+    if save_ckpt:
         ckpt = new_empty(n_ck, N, D, like=u, dtype=torch.float32)
 
     S = lanes_per_channel(N, "forward")

@@ -19,6 +19,7 @@ for f in /tmp/panel/*.yaml; do
     --drops ${PANEL_DROPS:-0.6} --seeds ${PANEL_SEEDS:-0} --no-yardsticks --accelerator gpu --threads 2 \
     --budget-s ${PANEL_BUDGET:-380} --out "/tmp/panel/$n.jsonl" > "/tmp/panel/$n.log" 2>&1 &
 done
+[ -f "experiments/results/panel_search.jsonl" ] && cp experiments/results/panel_search.jsonl /tmp/panel/yardsticks.jsonl
 timeout 500 python3 experiments/panel.py --yardsticks-only --drops 0.0 0.3 0.6 --seeds 0 --threads 4 \
   --budget-s ${PANEL_BUDGET:-380} --out /tmp/panel/yardsticks.jsonl > /tmp/panel/yardsticks.log 2>&1 &
 wait
