@@ -324,7 +324,8 @@ def selective_scan_bwd_kernel(
         eos = bos + L
         i_ck = i_s.to(tl.int64) * tl.cdiv(L, CK)
     T = (eos - bos).to(tl.int32)
-    # lane j: channel j // S, states (j % S), (j % S) + S, ... (S lanes a channel)
+    # lane j: channel j // S, states (j % S)·NS ... (j % S)·NS + NS - 1 (S lanes a channel;
+    # contiguous, so that B/C rows load as vectors)
     lane = tl.arange(0, 32)
     sub = lane % S
     o_d = i_d * BD + lane // S

@@ -88,12 +88,12 @@ def prefetch_distance() -> int:
     """How many chunks ahead the scan kernels prefetch their inputs into L2 (0: not at all;
     ``KernelConfig.prefetch``, ``EVENTSSM_PREFETCH``).
 
-    The register loads of a chunk are issued one chunk ahead, about 600 cycles of work, less
-    than a DRAM access under load: with only an L1 prefetch of the B/C rows two chunks ahead
-    (the former design) the forward waited on those rows at the end of every chunk (42 % of its
-    stall samples in Nsight Compute). Measured on the H100 at (8, 4096, 1536, 16) fp32: forward
-    0.73 ms with the L1 prefetch, 0.58 with L2 prefetch 2 or 4 chunks ahead, 0.60 with 8
-    (kernel_notes.md, session 7).
+    Why into L2: the register loads of a chunk are issued one chunk ahead, about 600 cycles of
+    work, less than a DRAM access under load, so an L1 prefetch of the B/C rows two chunks ahead
+    alone leaves the forward waiting on those rows at the end of every chunk (42 % of its stall
+    samples in Nsight Compute). Measured on the H100 at (8, 4096, 1536, 16) fp32: forward 0.73 ms
+    with the L1 prefetch alone, 0.58 with L2 prefetch 2 or 4 chunks ahead, 0.60 with 8
+    (experiments/results/kernel_notes.md).
     """
     return get_config().prefetch
 

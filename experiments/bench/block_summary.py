@@ -1,5 +1,5 @@
-"""The block bench's rows (``block.py`` output, the markdown table lines) pivoted into the README's
-compact table: one row per model, one column per (dtype, depth), each cell ``ms (ratio to
+"""The block bench's rows (``block.py`` output, the markdown table lines) pivoted into a compact
+table: one row per model, one column per (dtype, depth), each cell ``ms (ratio to
 mamba-ssm's fast path)``; plus the targets' verdicts.
 
     python experiments/bench/block_summary.py experiments/results/block_h200_log.txt
