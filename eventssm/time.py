@@ -155,6 +155,41 @@ def check_timesteps(tau: torch.Tensor, name: str = "integration_timesteps") -> N
         )
 
 
+def _check_finite_times(t, mask, timestamps, name: str, unbatched: bool) -> None:
+    finite = torch.isfinite(t) if mask is None else (torch.isfinite(t) | ~mask)
+    if not bool(finite.all()):
+        pos = _first_bad(~finite)
+        pos = pos[1:] if unbatched else pos
+        raise ValueError(f"{name} must be finite; got {timestamps[pos].item()} at position {pos}")
+
+
+def _check_no_decrease(gaps, t, name: str, unbatched: bool) -> None:
+    neg = gaps < 0
+    if not bool(neg.any()):
+        return
+    pos = _first_bad(neg)
+    b, l = pos
+    where = f"position {(l,) if unbatched else pos}"
+    if l == 0:
+        raise ValueError(f"{name} at {where} is earlier than last_time: timestamps must not decrease")
+    raise ValueError(
+        f"{name} must be non-decreasing; decreases at {where} "
+        f"({t[b, l - 1].item()} -> {t[b, l].item()})"
+    )
+
+
+def _check_finite_gaps(gaps, name: str, unbatched: bool, time_scale: float) -> None:
+    """Finite times can still be too far apart for float64 (or for the unit ``time_scale``)."""
+    if bool(torch.isfinite(gaps).all()):
+        return
+    pos = _first_bad(~torch.isfinite(gaps))
+    where = pos[1:] if unbatched else pos
+    raise ValueError(
+        f"{name}: the gap at position {where} overflows float64 (times "
+        f"{'from last_time ' if pos[1] == 0 else ''}too far apart, or time_scale {time_scale!r} too "
+        "large); subtract an origin or use a larger time unit")
+
+
 def timesteps_from_timestamps(
     timestamps: torch.Tensor,
     *,
@@ -208,15 +243,12 @@ def timesteps_from_timestamps(
         mask = length_mask(lengths, L, check_values=check_values)
     if t.dtype.is_floating_point:
         t = t.to(torch.float64)
-        finite = torch.isfinite(t) if mask is None else (torch.isfinite(t) | ~mask)
-        if check_values and not bool(finite.all()):
-            pos = _first_bad(~finite)
-            pos = pos[1:] if unbatched else pos
-            raise ValueError(f"{name} must be finite; got {timestamps[pos].item()} at position {pos}")
+        if check_values:
+            _check_finite_times(t, mask, timestamps, name, unbatched)
     # Integer times: difference in integers (exact), then float64. Narrow integer types are
     # widened first: a uint8 difference wraps around (3 - 250 = 9) and an int16 one overflows
-    # into a false "decreasing" error; int64 differences are split in halves (``int_difference``) so
-    # that times near the ends of the range (a gap beyond 2^63) do not wrap around either.
+    # into a false "decreasing" error; int64 differences are split in halves (``int_difference``)
+    # so that times near the ends of the range (a gap beyond 2^63) do not wrap around either.
     t = _as_int64(t, name) if not t.dtype.is_floating_point else t
     gaps = torch.zeros_like(t, dtype=torch.float64)
     if L > 1:
@@ -226,23 +258,9 @@ def timesteps_from_timestamps(
         gaps[:, 0] = _gap(t[:, 0], lt)
     if mask is not None:
         gaps = gaps.masked_fill(~mask, 0.0)
-    neg = gaps < 0
-    if check_values and bool(neg.any()):
-        pos = _first_bad(neg)
-        b, l = pos
-        where = f"position {(l,) if unbatched else pos}"
-        if l == 0:
-            raise ValueError(f"{name} at {where} is earlier than last_time: timestamps must not decrease")
-        raise ValueError(
-            f"{name} must be non-decreasing; decreases at {where} "
-            f"({t[b, l - 1].item()} -> {t[b, l].item()})"
-        )
-    gaps = gaps * float(time_scale) if time_scale != 1 else gaps
-    if check_values and not bool(torch.isfinite(gaps).all()):  # finite times, infinite gap
-        pos = _first_bad(~torch.isfinite(gaps))
-        where = pos[1:] if unbatched else pos
-        raise ValueError(
-            f"{name}: the gap at position {where} overflows float64 (times {'from last_time ' if pos[1] == 0 else ''}"
-            f"too far apart, or time_scale {time_scale!r} too large); subtract an origin or use a "
-            "larger time unit")
+    if check_values:
+        _check_no_decrease(gaps, t, name, unbatched)
+    gaps = gaps * time_scale if time_scale != 1 else gaps
+    if check_values:
+        _check_finite_gaps(gaps, name, unbatched, time_scale)
     return gaps[0] if unbatched else gaps
