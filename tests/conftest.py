@@ -10,12 +10,22 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    """``gpu`` tests are skipped without CUDA, and in a process that interprets the kernels;
+    ``interpret`` tests without ``TRITON_INTERPRET=1`` (which must be set before triton decorates
+    a kernel, so from outside: tests/helpers.py)."""
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    skip_gpu = None
+    if not torch.cuda.is_available():
+        skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    elif interpret:
+        skip_gpu = pytest.mark.skip(reason="kernels are interpreted in this process")
+    skip_interpret = None if interpret else pytest.mark.skip(
+        reason="Triton interpreter tests: run `TRITON_INTERPRET=1 pytest -m interpret` (make test does)")
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        if skip_gpu and item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip_gpu)
+        elif skip_interpret and item.get_closest_marker("interpret") is not None:
+            item.add_marker(skip_interpret)
 
 
 @pytest.fixture(autouse=True)

@@ -1,13 +1,21 @@
-"""Shared test helpers: random scan inputs and error metrics."""
+"""Shared test helpers: random scan inputs, error metrics, the kernel suites' devices and the
+repository's scripts as modules."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import itertools
+import os
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 
 from eventssm import SCHEMES, Additive, Asymmetric, Scaled, Standard
+
+ROOT = Path(__file__).resolve().parents[1]
 
 COUPLINGS = (Standard, Asymmetric, Scaled, Additive)
 ALL_DISCRETIZATIONS = [c(scheme=s) for c, s in itertools.product(COUPLINGS, SCHEMES)]
@@ -57,15 +65,66 @@ def softplus_error_ratio(y: torch.Tensor, x: torch.Tensor, base: float) -> tuple
     return rel.max().item(), (rel / bound).max().item()
 
 
-def interpreted_kernels():
-    """``eventssm.kernels`` with its kernels decorated under ``TRITON_INTERPRET=1``: a module
-    imported earlier in the session (without the variable) holds compiled JIT functions, so its
-    kernel modules are reloaded, dependencies first. Returns the package."""
+# The kernel suites run each test on one of two devices, a parameter named ``device``:
+# - ``interpret`` ("cpu"): Triton kernels under ``TRITON_INTERPRET=1`` on the CPU, tiny shapes.
+#   The interpreter is chosen when triton *decorates* a kernel, and setting the variable inside a
+#   pytest process would leak into every other test module of that process (e.g. make
+#   ``backend="triton"`` accept CPU tensors), so these run in their own pytest invocation with
+#   the variable set from outside: ``TRITON_INTERPRET=1 pytest -m interpret`` (``make test`` does).
+# - ``gpu`` ("cuda"): compiled kernels on a CUDA device, real sizes and bf16.
+# tests/conftest.py skips each where it cannot run: ``interpret`` without the variable, ``gpu``
+# without CUDA or under the interpreter.
+INTERPRET = pytest.param("cpu", marks=pytest.mark.interpret, id="interpret")
+GPU = pytest.param("cuda", marks=pytest.mark.gpu, id="gpu")
+DEVICES = [INTERPRET, GPU]
+
+
+def interpreting() -> bool:
+    """Whether this process runs Triton kernels in the interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def device_cases(interpret: dict | None = None, gpu: dict | None = None) -> list:
+    """pytest params ``(device, case)`` for ``parametrize("device, case", ...)``: each value of
+    ``interpret`` on the interpreter, each of ``gpu`` on CUDA, with ids ``interpret-<key>`` and
+    ``gpu-<key>``, for checks whose cases (sizes, dtypes) differ per device."""
+    return ([pytest.param("cpu", c, marks=pytest.mark.interpret, id=f"interpret-{k}")
+             for k, c in (interpret or {}).items()]
+            + [pytest.param("cuda", c, marks=pytest.mark.gpu, id=f"gpu-{k}")
+               for k, c in (gpu or {}).items()])
+
+
+def load_kernels():
+    """``eventssm.kernels`` as this process runs them: decorated for the interpreter under
+    ``TRITON_INTERPRET=1`` (a module imported earlier in the session without the variable holds
+    compiled JIT functions, so then its kernel modules are reloaded, dependencies first),
+    compiled otherwise. Returns the package."""
     import eventssm.kernels as K
 
+    if not interpreting():
+        return K
     if type(K.selective_scan_fwd.selective_scan_fwd_kernel.fn.fn).__name__ != "InterpretedFunction":
         for name in ("utils", "selective_scan_fwd", "selective_scan_bwd", "selective_state_update",
                      "selective_scan", "causal_conv1d"):
             importlib.reload(importlib.import_module(f"eventssm.kernels.{name}"))
         K = importlib.reload(K)
     return K
+
+
+def load_script(path: str):
+    """A script of the repository (``"experiments/plot_tpp.py"``) imported as a module under its
+    file's stem, without putting its folder on ``sys.path``; loaded once per process."""
+    file = ROOT / path
+    name = file.stem
+    mod = sys.modules.get(name)
+    if mod is not None and Path(getattr(mod, "__file__", "") or "").resolve() == file:
+        return mod
+    spec = importlib.util.spec_from_file_location(name, file)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # as an import would (dataclasses, pickling and mp look it up)
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return mod

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,9 +30,7 @@ def test_block_bench_cpu_smoke(tmp_path):
     print(len(rows), "rows", sections)
     assert sections == {"block", "launches", "conv", "scan"}
     # every scheme x coupling: at 2 depths in the block section, forward and fwd+bwd in the scan's
-    sys.path.insert(0, str(ROOT / "experiments/bench"))
-    import block
-
+    block = load_script("experiments/bench/block.py")
     cases = len(block.SCHEMES) * len(block.COUPLINGS)
     assert sum(r.startswith("| block") for r in rows) == 2 * cases
     assert sum(r.startswith("| scan") for r in rows) == 2 * cases

@@ -5,7 +5,9 @@ nearly cancel when |x| is large, so the float32 gradients with respect to τ, th
 lost ~|x|·eps of their digits (1e-4 at |x| = 1e4, percents beyond). The schemes now give
 autograd closed forms (dĀ/dx = 1/(1 − x/2)², ∂k/∂dtB = 1/(1 − dtB·A/2)², ∂k/∂A = k²/2), as the
 Triton backward already did. Each case compares float32 gradients of the public op with the
-float64 reference's, one τ·|A| decade at a time; the error is printed before the assert.
+float64 reference's, one τ·|A| decade at a time; the error is printed before the assert: the
+torch paths on the CPU, and the Triton backward (closed forms in eventssm/kernels/utils.py
+``discretize_grad``) on both kernel devices (tests/helpers.py), tiny sizes.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ import torch
 
 from eventssm import Additive, Asymmetric, Scaled, selective_scan
 from eventssm.discretization import discretize_A, discretize_B
-from tests.helpers import rel_err
+from tests.helpers import DEVICES, load_kernels, rel_err
 
 XS = [1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e2, 1e3, 1e4]
 GRADS = ("u", "delta", "A", "B", "C", "integration_timesteps", "rate")
 
 
-def _inputs(x: float, coupling, dtype=torch.float64, L=4, D=3, N=2, seed=0):
+def _inputs(x: float, coupling, dtype=torch.float64, L=4, D=3, N=2, seed=0, device="cpu"):
     """Scan inputs whose decay products dtA·|A| lie within a factor 4 of ``x``."""
     g = torch.Generator().manual_seed(seed)
     A = -torch.tensor([[1.0, 2.0]] * D, dtype=torch.float64)[:, :N]
@@ -34,14 +36,14 @@ def _inputs(x: float, coupling, dtype=torch.float64, L=4, D=3, N=2, seed=0):
               B=torch.randn(1, L, N, generator=g, dtype=torch.float64),
               C=torch.randn(1, L, N, generator=g, dtype=torch.float64),
               integration_timesteps=tau, rate=rate)
-    return {k: v.to(dtype).requires_grad_(True) for k, v in kw.items()}
+    return {k: v.to(dtype).to(device).requires_grad_(True) for k, v in kw.items()}
 
 
 def _grads(kw, disc, backend):
     y, h = selective_scan(**kw, discretization=disc, return_last_state=True, backend=backend)
     # weights make every output and state element count with a different sign and size
-    wy = torch.linspace(-1, 2, y.numel(), dtype=y.dtype).reshape(y.shape)
-    wh = torch.linspace(1, -2, h.numel(), dtype=h.dtype).reshape(h.shape)
+    wy = torch.linspace(-1, 2, y.numel(), dtype=y.dtype, device=y.device).reshape(y.shape)
+    wh = torch.linspace(1, -2, h.numel(), dtype=h.dtype, device=h.device).reshape(h.shape)
     loss = (y * wy).sum() + (h * wh).sum()
     keys = [k for k in GRADS if kw[k].requires_grad]
     return dict(zip(keys, torch.autograd.grad(loss, [kw[k] for k in keys], allow_unused=True)))
@@ -61,6 +63,28 @@ def test_bilinear_gradients_match_float64_across_tau_A(coupling, backend):
             e = rel_err(got[k], g)
             worst[k] = max(worst.get(k, (0.0, x)), (e, x))
     print(f"\n{coupling.__name__} {backend}: worst relative error (error, τ·|A|) per gradient:",
+          {k: (f"{e:.1e}", x) for k, (e, x) in worst.items()})
+    for k, (e, x) in worst.items():
+        assert e < 1e-4, (k, x, e)
+
+
+@pytest.mark.parametrize("coupling", [Asymmetric, Scaled, Additive], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("device", DEVICES)
+def test_triton_bilinear_gradients_match_float64_across_tau_A(device, coupling):
+    """The Triton backward's bilinear gradients (dĀ/dx = 1/(1 − x/2)², ∂k/∂dtB = 1/(1 − dtB·A/2)²,
+    ∂k/∂A = k²/2) in float32 against the float64 reference, as above."""
+    pytest.importorskip("triton")
+    load_kernels()
+    disc = coupling("bilinear")
+    worst = {}
+    for x in XS:
+        ref = _grads(_inputs(x, coupling), disc, "reference")
+        got = _grads(_inputs(x, coupling, torch.float32, device=device), disc, "triton")
+        for k, g in ref.items():
+            if g is None or float(g.abs().max()) == 0:
+                continue
+            worst[k] = max(worst.get(k, (0.0, x)), (rel_err(got[k].cpu(), g), x))
+    print(f"\n{coupling.__name__} triton on {device}: worst relative error (error, τ·|A|):",
           {k: (f"{e:.1e}", x) for k, (e, x) in worst.items()})
     for k, (e, x) in worst.items():
         assert e < 1e-4, (k, x, e)

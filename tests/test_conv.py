@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from eventssm.conv import causal_conv1d, causal_conv1d_update
-from tests.helpers import rel_err
+from tests.helpers import DEVICES, rel_err
 
 
 def _oracle(x, weight, bias, activation, initial_state=None):
@@ -158,10 +158,6 @@ def test_half_input_computes_in_float32():
 
 def _kernel_conv():
     """eventssm.kernels.causal_conv1d, or a skip when Triton or the kernel is missing."""
-    import os
-
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("needs CUDA or TRITON_INTERPRET=1")
     K = pytest.importorskip("eventssm.kernels")
     if not hasattr(K, "causal_conv1d"):
         pytest.skip("this version of eventssm.kernels has no causal_conv1d")
@@ -173,13 +169,14 @@ CONTRACT = pytest.mark.parametrize("state,lengths", [(False, None), (True, None)
                                     ids=["zeros-full", "state-full", "zeros-padded", "state-padded"])
 
 
-def _contract(state, lengths):
-    """What Mamba expects of the backend's conv, checked on the Triton kernel against this
-    module's conv (float32, strided x, a strided initial state): equal outputs and final
-    states (the last K-1 real inputs), equal gradients of x, weight, bias and the initial
-    state, and the same decoding step on a (B, D, K) window."""
+@CONTRACT
+@pytest.mark.parametrize("dev", DEVICES)
+def test_kernel_keeps_the_contract_mamba_relies_on(dev, state, lengths):
+    """What Mamba expects of the backend's conv, checked on the Triton kernel (on both kernel
+    devices, tests/helpers.py) against this module's conv (float32, strided x, a strided initial
+    state): equal outputs and final states (the last K-1 real inputs), equal gradients of x,
+    weight, bias and the initial state, and the same decoding step on a (B, D, K) window."""
     kconv = _kernel_conv()
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
     kw = _inputs(3, 7, 6, 4, state=state)
     kw = {k: None if v is None else v.float().to(dev) for k, v in kw.items()}
     if state:  # a view of a (B, D, K) cache, as Mamba passes it
@@ -206,15 +203,3 @@ def _contract(state, lengths):
     errs.update(step=rel_err(*steps), window=rel_err(*windows))
     print(errs)
     assert max(errs.values()) < 1e-5
-
-
-@pytest.mark.interpret
-@CONTRACT
-def test_kernel_keeps_the_contract_mamba_relies_on_interpreted(state, lengths):
-    _contract(state, lengths)
-
-
-@pytest.mark.gpu
-@CONTRACT
-def test_kernel_keeps_the_contract_mamba_relies_on_gpu(state, lengths):
-    _contract(state, lengths)

@@ -2,7 +2,8 @@
 
 The padded batch of the same sequences is the oracle: the padded path is itself tested against
 the float64 reference scan and against each sequence alone (tests/test_mamba.py,
-tests/test_tasks.py). Everything here runs in float64 so that "equal" means equal to rounding.
+tests/test_tasks.py). Everything here runs in float64 so that "equal" means equal to rounding,
+except the Triton kernels' section at the end (float32 and bf16, on the interpreter and CUDA).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from eventssm.packing import (
     unpack_sequences,
 )
 from eventssm.tasks import EncoderConfig, EventClassifier, EventRegressor, EventTPP, splice_queries
+from tests.helpers import DEVICES
 
 DISCS = [Asymmetric("zoh"), Scaled("mamba"), Standard("bilinear"), "mamba"]
 DISC_IDS = ["asym-zoh", "scaled-mamba", "std-bilinear", "str-mamba"]
@@ -424,7 +426,68 @@ def test_datamodule_pack_auto_default_and_packed_training():
     assert trainer.global_step == 3
 
 
-# ------------------------------------------------------------------ on a GPU (Triton kernels)
+# ------------------------------------------------------------------ on the Triton kernels
+# The conv and scan kernels take ``cu_seqlens`` natively; on both kernel devices (tests/helpers.py):
+# the interpreter on the CPU and CUDA.
+KERNEL_LENS = [5, 1, 19, 3]  # longer than the interpreter's 16-step chunks, and a single event
+
+
+def _rel(a, b) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-6))
+
+
+@pytest.mark.parametrize("disc", [Asymmetric("zoh"), Scaled("mamba"), Standard("bilinear")],
+                         ids=["asym-zoh", "scaled-mamba", "std-bilinear"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_mamba_triton_packed_equals_torch_padded(device, disc):
+    """A Mamba block on the Triton path on a packed batch against the torch path on the padded
+    batch of the same sequences: outputs and every parameter's gradient (fp32)."""
+    torch.manual_seed(0)
+    ref = Mamba(8, d_state=4, discretization=disc, backend="torch")
+    fast = Mamba(8, d_state=4, discretization=disc, backend="triton")
+    fast.load_state_dict(ref.state_dict())
+    ref, fast = ref.to(device), fast.to(device)
+    lens = torch.tensor(KERNEL_LENS, device=device)
+    B, L = len(KERNEL_LENS), max(KERNEL_LENS)
+    X = torch.randn(B, L, 8).to(device)
+    ts = (torch.rand(B, L, dtype=torch.float64) * 2).cumsum(1).to(device)
+    cu = cu_seqlens_from_lengths(lens)
+    Y = ref(X, lengths=lens, timestamps=ts)
+    Yp = fast(pack_sequences(X, lens), timestamps=pack_sequences(ts, lens), cu_seqlens=cu)
+    err = _rel(Yp, pack_sequences(Y, lens))
+    print(f"y: rel err {err:.2e}")
+    assert err < 1e-4
+    G = torch.randn(Yp.shape).to(device)
+    g_ref = torch.autograd.grad((pack_sequences(Y, lens) * G).sum(), list(ref.parameters()))
+    g_fast = torch.autograd.grad((Yp * G).sum(), list(fast.parameters()))
+    for (name, _), a, b in zip(ref.named_parameters(), g_fast, g_ref):
+        err = _rel(a, b)
+        print(f"d{name}: rel err {err:.2e}")
+        assert err < 1e-4, name
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_encoder_triton_packed_equals_torch_padded(device):
+    """An event encoder (time pooling) on the Triton path on a packed batch against the torch
+    path on the padded batch: the pooled features."""
+    torch.manual_seed(1)
+    ref = EventEncoder(8, 1, d_input=2, d_state=4, discretization=Asymmetric("zoh"),
+                       pooling="time", backend="torch")
+    fast = EventEncoder(8, 1, d_input=2, d_state=4, discretization=Asymmetric("zoh"),
+                        pooling="time", backend="triton")
+    fast.load_state_dict(ref.state_dict())
+    ref, fast = ref.to(device), fast.to(device)
+    lens = torch.tensor(KERNEL_LENS, device=device)
+    V = torch.randn(len(KERNEL_LENS), max(KERNEL_LENS), 2).to(device)
+    ts = (torch.rand(len(KERNEL_LENS), max(KERNEL_LENS), dtype=torch.float64) * 2).cumsum(1).to(device)
+    f = ref(V, timestamps=ts, lengths=lens)
+    fp = fast(pack_sequences(V, lens), timestamps=pack_sequences(ts, lens),
+              cu_seqlens=cu_seqlens_from_lengths(lens))
+    err = _rel(fp, f)
+    print(f"pooled: rel err {err:.2e}")
+    assert err < 1e-4
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from eventssm import Asymmetric, selective_scan
-from tests.helpers import rel_err
+from tests.helpers import DEVICES, rel_err
 
 pytest.importorskip("triton")
 
@@ -31,11 +31,6 @@ def _check(device: str, L: int):
     assert err < 1e-4
 
 
-@pytest.mark.interpret
-def test_packed_forward_without_grad_interpreted():
-    _check("cpu", 24)
-
-
-@pytest.mark.gpu
-def test_packed_forward_without_grad_cuda():
-    _check("cuda", 300)
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_forward_without_grad(device):
+    _check(device, {"cpu": 24, "cuda": 300}[device])  # per device (tests/helpers.py): the length L

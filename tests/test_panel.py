@@ -5,20 +5,17 @@ the generic EventDataModule, resuming from the results file, and the baselines' 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from eventssm.datasets import load_uea
+from tests.helpers import load_script
+
 pytest.importorskip("aeon")
 pytest.importorskip("sklearn")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-
-import panel  # noqa: E402  (experiments/panel.py)
-import yardsticks  # noqa: E402  (experiments/yardsticks.py)
-
-from eventssm.datasets import load_uea  # noqa: E402
+yardsticks = load_script("experiments/yardsticks.py")
+panel = load_script("experiments/panel.py")  # its own `import yardsticks` finds the module above
 
 
 @pytest.mark.parametrize("rate", [0.3, 0.6])

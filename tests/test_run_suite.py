@@ -3,13 +3,11 @@ the data split with the run's seed; the others keep one split for every seed."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-run_suite = pytest.importorskip("run_suite")
+from tests.helpers import load_script
+
+run_suite = load_script("experiments/run_suite.py")
 
 
 def _flag(args: list[str], name: str) -> str | None:

@@ -2,7 +2,7 @@
 buffer that becomes ∂xz as it is (no concatenation); anything else falls back to concatenating.
 
 The in-place writers here are two small autograd functions standing in for the Triton conv and
-scan (whose ``dx_out`` / ``dz_out`` are tested under the interpreter, test_kernels_interpret.py)."""
+scan (whose ``dx_out`` / ``dz_out`` are tested in tests/test_kernels.py, interpreter and GPU)."""
 
 from __future__ import annotations
 

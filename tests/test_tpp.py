@@ -11,6 +11,7 @@ import torch
 from scipy import integrate, stats
 
 from eventssm.tpp import IntensityHead, LogNormalMixtureHead, gauss_legendre_panels, make_head
+from tests.helpers import load_script
 
 
 def _mixture_head(loc=0.3, scale=1.4, M=3, d=5, K=4):
@@ -345,15 +346,10 @@ def test_cli_smoke_fit_and_test(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("head", ["mixture", "intensity"])
 def test_plot_script(tmp_path, head):
-    import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "experiments"))
-    try:
-        import plot_tpp
-    finally:
-        sys.path.pop(0)
+    plot_tpp = load_script("experiments/plot_tpp.py")
     out = tmp_path / "tpp.png"
     plot_tpp.main(["--config", str(root / "experiments" / "configs" / "tpp_hawkes.yaml"), "--head", head,
                    "--epochs", "1", "--cut", "8", "--samples", "2", "-o", str(out),

@@ -113,8 +113,13 @@ def _walk(obj: Any, path: str, tensors: dict, leaves: list) -> None:
         leaves.append((path, type(obj).__name__, repr(sorted(map(_repr, obj)))))
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         leaves.append((path, type(obj).__qualname__, ""))
+        # Only the fields the instance holds: a field added to the class after a checkpoint was
+        # written is missing from the unpickled instance (it reads the class default) and was
+        # not in what the writer hashed.
+        held = getattr(obj, "__dict__", None)
         for f in dataclasses.fields(obj):
-            _walk(getattr(obj, f.name), f"{path}/{f.name}", tensors, leaves)
+            if held is None or f.name in held:
+                _walk(getattr(obj, f.name), f"{path}/{f.name}", tensors, leaves)
     elif type(obj).__repr__ is not object.__repr__:  # a repr of its own
         leaves.append((path, type(obj).__qualname__, _repr(obj)))
     elif hasattr(obj, "__dict__"):

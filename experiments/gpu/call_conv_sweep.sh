@@ -11,7 +11,7 @@ if [ "${SWEEP:-1}" = 1 ]; then
   done; done
 fi
 timeout 200 python3 experiments/bench/block_profile.py --steps 1 > /dev/null 2>&1 &
-timeout 200 python3 -m pytest -m gpu tests/test_conv_gpu.py -q -p no:cacheprovider -rA > "$OUT/gpu_tests_conv.txt" 2>&1
+timeout 200 python3 -m pytest -m gpu tests/test_kernels_conv.py -q -p no:cacheprovider -rA > "$OUT/gpu_tests_conv.txt" 2>&1
 grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/gpu_tests_conv.txt" | tail -5
 wait
 echo "== timed, alone"

@@ -1,4 +1,4 @@
-# One GPU call: the panel's candidate search (experiments/configs/panel_candidates.yaml), one
+# One GPU call: the panel's candidate search (experiments/panel_candidates.yaml), one
 # process per candidate on the non-held-out sets' 60 %-dropped rows (seed 0), beside the
 # yardstick rows on the CPU cores; every process resumes from and appends to its own file, all
 # joined into $OUT/panel_search.jsonl. PANEL_DROPS / PANEL_SEEDS / PANEL_BUDGET override.
@@ -8,7 +8,7 @@ CHOOSE="ACSF1 ArrowHead BasicMotions GunPoint ItalyPowerDemand PickupGestureWiim
 mkdir -p /tmp/panel
 python3 - <<'PY'
 import yaml
-c = yaml.safe_load(open("experiments/configs/panel_candidates.yaml"))
+c = yaml.safe_load(open("experiments/panel_candidates.yaml"))
 for name, body in c.items():
     yaml.safe_dump({name: body}, open(f"/tmp/panel/{name}.yaml", "w"))
 PY

@@ -8,7 +8,7 @@ warm --sections scan --dtypes float32 --couplings Scaled Additive &
 warm --sections scan --dtypes bfloat16 --couplings Standard Asymmetric &
 warm --sections scan --dtypes bfloat16 --couplings Scaled Additive &
 warm --sections block --dtypes bfloat16 --depths 1 --couplings Standard Asymmetric Additive --schemes mamba zoh &
-timeout 230 python3 -m pytest -m gpu tests/test_kernels_gpu.py tests/test_packed.py -k "x_from_tiny or softplus or zoh_coeff or packed" -q -s -p no:cacheprovider > "$OUT/gpu_tests_accuracy.txt" 2>&1
+timeout 230 python3 -m pytest -m gpu tests/test_kernels.py tests/test_packed.py -k "x_from_tiny or softplus or zoh_coeff or packed" -q -s -p no:cacheprovider > "$OUT/gpu_tests_accuracy.txt" 2>&1
 grep -E "x range|softplus max|passed|failed|FAILED" "$OUT/gpu_tests_accuracy.txt" | cut -c1-400
 wait
 echo "== timed"
