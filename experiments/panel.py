@@ -400,7 +400,25 @@ def table(path, split: str = "test") -> str:
                for k, v in cells.items() if k[2:] == m]
         means.append(f"{np.mean(per):.3f} ({len(per)} rows)")
     lines.append("| " + " | ".join(means) + " |")
+    lines.append("| " + " | ".join(["mean rank over rows (1 = best, ties shared)", ""]
+                                  + [f"{r:.2f}" for r in _mean_ranks(cells, groups, models, split)]) + " |")
     return "\n".join(lines)
+
+
+def _mean_ranks(cells: dict, groups, models, split: str) -> list[float]:
+    """Each model's rank by mean accuracy within every (dataset, drop) row where all models
+    have a result (ties get the mean of their ranks), averaged over those rows."""
+    ranks = {m: [] for m in models}
+    for name, drop in groups:
+        got = {m: cells.get((name, drop, *m)) for m in models}
+        if not all(got.values()):
+            continue
+        acc = {m: np.mean([r[f"{split}_acc"] for r in v.values()]) for m, v in got.items()}
+        for m, a in acc.items():
+            better = sum(b > a for b in acc.values())
+            tied = sum(b == a for b in acc.values())
+            ranks[m].append(better + (tied + 1) / 2)
+    return [float(np.mean(ranks[m])) if ranks[m] else float("nan") for m in models]
 
 
 def estimate(path, max_steps: int) -> str:

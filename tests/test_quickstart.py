@@ -189,6 +189,10 @@ DOCS_RUN: dict[str, Run] = {
              "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false"), slow=True),
     # docs/panel.md: the time estimate from the committed rows of a tiny run, nothing trained
     "python experiments/panel.py --out experiments/results/panel_tiny_estimate.jsonl --estimate 150": Run(),
+    # docs/reliability.md: the precision probe at a length the CPU runs in seconds
+    "python experiments/probe_precision.py --L 4096": Run(slow=True),
+    # docs/panel.md: the first search's table from its committed rows, nothing trained
+    "python experiments/panel.py --table --split val --out experiments/results/panel_search_cpu150.jsonl": Run(),
 }
 
 # Every ```bash command of README.md and docs/*.md that no test runs, and why.
