@@ -218,6 +218,7 @@ DOCS_SKIP: dict[str, str] = {
         "a benchmark: minutes of CPU, its times mean nothing on a shared test machine",
     "TRITON_INTERPRET=1 pytest -m interpret": "the interpreter half of make test: CI runs it",
     "EVENTSSM_AUTOTUNE=0 pytest -m gpu tests/": "needs a GPU",
+    "python experiments/bench/stream.py": "a GPU benchmark (CUDA graphs); on the CPU it times nothing useful",
     # docs/panel.md (tests/test_panel.py runs the panel and the yardsticks on tiny splits)
     "python experiments/yardsticks.py --csv visits.csv --id-col patient --time-col time --value-cols hr bp "
     "--label-col outcome --ckpt runs/eventssm/version_0/checkpoints/best-12.ckpt":
