@@ -111,8 +111,8 @@ def test_readme_csv_example_on_a_few_dozen_sequences(tmp_path):
                              hr=rng.normal(70 + 10 * y, 5), bp=rng.normal(120, 10),
                              outcome=y, fold="test" if p % 5 == 0 else "train"))
     pd.DataFrame(rows).to_csv(tmp_path / "visits.csv", index=False)
-    (cmd,) = _readme_block("## Train on your own pandas table", "visits.csv")
-    argv = _argv(cmd) + ["--data.split_col", "fold", "--trainer.max_epochs", "2",
+    fit, test = _readme_block("## Train on your own pandas table", "visits.csv")
+    argv = _argv(fit) + ["--data.split_col", "fold", "--trainer.max_epochs", "2",
                          "--trainer.enable_progress_bar", "false"]
     _run(argv, tmp_path)
     (metrics,) = (tmp_path / "runs").rglob("metrics.csv")
@@ -121,6 +121,12 @@ def test_readme_csv_example_on_a_few_dozen_sequences(tmp_path):
     print(df.dropna(subset=["val/acc"])[["epoch", "val/acc"]])
     # 28 train sequences after carving 4 for val: batch 4, 7 steps per epoch, nothing dropped
     assert df["val/acc"].notna().sum() == 2 and steps >= 2 * 7 - 1
+    # then `eventssm test` on the best-validation checkpoint, verbatim
+    out = _run(_argv(test), tmp_path)
+    best = next((tmp_path / "runs").rglob("best-*.ckpt"))
+    print(out.stdout[-1500:])
+    assert f"Restoring states from the checkpoint path at {best.relative_to(tmp_path)}" in out.stdout + out.stderr
+    assert "test/acc" in out.stdout
 
 
 @pytest.mark.parametrize("bar", ["rich", "tqdm"])
