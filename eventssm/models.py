@@ -18,6 +18,7 @@ from eventssm.inputs import Steps, check_activations, check_cache, check_count, 
 from eventssm.mamba import InferenceCache, Mamba
 from eventssm.packing import model_steps, segment_pool
 from eventssm.ssm import SelectiveSSM
+from eventssm.time import check_time_scale
 
 __all__ = [
     "SelectiveSSM",
@@ -77,7 +78,7 @@ class MambaBackbone(nn.Module):
         super().__init__()
         if not isinstance(n_layers, int) or n_layers < 1:
             raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
-        self.d_model, self.time_scale = d_model, time_scale
+        self.d_model, self.time_scale = d_model, check_time_scale(time_scale)
         self.layers = nn.ModuleList(
             ResidualBlock(d_model, norm_eps=norm_eps, d_state=d_state, d_conv=d_conv, expand=expand,
                           discretization=discretization, time_scale=time_scale, layer_idx=i, **mamba_kwargs)
@@ -413,7 +414,7 @@ class EventEncoder(nn.Module):
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.d_model, self.d_input, self.num_marks = d_model, d_input, num_marks
         self.pooling, self.use_observed, self.time_features = pooling, use_observed, time_features
-        self.time_scale = time_scale
+        self.time_scale = check_time_scale(time_scale)
         n_in = d_input * (2 if use_observed else 1) + (1 if time_features else 0)
         self.input_proj = nn.Linear(n_in, d_model) if n_in > 0 else None
         self.mark_embedding = nn.Embedding(num_marks, d_model) if num_marks > 0 else None

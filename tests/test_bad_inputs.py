@@ -55,6 +55,8 @@ def test_time_scale_accepts_numpy_and_tensor_scalars(scale):
     gaps = timesteps_from_timestamps(torch.tensor([0.0, 1.0, 3.0]), time_scale=scale)
     assert torch.allclose(gaps, torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64) * float(scale))
     assert Mamba(8, d_state=4, time_scale=scale).time_scale == pytest.approx(float(scale))
+    enc = EventEncoder(d_model=8, n_layers=1, d_input=1, d_state=4, time_scale=scale)
+    assert type(enc.time_scale) is float and type(enc.backbone.time_scale) is float
 
 
 @pytest.mark.parametrize("scale", ["0.5", None, True, torch.tensor([1.0, 2.0])])
