@@ -22,6 +22,25 @@ ALL_DISCRETIZATIONS = [c(scheme=s) for c, s in itertools.product(COUPLINGS, SCHE
 DISC_IDS = [f"{type(d).__name__}-{d.scheme}" for d in ALL_DISCRETIZATIONS]
 
 
+# What reads a value back from the device (a host sync on a GPU; forbidden in a CUDA-graph capture).
+DEVICE_READS = ("__bool__", "item", "tolist", "__int__", "__float__", "__index__")
+
+
+def count_device_reads(monkeypatch) -> list[str]:
+    """Spy on every :data:`DEVICE_READS` method of ``torch.Tensor`` for the rest of the test (or
+    until ``monkeypatch.undo()``); returns the list each read appends its method name to."""
+    reads: list[str] = []
+    for name in DEVICE_READS:
+        real = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _real=real, _name=name, **k):
+            reads.append(_name)
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    return reads
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max |b| (max-norm relative error, with a floor so zeros compare)."""
     a, b = a.detach().double(), b.detach().double()

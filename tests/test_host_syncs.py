@@ -1,8 +1,6 @@
 """Host syncs of the hot paths, counted: what reads a value back from the device (``bool()``,
 ``.item()``, ``int()``, ...). On a GPU each one stops the host from running ahead of the device."""
 
-import contextlib
-
 import pytest
 import torch
 
@@ -10,23 +8,7 @@ pytest.importorskip("lightning")
 
 from eventssm import Asymmetric, MambaLM  # noqa: E402
 from eventssm.tasks import EncoderConfig, EventClassifier  # noqa: E402
-
-READS = ("__bool__", "item", "tolist", "__int__", "__float__", "__index__")
-
-
-@contextlib.contextmanager
-def counting_reads(monkeypatch):
-    reads = []
-    for name in READS:
-        real = getattr(torch.Tensor, name)
-
-        def spy(self, *a, _real=real, _name=name, **k):
-            reads.append(_name)
-            return _real(self, *a, **k)
-
-        monkeypatch.setattr(torch.Tensor, name, spy)
-    yield reads
-    monkeypatch.undo()
+from tests.helpers import count_device_reads  # noqa: E402
 
 
 def test_classifier_training_step_makes_at_most_one_host_sync(monkeypatch):
@@ -44,15 +26,15 @@ def test_classifier_training_step_makes_at_most_one_host_sync(monkeypatch):
     assert batch["lengths"].min() < batch["lengths"].max()  # a padded batch
     task = EventClassifier(num_classes=3, d_input=1, backbone=EncoderConfig(
         d_model=16, n_layers=2, d_state=4, discretization=Asymmetric("zoh")), time_scale=dm.time_scale)
-    with counting_reads(monkeypatch) as reads:
-        loss = task.training_step(batch, 0)
-        loss.backward()
+    reads = count_device_reads(monkeypatch)
+    loss = task.training_step(batch, 0)
+    loss.backward()
     print("reads in a training step:", reads)
     assert len(reads) <= 1
     # the same batch through the public door is still checked
+    reads.clear()
     task.validate_batches = True
-    with counting_reads(monkeypatch) as reads:
-        task.training_step(batch, 0)
+    task.training_step(batch, 0)
     print("reads with validate_batches:", reads)
     assert len(reads) >= 1
 
@@ -60,9 +42,10 @@ def test_classifier_training_step_makes_at_most_one_host_sync(monkeypatch):
 def test_generate_reads_nothing_per_token_beyond_sampling(monkeypatch):
     lm = MambaLM(13, 16, d_state=4, n_layers=2).eval()
     ids = torch.randint(0, 13, (2, 5))
-    with counting_reads(monkeypatch) as short:
-        lm.generate(ids, max_new_tokens=2, temperature=0)
-    with counting_reads(monkeypatch) as long:
-        lm.generate(ids, max_new_tokens=12, temperature=0)
-    print("reads for 2 tokens:", short, "for 12:", long)
-    assert len(long) == len(short)  # the prefill's checks only, none per sampled token
+    reads = count_device_reads(monkeypatch)
+    lm.generate(ids, max_new_tokens=2, temperature=0)
+    short = list(reads)
+    reads.clear()
+    lm.generate(ids, max_new_tokens=12, temperature=0)
+    print("reads for 2 tokens:", short, "for 12:", reads)
+    assert len(reads) == len(short)  # the prefill's checks only, none per sampled token

@@ -5,7 +5,7 @@ import torch
 
 import eventssm.time as time_mod
 from eventssm import Asymmetric, EventEncoder, MambaLM, Scaled, SelectiveSSM, pool
-from tests.helpers import rel_err
+from tests.helpers import count_device_reads, rel_err
 
 
 def test_lm_forward_generate_and_step_consistency():
@@ -188,15 +188,7 @@ def test_one_host_sync_per_value_check(model, monkeypatch):
         ids = torch.randint(0, 20, (B, L))
         call = lambda **kw: m(ids, tau, lengths=lengths, **kw)
         expected = 3  # ids, lengths, τ
-    reads = []
-    for name in ("__bool__", "item", "tolist", "__int__", "__float__", "__index__"):
-        real = getattr(torch.Tensor, name)
-
-        def spy(self, *a, _real=real, _name=name, **k):
-            reads.append(_name)
-            return _real(self, *a, **k)
-
-        monkeypatch.setattr(torch.Tensor, name, spy)
+    reads = count_device_reads(monkeypatch)
     call().sum().backward()
     print(model, "reads with checks:", reads)
     assert len(reads) == expected
