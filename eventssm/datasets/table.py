@@ -185,9 +185,14 @@ class _Rows:
     seq_ids: list
     uniq: object
 
-    def first_per_sequence(self, values: np.ndarray) -> pd.Series:
-        """Per-sequence view of sorted-row ``values``, indexed by sequence code."""
-        return pd.Series(values, index=self.codes)
+    def one_per_sequence(self, values: np.ndarray) -> tuple[np.ndarray, list, list]:
+        """Sorted-row ``values`` -> ``(first non-null value per sequence in seq_ids order, ids
+        of sequences with no value, ids of sequences with two different values)``."""
+        grp = pd.Series(values, index=self.codes).groupby(level=0)
+        count = grp.nunique(dropna=True)
+        first = grp.first().reindex(self.codes[self.starts]).to_numpy()
+        return (first, self.ids_of(count.index[count.to_numpy() == 0]),
+                self.ids_of(count.index[count.to_numpy() > 1]))
 
     def ids_of(self, codes) -> list:
         return [self.uniq[i] for i in codes]
@@ -292,16 +297,12 @@ def _sort_rows(ids_col: pd.Series, t: np.ndarray) -> _Rows:
 def _per_sequence(df: pd.DataFrame, col: str, rows: _Rows) -> np.ndarray:
     """The one value of column ``col`` per sequence (in ``rows.seq_ids`` order); a sequence
     with none or with two different values is an error."""
-    grp = rows.first_per_sequence(df[col].iloc[rows.order].to_numpy())
-    nun = grp.groupby(level=0).nunique(dropna=True)
-    missing = nun.index[nun.to_numpy() == 0]
-    if len(missing):
-        raise ValueError(f"label column {col!r}: sequences without a label: {_few(rows.ids_of(missing))}")
-    conflict = nun.index[nun.to_numpy() > 1]
-    if len(conflict):
-        raise ValueError(f"label column {col!r}: sequences with more than one label: "
-                         f"{_few(rows.ids_of(conflict))}")
-    return grp.groupby(level=0).first().reindex(rows.codes[rows.starts]).to_numpy()
+    first, missing, conflict = rows.one_per_sequence(df[col].iloc[rows.order].to_numpy())
+    if missing:
+        raise ValueError(f"label column {col!r}: sequences without a label: {_few(missing)}")
+    if conflict:
+        raise ValueError(f"label column {col!r}: sequences with more than one label: {_few(conflict)}")
+    return first
 
 
 def _parse_labels(df, label_cols, rows: _Rows, task, classes):
@@ -350,15 +351,12 @@ def _parse_split(s: pd.Series, split_col: str, rows: _Rows) -> np.ndarray:
             f"split column {split_col!r} must hold train/val/test; got e.g. "
             f"{s[bad].iloc[0]!r} in sequences {_few(rows.ids_of(rows.codes[bad]))}"
         )
-    grp = rows.first_per_sequence(norm.to_numpy())
-    nun = grp.groupby(level=0).nunique()
-    conflict = nun.index[nun.to_numpy() > 1]
-    if len(conflict):
+    first, _, conflict = rows.one_per_sequence(norm.to_numpy())  # no value is missing (above)
+    if conflict:
         raise ValueError(
-            f"split column {split_col!r}: sequences assigned to more than one split: "
-            f"{_few(rows.ids_of(conflict))}"
+            f"split column {split_col!r}: sequences assigned to more than one split: {_few(conflict)}"
         )
-    return grp.groupby(level=0).first().reindex(rows.codes[rows.starts]).to_numpy(dtype=object)
+    return first.astype(object)
 
 
 class EventTable:
