@@ -371,7 +371,7 @@ def _check_unbatched(ref_name: str, ref: Tensor, **inputs) -> None:
     for name, t in inputs.items():
         if t is None:
             continue
-        shape = tuple(torch.as_tensor(t).shape) if not isinstance(t, Tensor) else tuple(t.shape)
+        shape = tuple(torch.as_tensor(t).shape)
         ok = len(shape) <= 1 and math.prod(shape) == 1 if name == "lengths" else len(shape) == ranks[name]
         if not ok:
             want = "a single length" if name == "lengths" else f"{ranks[name]} dimension(s)"
