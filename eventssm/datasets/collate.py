@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from eventssm.packing import cu_seqlens_from_lengths, pack_sequences, unpack_sequences
 from eventssm.time import length_mask, timesteps_from_timestamps
 
 __all__ = ["collate_events", "pack_batch", "unpack_batch", "padding_share", "EventCollator",
@@ -165,6 +166,13 @@ class EventCollator:
 _PER_STEP = ("values", "observed", "marks", "timestamps", "integration_timesteps", "mask")
 
 
+def _per_step_keys(batch: dict) -> set[str]:
+    """Keys of ``batch`` with one entry per step: the inputs, and the targets of next-event
+    batches (``target_gap`` marks them; other targets are one per sequence or per query)."""
+    targets = {"target", "target_gap"} if "target_gap" in batch else set()
+    return (set(_PER_STEP) | targets) & set(batch)
+
+
 def pack_batch(batch: dict) -> dict:
     """Padded batch -> packed variable-length form (``batch == 1`` plus ``cu_seqlens``).
 
@@ -175,46 +183,38 @@ def pack_batch(batch: dict) -> dict:
     first gap stays 0, so no state leaks from one sequence into the next through the time
     coupling; the scan restarts the state at every boundary. Per-sequence keys (``lengths``,
     ``target`` of classification/regression, ``index``) are kept as they are; per-step targets
-    (next-event batches) are packed like the inputs.
+    (next-event batches) are packed like the inputs. The tensors are packed by
+    :func:`eventssm.packing.pack_sequences`.
     """
     if "cu_seqlens" in batch:
         raise ValueError("pack_batch: the batch is already packed")
-    mask = batch["mask"]
     lengths = batch["lengths"]
-    out = {}
-    for k, v in batch.items():
-        if k in _PER_STEP or (k in ("target", "target_gap") and "target_gap" in batch):
-            out[k] = v[mask][None]
-        else:
-            out[k] = v
-    cu = torch.zeros(lengths.numel() + 1, dtype=torch.int32)
-    cu[1:] = torch.cumsum(lengths, 0).to(torch.int32)
-    out["cu_seqlens"] = cu
+    per_step = _per_step_keys(batch)
+    out = {k: pack_sequences(v, lengths) if k in per_step else v for k, v in batch.items()}
+    out["cu_seqlens"] = cu_seqlens_from_lengths(lengths)
     return out
 
 
 def unpack_batch(batch: dict) -> dict:
     """Packed batch (:func:`pack_batch`) -> the right-padded batch of §5 it came from.
 
-    Per-step tensors ``(1, T, ...)`` go back to ``(B, L, ...)`` with ``L`` the longest length;
-    padding is filled as :func:`collate_events` fills it (0, False, ``-100`` for per-step
-    targets, the last time for ``timestamps``); ``cu_seqlens`` is dropped and ``lengths`` and
-    ``mask`` rebuilt from it."""
+    Per-step tensors ``(1, T, ...)`` go back to ``(B, L, ...)`` with ``L`` the longest length
+    (:func:`eventssm.packing.unpack_sequences`); padding is filled as :func:`collate_events`
+    fills it (0, False, ``-100`` for per-step targets, the last time for ``timestamps``);
+    ``cu_seqlens`` is dropped and ``lengths`` and ``mask`` rebuilt from it."""
     if "cu_seqlens" not in batch:
         raise ValueError("unpack_batch: the batch is not packed (no cu_seqlens)")
     cu = batch["cu_seqlens"].long()
     lengths = cu[1:] - cu[:-1]
-    B, L = lengths.numel(), int(lengths.max()) if lengths.numel() else 0
-    mask = length_mask(lengths, L, check_values=False)
-    per_step = set(_PER_STEP) | ({"target", "target_gap"} if "target_gap" in batch else set())
+    mask = length_mask(lengths, int(lengths.max()) if lengths.numel() else 0, check_values=False)
+    per_step = _per_step_keys(batch) - {"mask"}
     out = {}
     for k, v in batch.items():
         if k == "cu_seqlens":
             continue
-        if k in per_step and k != "mask":
+        if k in per_step:
             fill = -100 if (k == "target" and "target_gap" in batch) else 0
-            full = v.new_full((B, L, *v.shape[2:]), fill)
-            full[mask] = v[0]
+            full = unpack_sequences(v, cu, fill)
             if k == "timestamps":  # padding repeats the last time
                 last = full.gather(1, (lengths - 1).clamp(min=0)[:, None])
                 full = torch.where(mask, full, last)
