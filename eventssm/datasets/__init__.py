@@ -3,6 +3,7 @@
 This package imports pandas and Lightning; the ``eventssm`` core does not.
 """
 
+from .augment import EventDropout
 from .collate import EventCollator, collate_events, pack_batch, unpack_batch
 from .datamodule import EventDataModule, EventDataset
 from .gaps import GapStats, gap_statistics, resolve_time_scale
@@ -37,7 +38,7 @@ from .tpp import (
 from .uea import UEADataModule, available_uea, drop_time_indices, load_uea
 
 __all__ = [
-    "ByteDataModule", "ByteWindows", "EventCollator", "EventDataModule", "EventDataset",
+    "ByteDataModule", "ByteWindows", "EventCollator", "EventDataModule", "EventDataset", "EventDropout",
     "EventTable", "GapStats", "GlobalBatchSampler", "NAFLDDataModule", "PBCSeqDataModule",
     "PointProcessDataModule", "ResumableDataLoader", "ShardSampler", "Standardizer", "SyntheticDataModule",
     "TimeDecayDataModule", "TimeFrequencyDataModule", "UEADataModule", "available_uea",

@@ -12,6 +12,7 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
+from .augment import EventDropout, check_event_dropout
 from .collate import EventCollator
 from .gaps import check_time_scale, gap_statistics, resolve_time_scale
 from .normalize import Standardizer
@@ -145,6 +146,10 @@ class EventDataModule(L.LightningDataModule):
             when the training split holds at least 10 full batches, so that at most a tenth of
             the sequences (a different random few every epoch) waits for the next epoch; a
             smaller training split keeps every sequence in every epoch.
+        event_dropout: training-time augmentation for ``target="label"``: every time a training
+            sequence is drawn, this fraction of its events is dropped at random (the kept ones
+            keep their timestamps; see :mod:`eventssm.datasets.augment`). 0 (the default)
+            trains on whole sequences; validation and test always see them whole.
     """
 
     def __init__(
@@ -172,6 +177,7 @@ class EventDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pack: bool | Literal["auto"] = "auto",
         drop_last: bool | None = None,
+        event_dropout: float = 0.0,
     ):
         super().__init__()
         if target not in TARGETS:
@@ -201,6 +207,10 @@ class EventDataModule(L.LightningDataModule):
             raise ValueError(f"pack must be true, false or 'auto', got {pack!r}")
         self.pack = pack
         self.drop_last = drop_last
+        self.event_dropout = check_event_dropout(event_dropout)
+        if self.event_dropout and target != "label":
+            raise ValueError(
+                f"event_dropout needs target='label' (a sequence-level target), got target={target!r}")
         self._built = False
 
     # ------------------------------------------------------------------ data
@@ -352,8 +362,12 @@ class EventDataModule(L.LightningDataModule):
                 "drop_last=True drops every batch: an epoch would train on nothing. Use a batch_size "
                 f"of at most {len(ds)}, or drop_last=False")
         if train:
+            augment = self.event_dropout > 0
             sampler = GlobalBatchSampler(ds, batch_size, world, rank, shuffle=True,
-                                         seed=self.seed, drop_last=self.train_drop_last(world))
+                                         seed=self.seed, drop_last=self.train_drop_last(world),
+                                         tag_epoch=augment)
+            if augment:
+                ds = EventDropout(ds, self.event_dropout, seed=self.seed)
             bs = batch_size // world
         else:
             sampler = ShardSampler(ds, world, rank)

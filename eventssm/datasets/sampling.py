@@ -33,10 +33,13 @@ class GlobalBatchSampler(DistributedSampler):
             differ by at most one, so every process takes the same number of steps (DDP would
             hang otherwise); a remainder smaller than ``num_replicas`` cannot be cut so and is
             dropped.
+        tag_epoch: yield ``(index, epoch)`` pairs instead of indices, for datasets whose items
+            depend on the epoch (:class:`~eventssm.datasets.augment.EventDropout`).
     """
 
     def __init__(self, dataset, batch_size: int, num_replicas: int = 1, rank: int = 0,
-                 shuffle: bool = True, seed: int = 0, drop_last: bool = True):
+                 shuffle: bool = True, seed: int = 0, drop_last: bool = True,
+                 tag_epoch: bool = False):
         if batch_size % num_replicas:
             raise ValueError(
                 f"batch_size={batch_size} is the global batch and must be divisible by the "
@@ -67,6 +70,7 @@ class GlobalBatchSampler(DistributedSampler):
                                (self._part(b) for b in range(self.num_batches)))
         self.total_size = min(n, self.num_batches * batch_size)  # sequences per epoch, all ranks
         self._skip = 0  # local samples to leave out at the start of the next pass (a resume)
+        self.tag_epoch = tag_epoch
 
     def skip_samples(self, n: int) -> None:
         """Start the next pass ``n`` samples in (this process's share), then go back to full
@@ -98,7 +102,10 @@ class GlobalBatchSampler(DistributedSampler):
             start, end = self._part(b)
             out.extend(chunk[start:end])
         skip, self._skip = self._skip, 0
-        return iter(out[skip:])
+        out = out[skip:]
+        if self.tag_epoch:
+            return iter([(i, self.epoch) for i in out])
+        return iter(out)
 
     def __len__(self) -> int:
         return self.num_samples
