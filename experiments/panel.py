@@ -295,8 +295,10 @@ def run(datasets=PANEL, drops=DROPS, seeds=SEEDS, candidates=None, max_steps=Non
     for name in datasets:
         if name not in PANEL + EXTRA:
             raise ValueError(f"{name!r} is not in the panel {PANEL} (or {EXTRA})")
+    # Seeds outermost: a run cut short by its budget has whole seeds over every dataset.
+    for seed in seeds:
         for drop in drops:
-            for seed in seeds:
+            for name in datasets:
                 base = {"dataset": name, "drop": float(drop), "seed": int(seed),
                         "held_out": name in HELD_OUT}
                 todo = []
@@ -345,6 +347,7 @@ def run(datasets=PANEL, drops=DROPS, seeds=SEEDS, candidates=None, max_steps=Non
                     n = {s: len(dm.split_index[s]) for s in yardsticks.SPLITS}
                     row = {**base, "model": model, "max_steps": steps,
                            "val_acc": res["val"]["acc"], "test_acc": res["test"]["acc"],
+                           "val_loss": res["val"].get("loss"),
                            "seconds": time.time() - t0, "data_s": frame_s + data_s,
                            "n_train": n["train"], "n_val": n["val"], "n_test": n["test"],
                            "num_classes": dm.num_classes,
@@ -421,6 +424,39 @@ def _mean_ranks(cells: dict, groups, models, split: str) -> list[float]:
     return [float(np.mean(ranks[m])) if ranks[m] else float("nan") for m in models]
 
 
+def search_ranks(path, candidates=None, split: str = "val") -> str:
+    """Markdown: each event-model candidate's mean rank over the (dataset, drop, seed) cells that
+    every listed candidate has (1 = best), ranked by ``split`` accuracy with the validation loss
+    breaking ties (the validation splits are small: accuracies often tie); then its mean
+    accuracy and loss over those cells. Held-out datasets never count."""
+    rows = [r for r in read_rows(path) if r["model"].startswith("eventssm:")
+            and r.get("max_steps") is None and not r.get("held_out")]
+    names = sorted({r["model"] for r in rows}) if candidates is None else \
+        [f"eventssm:{c}" for c in candidates]
+    cells = {}
+    for r in rows:
+        if r["model"] in names:
+            cells.setdefault((r["dataset"], r["drop"], r["seed"]), {})[r["model"]] = r
+    full = {k: v for k, v in cells.items() if len(v) == len(names)}
+    if not full:
+        return f"(no cell of {path} has every candidate of {names})"
+    ranks = {m: [] for m in names}
+    for got in full.values():
+        key = {m: (-got[m][f"{split}_acc"], got[m].get("val_loss") or np.inf) for m in names}
+        for m in names:
+            better = sum(key[o] < key[m] for o in names)
+            tied = sum(key[o] == key[m] for o in names)
+            ranks[m].append(better + (tied + 1) / 2)
+    lines = [f"{len(full)} cells (dataset, drop, seed) with every candidate; ranked by {split} "
+             "accuracy, ties broken by validation loss", "",
+             f"| candidate | mean rank | mean {split} acc | mean val loss |", "|---|---|---|---|"]
+    for m in sorted(names, key=lambda m: np.mean(ranks[m])):
+        acc = np.mean([got[m][f"{split}_acc"] for got in full.values()])
+        loss = np.mean([got[m].get("val_loss") or np.nan for got in full.values()])
+        lines.append(f"| {m.split(':', 1)[1]} | {np.mean(ranks[m]):.2f} | {acc:.3f} | {loss:.3f} |")
+    return "\n".join(lines)
+
+
 def estimate(path, max_steps: int) -> str:
     """What the rows of a (tiny) run in ``path`` would take with a budget of ``max_steps``
     optimisation steps: an event model row's training time scaled linearly from its own steps
@@ -477,6 +513,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--table", action="store_true", help="print the table of --out and stop")
     ap.add_argument("--split", default="test", choices=("test", "val"),
                     help="which accuracy --table shows")
+    ap.add_argument("--rank", nargs="*", default=None, metavar="CANDIDATE",
+                    help="print the candidates' mean validation rank over the cells of --out "
+                         "that all of them have (default: every candidate in it) and stop")
     ap.add_argument("--estimate", type=int, default=None, metavar="STEPS",
                     help="print what the rows of --out (a tiny run) would take at STEPS steps "
                          "and stop")
@@ -484,6 +523,9 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or str(ROOT / (FAST_OUT if args.fast else DEFAULT_OUT))
     if args.table:
         print(table(out, args.split))
+        return
+    if args.rank is not None:
+        print(search_ranks(out, args.rank or None))
         return
     if args.estimate is not None:
         print(estimate(out, args.estimate))

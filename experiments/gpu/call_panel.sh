@@ -1,28 +1,55 @@
-# One GPU call: the panel's candidate search (experiments/panel_candidates.yaml), one
-# process per candidate on the non-held-out sets' 60 %-dropped rows (seed 0), beside the
-# yardstick rows on the CPU cores; every process resumes from and appends to its own file, all
-# joined into $OUT/panel_search.jsonl. PANEL_DROPS / PANEL_SEEDS / PANEL_BUDGET override.
+# One GPU call of the panel (docs/panel.md), resumable: run it again with the returned file
+# put back in experiments/results/ to go on where it stopped.
+#
+#   PANEL_MODE=search (default): one process per candidate of experiments/panel_candidates.yaml
+#     named in PANEL_ONLY (default: every one) on the non-held-out sets, beside the yardstick
+#     rows of PANEL_YSEEDS on the CPU cores; resumes from and returns
+#     experiments/results/panel_search.jsonl (and panel_yardsticks.jsonl).
+#   PANEL_MODE=final: the library defaults (candidate "readme", the README's command) on every
+#     dataset, held-out ones included, one process per dataset; resumes from and returns
+#     experiments/results/panel.jsonl.
+# PANEL_DROPS / PANEL_SEEDS / PANEL_BUDGET (seconds before no new row starts) override.
 source experiments/gpu/setup.sh
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 CHOOSE="ACSF1 ArrowHead BasicMotions GunPoint ItalyPowerDemand PickupGestureWiimoteZ UnitTest"
+ALL="$CHOOSE JapaneseVowels OSULeaf"
+MODE=${PANEL_MODE:-search}
+BUDGET=${PANEL_BUDGET:-420}
+R=experiments/results
 mkdir -p /tmp/panel
-python3 - <<'PY'
-import yaml
+resume() { [ -f "$R/$1" ] && cp "$R/$1" "/tmp/panel/$2.jsonl" || true; }
+if [ "$MODE" = search ]; then
+  python3 - <<'PY'
+import os, yaml
 c = yaml.safe_load(open("experiments/panel_candidates.yaml"))
-for name, body in c.items():
-    yaml.safe_dump({name: body}, open(f"/tmp/panel/{name}.yaml", "w"))
+only = os.environ.get("PANEL_ONLY", "").split() or list(c)
+for name in only:
+    yaml.safe_dump({name: c[name]}, open(f"/tmp/panel/{name}.yaml", "w"))
 PY
-for f in /tmp/panel/*.yaml; do
-  n=$(basename "$f" .yaml)
-  [ -f "experiments/results/panel_search.jsonl" ] && cp experiments/results/panel_search.jsonl "/tmp/panel/$n.jsonl"
-  timeout 500 python3 experiments/panel.py --candidates "$f" --datasets $CHOOSE \
-    --drops ${PANEL_DROPS:-0.6} --seeds ${PANEL_SEEDS:-0} --no-yardsticks --accelerator gpu --threads 2 \
-    --budget-s ${PANEL_BUDGET:-380} --out "/tmp/panel/$n.jsonl" > "/tmp/panel/$n.log" 2>&1 &
-done
-[ -f "experiments/results/panel_search.jsonl" ] && cp experiments/results/panel_search.jsonl /tmp/panel/yardsticks.jsonl
-timeout 500 python3 experiments/panel.py --yardsticks-only --drops 0.0 0.3 0.6 --seeds 0 --threads 4 \
-  --budget-s ${PANEL_BUDGET:-380} --out /tmp/panel/yardsticks.jsonl > /tmp/panel/yardsticks.log 2>&1 &
+  for f in /tmp/panel/*.yaml; do
+    n=$(basename "$f" .yaml)
+    resume panel_search.jsonl "$n"
+    timeout $((BUDGET + 90)) python3 experiments/panel.py --candidates "$f" --datasets $CHOOSE \
+      --drops ${PANEL_DROPS:-0.6} --seeds ${PANEL_SEEDS:-0 1 2} --no-yardsticks --accelerator gpu \
+      --threads 2 --budget-s $BUDGET --out "/tmp/panel/$n.jsonl" > "/tmp/panel/$n.log" 2>&1 &
+  done
+  RESULT=panel_search.jsonl
+else
+  for d in $ALL; do
+    resume panel.jsonl "$d"
+    timeout $((BUDGET + 90)) python3 experiments/panel.py --datasets "$d" \
+      --drops ${PANEL_DROPS:-0.0 0.3 0.6} --seeds ${PANEL_SEEDS:-0 1 2} --no-yardsticks \
+      --accelerator gpu --threads 1 --budget-s $BUDGET --out "/tmp/panel/$d.jsonl" \
+      > "/tmp/panel/$d.log" 2>&1 &
+  done
+  RESULT=panel.jsonl
+fi
+mkdir -p /tmp/ys && resume panel_yardsticks.jsonl ys && mv /tmp/panel/ys.jsonl /tmp/ys/ 2>/dev/null
+timeout $((BUDGET + 90)) python3 experiments/panel.py --yardsticks-only --drops 0.0 0.3 0.6 \
+  --seeds ${PANEL_YSEEDS:-0 1 2} --threads 4 --budget-s $BUDGET --out /tmp/ys/ys.jsonl \
+  > /tmp/ys/ys.log 2>&1 &
 wait
-cat /tmp/panel/*.jsonl | sort -u > "$OUT/panel_search.jsonl"
-tail -n 3 /tmp/panel/*.log > "$OUT/panel_logs.txt"
-wc -l "$OUT/panel_search.jsonl"; tail -n 2 /tmp/panel/*.log
+cat /tmp/panel/*.jsonl | sort -u > "$OUT/$RESULT"
+sort -u /tmp/ys/ys.jsonl > "$OUT/panel_yardsticks.jsonl"
+tail -qn 2 /tmp/panel/*.log /tmp/ys/ys.log > "$OUT/panel_logs.txt"
+wc -l "$OUT"/*.jsonl; cat "$OUT/panel_logs.txt"
