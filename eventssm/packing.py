@@ -17,12 +17,14 @@ import torch
 from torch import Tensor
 
 from eventssm.inputs import Steps, tau_dtype, validate_steps
-from eventssm.time import _as_int64, _gap, check_time_scale, check_timesteps, length_mask
+from eventssm.time import check_time_scale, check_timesteps, length_mask, packed_timesteps
 
 __all__ = [
     "check_cu_seqlens",
     "cu_seqlens_from_lengths",
     "seq_index",
+    # formed in eventssm.time with the padded batches' gaps (one implementation of both), and
+    # importable from here beside the other operations on packed batches
     "packed_timesteps",
     "validate_packed_steps",
     "model_steps",
@@ -76,53 +78,6 @@ def seq_index(cu_seqlens: Tensor, T: int) -> Tensor:
     n = lengths.numel()
     return torch.repeat_interleave(torch.arange(n, device=cu_seqlens.device), lengths,
                                    output_size=T)
-
-
-def _starts(cu_seqlens: Tensor, T: int) -> Tensor:
-    """``(T,)`` bool: True at the first step of each non-empty sequence."""
-    first = torch.zeros(T + 1, dtype=torch.bool, device=cu_seqlens.device)
-    first[cu_seqlens[:-1].long()] = True  # an empty sequence's start is the next one's (or T)
-    return first[:T]
-
-
-def packed_timesteps(timestamps: Tensor, cu_seqlens: Tensor, *, time_scale: float = 1.0,
-                     name: str = "timestamps", check_values: bool = True) -> Tensor:
-    """Packed absolute times ``(1, T)`` (or ``(T,)``) -> float64 gaps ``(1, T)``.
-
-    Backward differences within each sequence, formed in float64 (integer times differenced in
-    int64 first, as :func:`~eventssm.time.timesteps_from_timestamps` does), 0 at each sequence's
-    first step, times ``time_scale``. Times may drop from one sequence to the next (each has its
-    own clock); within a sequence they must not decrease.
-
-    Raises:
-        ValueError: a shape that is not ``(1, T)``, NaN/Inf times, or times that decrease within a
-        sequence (naming the sequence and the packed position).
-    """
-    t = torch.as_tensor(timestamps, device=cu_seqlens.device)
-    if t.dtype == torch.bool or t.is_complex():
-        raise ValueError(f"{name} must be a real float or integer tensor, got {t.dtype}")
-    t = t[None] if t.dim() == 1 else t
-    if t.dim() != 2 or t.shape[0] != 1:
-        raise ValueError(f"{name} of a packed batch must have shape (1, T), got {tuple(t.shape)}")
-    T = t.shape[1]
-    if t.dtype.is_floating_point:
-        t = t.to(torch.float64)
-        if check_values and not bool(torch.isfinite(t).all()):
-            pos = int(torch.nonzero(~torch.isfinite(t[0]))[0, 0])
-            raise ValueError(f"{name} must be finite; got {t[0, pos].item()} at packed position {pos}")
-    else:  # narrow integers would wrap or overflow when differenced; int64 in halves (int_difference)
-        t = _as_int64(t, name)
-    gaps = torch.zeros(1, T, dtype=torch.float64, device=t.device)
-    if T > 1:
-        gaps[:, 1:] = _gap(t[:, 1:], t[:, :-1])
-    gaps = gaps.masked_fill(_starts(cu_seqlens, T)[None], 0.0)
-    if check_values and bool((gaps < 0).any()):
-        pos = int(torch.nonzero(gaps[0] < 0)[0, 0])
-        seq = int(seq_index(cu_seqlens, T)[pos])
-        raise ValueError(
-            f"{name} must be non-decreasing within each packed sequence; sequence {seq} decreases "
-            f"at packed position {pos} ({t[0, pos - 1].item()} -> {t[0, pos].item()})")
-    return gaps * float(time_scale) if time_scale != 1 else gaps
 
 
 def validate_packed_steps(

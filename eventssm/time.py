@@ -10,12 +10,15 @@ Rules (DESIGN §3):
 * ``time_scale`` multiplies the gaps (e.g. ``1/3600`` turns seconds into hours); it is a configured
   number, never a guess;
 * padding (positions ``>= lengths[b]``) gets ``τ = 0`` so that the state passes through unchanged;
+* sequences packed in one row (``cu_seqlens``) each start at ``τ = 0``: one gaps implementation
+  (:func:`timesteps_from_timestamps` for padded rows, :func:`packed_timesteps` for packed ones);
 * decreasing timestamps, NaN/Inf and shape mismatches raise ``ValueError`` naming the argument and
   the first bad position.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -24,6 +27,7 @@ import torch
 __all__ = [
     "check_time_scale",
     "timesteps_from_timestamps",
+    "packed_timesteps",
     "check_timesteps",
     "int_difference",
     "length_mask",
@@ -155,39 +159,124 @@ def check_timesteps(tau: torch.Tensor, name: str = "integration_timesteps") -> N
         )
 
 
-def _check_finite_times(t, mask, timestamps, name: str, unbatched: bool) -> None:
-    finite = torch.isfinite(t) if mask is None else (torch.isfinite(t) | ~mask)
+def _sequence_starts(cu_seqlens: torch.Tensor, T: int) -> torch.Tensor:
+    """``(T,)`` bool: True at the first step of each non-empty sequence of a packed row."""
+    first = torch.zeros(T + 1, dtype=torch.bool, device=cu_seqlens.device)
+    first[cu_seqlens[:-1].long()] = True  # an empty sequence's start is the next one's (or T)
+    return first[:T]
+
+
+def _where(pos: tuple[int, int], *, unbatched: bool, packed: bool) -> str:
+    """The step at index ``pos = (b, l)`` of the batched times as an error names it: in the
+    caller's own indexing (``position (l,)`` for unbatched times) or along a packed row."""
+    if packed:
+        return f"packed position {pos[1]}"
+    return f"position {pos[1:] if unbatched else pos}"
+
+
+def _check_finite_times(t, real, name: str, where) -> None:
+    """Float times must be finite at real steps (padding, outside ``real``, may hold anything)."""
+    finite = torch.isfinite(t) if real is None else (torch.isfinite(t) | ~real)
     if not bool(finite.all()):
         pos = _first_bad(~finite)
-        pos = pos[1:] if unbatched else pos
-        raise ValueError(f"{name} must be finite; got {timestamps[pos].item()} at position {pos}")
+        raise ValueError(f"{name} must be finite; got {t[pos].item()} at {where(pos)}")
 
 
-def _check_no_decrease(gaps, t, name: str, unbatched: bool) -> None:
-    neg = gaps < 0
-    if not bool(neg.any()):
+def _check_no_decrease(negative, t, name: str, where, cu_seqlens) -> None:
+    if not bool(negative.any()):
         return
-    pos = _first_bad(neg)
+    pos = _first_bad(negative)
     b, l = pos
-    where = f"position {(l,) if unbatched else pos}"
     if l == 0:
-        raise ValueError(f"{name} at {where} is earlier than last_time: timestamps must not decrease")
-    raise ValueError(
-        f"{name} must be non-decreasing; decreases at {where} "
-        f"({t[b, l - 1].item()} -> {t[b, l].item()})"
-    )
+        raise ValueError(f"{name} at {where(pos)} is earlier than last_time: timestamps must not "
+                         "decrease")
+    times = f"({t[b, l - 1].item()} -> {t[b, l].item()})"
+    if cu_seqlens is None:
+        raise ValueError(f"{name} must be non-decreasing; decreases at {where(pos)} {times}")
+    seq = int((cu_seqlens[1:] <= l).sum())  # the sequences that end at or before step l
+    raise ValueError(f"{name} must be non-decreasing within each packed sequence; sequence {seq} "
+                     f"decreases at {where(pos)} {times}")
 
 
-def _check_finite_gaps(gaps, name: str, unbatched: bool, time_scale: float) -> None:
+def _check_finite_gaps(gaps, name: str, where, time_scale: float) -> None:
     """Finite times can still be too far apart for float64 (or for the unit ``time_scale``)."""
     if bool(torch.isfinite(gaps).all()):
         return
     pos = _first_bad(~torch.isfinite(gaps))
-    where = pos[1:] if unbatched else pos
     raise ValueError(
-        f"{name}: the gap at position {where} overflows float64 (times "
+        f"{name}: the gap at {where(pos)} overflows float64 (times "
         f"{'from last_time ' if pos[1] == 0 else ''}too far apart, or time_scale {time_scale!r} too "
         "large); subtract an origin or use a larger time unit")
+
+
+def _check_values(t, real, negative, gaps, *, name: str, where, cu_seqlens,
+                  time_scale: float) -> None:
+    """Raise for NaN/Inf times at real steps, times that decrease (``negative``: where the
+    unscaled gaps are below 0) or scaled gaps that overflow, in this order, naming the first bad
+    position. One host read when all is well (each read waits for the device)."""
+    bad = negative.any() | ~torch.isfinite(gaps).all()
+    if t.dtype.is_floating_point:
+        bad = bad | ~(torch.isfinite(t) if real is None else torch.isfinite(t) | ~real).all()
+    if not bool(bad):
+        return
+    if t.dtype.is_floating_point:
+        _check_finite_times(t, real, name, where)
+    _check_no_decrease(negative, t, name, where, cu_seqlens)
+    _check_finite_gaps(gaps, name, where, time_scale)
+
+
+def _real_steps(lengths, t: torch.Tensor, name: str, check_values: bool) -> torch.Tensor:
+    """``(B, L)`` mask of the real steps of right-padded times ``t (B, L)`` of ``lengths``."""
+    lengths = torch.as_tensor(lengths, device=t.device)
+    if lengths.dim() == 0:
+        lengths = lengths[None]
+    if lengths.shape[0] != t.shape[0]:
+        raise ValueError(f"lengths has {lengths.shape[0]} entries but {name} has batch {t.shape[0]}")
+    return length_mask(lengths, t.shape[1], check_values=check_values)
+
+
+def _gaps(timestamps, *, time_scale, last_time=None, lengths=None, cu_seqlens=None,
+          name: str, check_values: bool) -> torch.Tensor:
+    """The one timestamps -> gaps implementation: of right-padded rows
+    (:func:`timesteps_from_timestamps`) or of the sequences packed in one row
+    (:func:`packed_timesteps`). The two differ only in where a gap is reset to 0: at padding
+    (``lengths``), or at each sequence's first step (``cu_seqlens``), where the packed row's
+    times may drop (each sequence has its own clock)."""
+    if not isinstance(timestamps, torch.Tensor):
+        timestamps = torch.as_tensor(timestamps)
+    if timestamps.dtype == torch.bool or timestamps.is_complex():
+        raise ValueError(f"{name} must be a real float or integer tensor, got {timestamps.dtype}")
+    packed = cu_seqlens is not None
+    if packed and (timestamps.dim() != 2 or timestamps.shape[0] != 1):
+        raise ValueError(f"{name} of a packed batch must have shape (1, T), got "
+                         f"{tuple(timestamps.shape)}")
+    if timestamps.dim() not in (1, 2):
+        raise ValueError(f"{name} must have shape (batch, L) or (L,), got {tuple(timestamps.shape)}")
+    time_scale = check_time_scale(time_scale)
+    unbatched = timestamps.dim() == 1
+    where = functools.partial(_where, unbatched=unbatched, packed=packed)
+    t = timestamps[None] if unbatched else timestamps
+    real = None if lengths is None else _real_steps(lengths, t, name, check_values)
+    # Integer times: difference in integers (exact), then float64. Narrow integer types are
+    # widened first: a uint8 difference wraps around (3 - 250 = 9) and an int16 one overflows
+    # into a false "decreasing" error; int64 differences are split in halves (``int_difference``)
+    # so that times near the ends of the range (a gap beyond 2^63) do not wrap around either.
+    t = t.to(torch.float64) if t.dtype.is_floating_point else _as_int64(t, name)
+    gaps = torch.zeros_like(t, dtype=torch.float64)
+    if t.shape[1] > 1:
+        gaps[:, 1:] = _gap(t[:, 1:], t[:, :-1])
+    if last_time is not None:
+        gaps[:, 0] = _gap(t[:, 0], _last_time(last_time, t.shape[0], t.device))
+    if packed:
+        gaps = gaps.masked_fill(_sequence_starts(cu_seqlens.to(t.device), t.shape[1])[None], 0.0)
+    elif real is not None:
+        gaps = gaps.masked_fill(~real, 0.0)
+    negative = gaps < 0  # before scaling: a tiny negative gap times a small unit rounds to -0
+    gaps = gaps * time_scale if time_scale != 1 else gaps
+    if check_values:
+        _check_values(t, real, negative, gaps, name=name, where=where, cu_seqlens=cu_seqlens,
+                      time_scale=time_scale)
+    return gaps[0] if unbatched else gaps
 
 
 def timesteps_from_timestamps(
@@ -223,44 +312,27 @@ def timesteps_from_timestamps(
         ValueError: non-tensor or wrong-rank input, NaN/Inf times, decreasing times (at the first
         bad position), a non-positive or non-finite ``time_scale``.
     """
-    if not isinstance(timestamps, torch.Tensor):
-        timestamps = torch.as_tensor(timestamps)
-    if timestamps.dtype == torch.bool or timestamps.is_complex():
-        raise ValueError(f"{name} must be a real float or integer tensor, got {timestamps.dtype}")
-    if timestamps.dim() not in (1, 2):
-        raise ValueError(f"{name} must have shape (batch, L) or (L,), got {tuple(timestamps.shape)}")
-    time_scale = check_time_scale(time_scale)
-    unbatched = timestamps.dim() == 1
-    t = timestamps[None] if unbatched else timestamps
-    Bsz, L = t.shape
-    mask = None
-    if lengths is not None:
-        lengths = torch.as_tensor(lengths, device=t.device)
-        if lengths.dim() == 0:
-            lengths = lengths[None]
-        if lengths.shape[0] != Bsz:
-            raise ValueError(f"lengths has {lengths.shape[0]} entries but {name} has batch {Bsz}")
-        mask = length_mask(lengths, L, check_values=check_values)
-    if t.dtype.is_floating_point:
-        t = t.to(torch.float64)
-        if check_values:
-            _check_finite_times(t, mask, timestamps, name, unbatched)
-    # Integer times: difference in integers (exact), then float64. Narrow integer types are
-    # widened first: a uint8 difference wraps around (3 - 250 = 9) and an int16 one overflows
-    # into a false "decreasing" error; int64 differences are split in halves (``int_difference``)
-    # so that times near the ends of the range (a gap beyond 2^63) do not wrap around either.
-    t = _as_int64(t, name) if not t.dtype.is_floating_point else t
-    gaps = torch.zeros_like(t, dtype=torch.float64)
-    if L > 1:
-        gaps[:, 1:] = _gap(t[:, 1:], t[:, :-1])
-    if last_time is not None:
-        lt = _last_time(last_time, Bsz, t.device)
-        gaps[:, 0] = _gap(t[:, 0], lt)
-    if mask is not None:
-        gaps = gaps.masked_fill(~mask, 0.0)
-    if check_values:
-        _check_no_decrease(gaps, t, name, unbatched)
-    gaps = gaps * time_scale if time_scale != 1 else gaps
-    if check_values:
-        _check_finite_gaps(gaps, name, unbatched, time_scale)
-    return gaps[0] if unbatched else gaps
+    return _gaps(timestamps, time_scale=time_scale, last_time=last_time, lengths=lengths,
+                 name=name, check_values=check_values)
+
+
+def packed_timesteps(timestamps: torch.Tensor, cu_seqlens: torch.Tensor, *,
+                     time_scale: float = 1.0, name: str = "timestamps",
+                     check_values: bool = True) -> torch.Tensor:
+    """Packed absolute times ``(1, T)`` (or ``(T,)``) -> float64 gaps ``(1, T)``.
+
+    ``cu_seqlens (n + 1,)``: the cumulative lengths of the ``n`` sequences laid one after another
+    along the row (see :mod:`eventssm.packing`), trusted here (the model's door checks them with
+    :func:`eventssm.packing.check_cu_seqlens`; the collate builds them). Backward differences
+    within each sequence, formed as :func:`timesteps_from_timestamps` forms them (float64,
+    integer times differenced in int64 first), 0 at each sequence's first step, times
+    ``time_scale``. Times may drop from one sequence to the next (each has its own clock);
+    within a sequence they must not decrease.
+
+    Raises:
+        ValueError: a shape that is not ``(1, T)``, NaN/Inf times, times that decrease within a
+        sequence (naming the sequence and the packed position), a gap that overflows float64.
+    """
+    t = torch.as_tensor(timestamps, device=cu_seqlens.device)
+    return _gaps(t[None] if t.dim() == 1 else t, cu_seqlens=cu_seqlens, time_scale=time_scale,
+                 name=name, check_values=check_values)

@@ -78,3 +78,66 @@ def test_narrow_integer_timestamps_do_not_wrap(dtype):
     torch.testing.assert_close(tau, expected)
     with pytest.raises(ValueError, match="non-decreasing"):
         timesteps_from_timestamps(t.flip(0))
+
+
+def _gap_oracle(seqs, time_scale):
+    """Each sequence's own backward differences in float64 (numpy), 0 at its first step."""
+    return [np.concatenate([[0.0], np.diff(np.asarray(s)).astype(np.float64)])[: len(s)] * time_scale
+            for s in seqs]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.int64])
+def test_padded_and_packed_gaps_follow_one_rule(dtype):
+    """Right-padded (``lengths``) and packed (``cu_seqlens``) sequences get the same gaps: each
+    sequence's backward differences, 0 at its first step, times the unit, compared with numpy's
+    float64 ``diff`` per sequence (with an empty sequence, a single event and garbage padding)."""
+    from eventssm.packing import cu_seqlens_from_lengths, packed_timesteps
+
+    rng = np.random.default_rng(0)
+    lens = [4, 1, 0, 6]
+    big = 10**15 if dtype == torch.int64 else 1000  # int64: nanoseconds since the epoch
+    seqs = [np.sort(rng.integers(0, 10**6, n)) + rng.integers(0, big) for n in lens]
+    seqs = [torch.tensor(s).to(dtype).numpy() for s in seqs]  # the values the test passes
+    want = _gap_oracle([s.astype(np.float64) if dtype != torch.int64 else s for s in seqs], 0.5)
+    L = max(lens)
+    padded = torch.full((len(lens), L), -7, dtype=dtype)  # padding may hold anything
+    for i, s in enumerate(seqs):
+        padded[i, : len(s)] = torch.from_numpy(s)
+    got_padded = timesteps_from_timestamps(padded, lengths=torch.tensor(lens), time_scale=0.5)
+    packed = torch.from_numpy(np.concatenate(seqs))[None]
+    got_packed = packed_timesteps(packed, cu_seqlens_from_lengths(torch.tensor(lens)), time_scale=0.5)
+    want_padded = np.zeros((len(lens), L))
+    for i, w in enumerate(want):
+        want_padded[i, : len(w)] = w
+    want_packed = np.concatenate(want)[None]
+    err_padded = float(np.abs(got_padded.numpy() - want_padded).max())
+    err_packed = float(np.abs(got_packed.numpy() - want_packed).max())
+    print(dtype, "max |gap - numpy|: padded", err_padded, "packed", err_packed)
+    assert got_padded.dtype == got_packed.dtype == torch.float64
+    assert err_padded == 0.0 and err_packed == 0.0
+
+
+def test_packed_gap_that_overflows_float64_names_its_packed_position():
+    from eventssm.packing import packed_timesteps
+
+    t = torch.tensor([[0.0, -1e308, 1e308]], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"gap at packed position 2 overflows float64"):
+        packed_timesteps(t, torch.tensor([0, 1, 3]))
+
+
+def test_gaps_are_checked_with_one_device_read(monkeypatch):
+    """Finite times, no decrease and finite gaps are checked together: one host read when all is
+    well, padded or packed (each read waits for the device)."""
+    from eventssm.packing import packed_timesteps
+    from tests.helpers import count_device_reads
+
+    t = torch.tensor([[0.0, 1.0, 3.0, 0.5, 2.0]], dtype=torch.float64)
+    cu = torch.tensor([0, 3, 5])
+    reads = count_device_reads(monkeypatch)
+    timesteps_from_timestamps(t[:, :3], time_scale=0.5)
+    print("padded reads:", reads)
+    assert len(reads) == 1
+    reads.clear()
+    packed_timesteps(t, cu, time_scale=0.5)
+    print("packed reads:", reads)
+    assert len(reads) == 1
