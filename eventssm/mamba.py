@@ -28,6 +28,7 @@ from eventssm.inputs import Steps, check_activations, check_cache, check_count, 
 from eventssm.packing import model_steps
 from eventssm.shared_grad import split_xz
 from eventssm.ssm import PAD_DELTA, DtInit, SSMParts, project, scan_constants
+from eventssm.time import check_time_scale
 
 __all__ = ["Mamba", "InferenceCache"]
 
@@ -85,8 +86,9 @@ class Mamba(SSMParts, nn.Module):
         self._init_ssm(d_inner=d_inner, d_state=d_state, dt_rank=self.dt_rank,
                        init=DtInit(dt_min=dt_min, dt_max=dt_max, dt_init=dt_init, dt_scale=dt_scale,
                                    dt_init_floor=dt_init_floor),
-                       discretization=discretization, time_scale=time_scale,
+                       discretization=discretization,
                        backend=backend_of(use_fast_path, backend), device=device, dtype=dtype)
+        self.time_scale = check_time_scale(time_scale)
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias, **fk)
         # nn.Conv1d holds the weights under mamba-ssm's names; the conv itself runs channel-last
         # through the backend's causal_conv1d (weight[:, 0] is (D, K)).

@@ -23,7 +23,6 @@ from torch import Tensor
 from eventssm.discretization import Discretization, as_discretization
 from eventssm.dispatch import backend_of
 from eventssm.scan import selective_scan
-from eventssm.time import check_time_scale
 
 __all__ = ["SelectiveSSM", "SSMParts", "PAD_DELTA", "ssm_parameters", "project", "scan_constants"]
 
@@ -136,14 +135,12 @@ class SSMParts:
     parameters under mamba-ssm's flat names, the discretization and the backend."""
 
     def _init_ssm(self, *, d_inner: int, d_state: int, dt_rank: int, init: DtInit,
-                  discretization: Discretization | str, time_scale: float, backend: str,
-                  device, dtype) -> None:
-        """Check ``time_scale``, set the discretization and backend, and register ``x_proj``,
+                  discretization: Discretization | str, backend: str, device, dtype) -> None:
+        """Set the discretization and backend, and register ``x_proj``,
         ``dt_proj``, ``A_log``, ``D`` and ``rho`` (None unless the coupling uses a rate), in
         this order, the order of mamba-ssm's ``Mamba.__init__``: a seed gives the same
         parameters, and saved optimizer states (which list parameters by position) load."""
         self.discretization = as_discretization(discretization)
-        self.time_scale = check_time_scale(time_scale)
         self.backend = backend
         self.x_proj, self.dt_proj, self.A_log, self.D, rho = ssm_parameters(
             d_inner=d_inner, d_state=d_state, dt_rank=dt_rank, init=init,
@@ -153,7 +150,8 @@ class SSMParts:
 
 class SelectiveSSM(SSMParts, nn.Module):
     """Selective state space layer: ``u (B, L, D) -> y (B, L, D)``, one validated
-    :func:`~eventssm.selective_scan` on Δ, B, C projected from ``u``.
+    :func:`~eventssm.selective_scan` on Δ, B, C projected from ``u``. It takes gaps
+    (``integration_timesteps``) as they are: it has no time unit (``time_scale``) of its own.
 
     Args:
         d_inner: channels D.
@@ -161,7 +159,6 @@ class SelectiveSSM(SSMParts, nn.Module):
         dt_rank: rank of the Δ projection (``"auto"``: ceil(d_inner / 32)).
         dt_min, dt_max, dt_init, dt_scale, dt_init_floor: Δ initialisation as in mamba-ssm.
         discretization: a :class:`~eventssm.Discretization` or an lrnnx scheme string.
-        time_scale: kept for compatibility (this layer takes gaps, not timestamps).
         use_fast_path: ``True`` -> ``backend="auto"`` (Triton on CUDA), ``False`` -> ``"torch"``.
         backend: overrides ``use_fast_path``: ``"auto" | "triton" | "torch" | "reference"``.
     """
@@ -177,7 +174,7 @@ class SelectiveSSM(SSMParts, nn.Module):
         dt_scale: float = 1.0,
         dt_init_floor: float = 1e-4,
         discretization: Discretization | str = "mamba",
-        time_scale: float = 1.0,
+        *,
         use_fast_path: bool = True,
         device=None,
         dtype=None,
@@ -191,8 +188,8 @@ class SelectiveSSM(SSMParts, nn.Module):
         self._init_ssm(d_inner=d_inner, d_state=d_state, dt_rank=self.dt_rank,
                        init=DtInit(dt_min=dt_min, dt_max=dt_max, dt_init=dt_init, dt_scale=dt_scale,
                                    dt_init_floor=dt_init_floor),
-                       discretization=discretization, time_scale=time_scale,
-                       backend=backend_of(use_fast_path, backend), device=device, dtype=dtype)
+                       discretization=discretization, backend=backend_of(use_fast_path, backend),
+                       device=device, dtype=dtype)
 
     def project(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``u (B, L, D)`` (or ``(B, D)``) -> raw step δ (same shape), ``B``, ``C`` ``(..., N)``."""

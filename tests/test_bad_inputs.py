@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from eventssm import EventEncoder, Mamba, MambaLM, SelectiveSSM, timesteps_from_timestamps
+from eventssm import EventEncoder, Mamba, MambaLM, timesteps_from_timestamps
 from eventssm.time import check_time_scale
 
 
@@ -62,7 +62,6 @@ def test_time_scale_accepts_numpy_and_tensor_scalars(scale):
 @pytest.mark.parametrize("scale", ["0.5", None, True, torch.tensor([1.0, 2.0])])
 def test_time_scale_of_the_wrong_type_names_time_scale(scale):
     for build in (lambda: Mamba(8, d_state=4, time_scale=scale),
-                  lambda: SelectiveSSM(8, d_state=4, time_scale=scale),
                   lambda: EventEncoder(d_model=8, n_layers=1, d_input=1, d_state=4, time_scale=scale),
                   lambda: timesteps_from_timestamps(torch.zeros(3), time_scale=scale)):
         with pytest.raises(ValueError, match="time_scale must be a positive finite real number"):

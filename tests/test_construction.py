@@ -56,3 +56,16 @@ def test_backend_from_the_command_line():
     with pytest.raises(SystemExit):  # jsonargparse refuses a value outside the choices
         build_cli(["--config", str(cfg), "--model.backbone.backend", "cuda-fast",
                    "--trainer.logger", "false"], run=False)
+
+
+def test_selective_ssm_has_no_time_unit():
+    """SelectiveSSM takes gaps as they are: it refuses a time_scale (it would be applied to
+    nothing) and its state_dict keys are those a saved SelectiveSSM has (the unit was never in
+    it); Mamba, which forms gaps from timestamps, keeps its time_scale."""
+    with pytest.raises(TypeError, match="time_scale"):
+        SelectiveSSM(8, d_state=4, time_scale=2.0)
+    ssm = SelectiveSSM(8, d_state=4)
+    assert not hasattr(ssm, "time_scale")
+    saved = ["A_log", "D", "rho", "x_proj.weight", "dt_proj.weight", "dt_proj.bias"]
+    assert list(ssm.state_dict()) == saved
+    assert Mamba(8, d_state=4, time_scale=0.5).time_scale == 0.5
