@@ -38,6 +38,7 @@ Inside the op the state is laid out ``(G, N, Dg)`` and time-major (see :class:`_
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -188,106 +189,155 @@ class _ChunkedScan(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, gy, gh_last):
-        u, dtA, dtB, At, Bm, Cm, h0, boundary = ctx.saved_tensors
-        scheme, chunk, pack = ctx.scheme, ctx.chunk, ctx.pack
-        need_u, need_dtA, need_dtB, need_A, need_B, need_C, need_h0 = ctx.needs_input_grad[:7]
-        L, b, G, Dg = u.shape
-        N = At.shape[1]
-        n_chunks = boundary.shape[0]
-        if gy is not None:
-            gy = gy.contiguous()
+        return (*_Backward(ctx, gy, gh_last).run(), None, None, None)
 
-        gu = torch.zeros_like(u) if need_u else None
-        gdtA = torch.zeros_like(dtA) if need_dtA else None
-        gdtB = torch.zeros_like(dtB) if need_dtB else None
-        gA = torch.zeros_like(At) if need_A else None
-        gB = torch.zeros_like(Bm) if need_B else None
-        gC = torch.zeros_like(Cm) if need_C else None
-        gh0 = torch.zeros_like(h0)
-        if pack is not None and gh_last is not None:
-            for i in pack.empty:
-                gh0[i] += gh_last[i]
-        # gradient reaching the state just before the current chunk from everything after it
-        # (already multiplied by that chunk's first Ā)
-        carry = gh_last if pack is None else None
-        A_leaf = At.detach().requires_grad_(need_A)
-        coef_wrt = [(need_dtA, gdtA), (need_dtB, gdtB), (need_A, gA)]
 
-        for c in reversed(range(n_chunks)):
-            l0, l1 = c * chunk, min(L, (c + 1) * chunk)
-            T = l1 - l0
-            # 1. recompute Ā, k (with a chunk-local graph for their derivatives) and the states
-            dtA_c = dtA[l0:l1].detach().requires_grad_(need_dtA)
-            dtB_c = dtB[l0:l1].detach().requires_grad_(need_dtB)
-            with torch.enable_grad():
-                dA_g, kB_g = _coefficients(scheme, dtA_c, dtB_c, A_leaf)
-            dA, kB = dA_g.detach(), kB_g.detach()
-            u_c = u[l0:l1, :, :, None, :]  # (T, b, G, 1, Dg)
-            B_c = Bm[l0:l1, :, :, :, None]  # (T, b, G, N, 1)
-            ku = kB * u_c  # (T, b, G, K, Dg), K = 1 (mamba, dirac) or N (zoh, bilinear)
-            H = ku * B_c
-            h_in = boundary[c]
-            a, restarts = _restarts(H, dA, l0, h0, pack)
-            _scan(H, a, h_in)
+@dataclass(frozen=True)
+class _Chunk:
+    """What the backward recomputes of the chunk ``[l0, l1)`` (``T`` steps; ``K`` is 1 for the
+    mamba and dirac schemes, ``N`` for zoh and bilinear)."""
 
-            # 2. gradient of the states: direct part C gy, then the adjoint recurrence
-            #    g[l] = C[l] gy[l] + Ā[l+1] ⊙ g[l+1], cut at packed sequence starts
-            if gy is not None:
-                gy_c = gy[l0:l1, :, :, None, :]  # (T, b, G, 1, Dg)
-                gH = Cm[l0:l1, :, :, :, None] * gy_c
-                if need_C:  # gC[l, g, n] = Σ_dg H[l, g, n, dg] gy[l, g, dg]
-                    torch.sum(H * gy_c, dim=-1, out=gC[l0:l1])
+    l0: int
+    l1: int
+    dtA: Tensor  # (T, b, G, Dg) leaves of the chunk-local graph ...
+    dtB: Tensor
+    dA_graph: Tensor  # ... and Ā (T, b, G, N, Dg), k (T, b, G, K, Dg) in it
+    kB_graph: Tensor
+    dA: Tensor  # Ā and k detached
+    kB: Tensor
+    u: Tensor  # (T, b, G, 1, Dg)
+    B: Tensor  # (T, b, G, N, 1)
+    ku: Tensor  # k u (T, b, G, K, Dg)
+    H: Tensor  # the states (T, b, G, N, Dg)
+    h_in: Tensor  # the state entering the chunk (b, G, N, Dg)
+    a: Tensor  # the decays scanned with: Ā, zero at packed restarts
+    restarts: list[tuple[int, int]]  # (t, i): sequence i restarts at step t of the chunk
+
+
+class _Backward:
+    """:meth:`_ChunkedScan.backward`: the chunks in reverse order, each in five steps (the
+    methods below). Holds the saved inputs, the gradient buffers (None where autograd asks for
+    none) and ``carry``, the gradient reaching the state just before the current chunk from
+    everything after it (already multiplied by that chunk's first Ā)."""
+
+    def __init__(self, ctx, gy: Tensor | None, gh_last: Tensor | None) -> None:
+        self.u, self.dtA, self.dtB, self.At, self.Bm, self.Cm, self.h0, self.boundary = ctx.saved_tensors
+        self.scheme, self.chunk, self.pack = ctx.scheme, ctx.chunk, ctx.pack
+        self.need_u, self.need_dtA, self.need_dtB, self.need_A, need_B, need_C, self.need_h0 = \
+            ctx.needs_input_grad[:7]
+        self.gy = None if gy is None else gy.contiguous()
+        self.gh_last = gh_last
+        zeros = lambda t, need: torch.zeros_like(t) if need else None
+        self.gu, self.gdtA = zeros(self.u, self.need_u), zeros(self.dtA, self.need_dtA)
+        self.gdtB, self.gA = zeros(self.dtB, self.need_dtB), zeros(self.At, self.need_A)
+        self.gB, self.gC = zeros(self.Bm, need_B), zeros(self.Cm, need_C)
+        self.gh0 = torch.zeros_like(self.h0)  # restarts and the carry add to it in any case
+        self.carry = gh_last if self.pack is None else None
+        self.A_leaf = self.At.detach().requires_grad_(self.need_A)
+
+    def run(self) -> tuple:
+        """The gradients of ``u, dtA, dtB, At, Bm, Cm, h0`` (None where not needed)."""
+        if self.pack is not None and self.gh_last is not None:
+            for i in self.pack.empty:  # an empty sequence's last state is its initial state
+                self.gh0[i] += self.gh_last[i]
+        L = self.u.shape[0]
+        for c in reversed(range(self.boundary.shape[0])):
+            ch = self._recompute(c, c * self.chunk, min(L, (c + 1) * self.chunk))
+            gH = self._state_grads(ch)
+            gdA = self._decay_grads(ch, gH)
+            gku = self._input_grads(ch, gH)
+            self._coefficient_grads(ch, gdA, gku)
+        if self.pack is None and self.carry is not None:
+            self.gh0 += self.carry
+        return (self.gu, self.gdtA, self.gdtB, self.gA, self.gB, self.gC,
+                self.gh0 if self.need_h0 else None)
+
+    def _recompute(self, c: int, l0: int, l1: int) -> _Chunk:
+        """Step 1: Ā and k of chunk ``c`` (with a chunk-local graph for their derivatives) and
+        its states, scanned again from the saved boundary state."""
+        dtA = self.dtA[l0:l1].detach().requires_grad_(self.need_dtA)
+        dtB = self.dtB[l0:l1].detach().requires_grad_(self.need_dtB)
+        with torch.enable_grad():
+            dA_graph, kB_graph = _coefficients(self.scheme, dtA, dtB, self.A_leaf)
+        dA, kB = dA_graph.detach(), kB_graph.detach()
+        u = self.u[l0:l1, :, :, None, :]
+        B = self.Bm[l0:l1, :, :, :, None]
+        ku = kB * u
+        H = ku * B
+        h_in = self.boundary[c]
+        a, restarts = _restarts(H, dA, l0, self.h0, self.pack)
+        _scan(H, a, h_in)
+        return _Chunk(l0, l1, dtA, dtB, dA_graph, kB_graph, dA, kB, u, B, ku, H, h_in, a, restarts)
+
+    def _state_grads(self, ch: _Chunk) -> Tensor:
+        """Step 2: the gradient g of the chunk's states ``(T, b, G, N, Dg)``: the direct part
+        C gy (and ``gC``), what the packed sequences' last states receive, then the adjoint
+        recurrence ``g[l] = C[l] gy[l] + Ā[l+1] ⊙ g[l+1]``, cut at packed sequence starts."""
+        l0, l1 = ch.l0, ch.l1
+        if self.gy is not None:
+            gy = self.gy[l0:l1, :, :, None, :]  # (T, b, G, 1, Dg)
+            gH = self.Cm[l0:l1, :, :, :, None] * gy
+            if self.gC is not None:  # gC[l, g, n] = Σ_dg H[l, g, n, dg] gy[l, g, dg]
+                torch.sum(ch.H * gy, dim=-1, out=self.gC[l0:l1])
+        else:
+            gH = torch.zeros_like(ch.H)
+        if self.gh_last is not None:
+            for t, i in _ends(l1 - l0, l0, self.pack):
+                gH[t] += self.gh_last[i]
+        _scan_reverse(gH, ch.a, self.carry)
+        return gH
+
+    def _decay_grads(self, ch: _Chunk, gH: Tensor) -> Tensor:
+        """Step 3: the gradient of Ā, g ⊙ (the state before the step), where a restart reads
+        its sequence's initial state (and passes that state its gradient); then the carry into
+        the chunk before (none across a restart at the chunk's first step)."""
+        gdA = torch.empty_like(ch.H)
+        torch.mul(gH[1:], ch.H[:-1], out=gdA[1:])
+        torch.mul(gH[0], ch.h_in, out=gdA[0])
+        for t, i in ch.restarts:
+            torch.mul(gH[t], self.h0[i], out=gdA[t])
+            self.gh0[i] += (ch.dA[t] * gH[t])[0]
+        self.carry = None if ch.restarts and ch.restarts[0][0] == 0 else ch.a[0] * gH[0]
+        return gdA
+
+    def _input_grads(self, ch: _Chunk, gH: Tensor) -> Tensor:
+        """Step 4: the gradients of the input term B̄u = (k u) ⊙ B: ``gB``, ``gu``, and that of
+        k u (returned, for step 5)."""
+        l0, l1 = ch.l0, ch.l1
+        T, b, G, N, Dg = gH.shape
+        if self.gB is not None:  # gB[l, g, n] = Σ_dg g[l, g, n, dg] ku[l, g, ·, dg]
+            torch.sum(gH * ch.ku, dim=-1, out=self.gB[l0:l1])
+        if ch.ku.shape[-2] == 1:  # (T·b·G, 1, N) @ (T·b·G, N, Dg): Σ_n B g
+            gku = torch.bmm(self.Bm[l0:l1].reshape(T * b * G, 1, N), gH.view(T * b * G, N, Dg))
+            gku = gku.view(T, b, G, 1, Dg)
+        else:
+            gku = gH * ch.B
+        if self.gu is not None:
+            torch.sum(gku * ch.kB, dim=-2, out=self.gu[l0:l1])
+        return gku
+
+    def _coefficient_grads(self, ch: _Chunk, gdA: Tensor, gku: Tensor) -> None:
+        """Step 5: the gradients of Ā and k -> ``gdtA``, ``gdtB`` (this chunk's rows) and ``gA``
+        (summed over chunks), through the chunk-local graph."""
+        outs, grads = [], []
+        if ch.dA_graph.requires_grad:
+            outs.append(ch.dA_graph)
+            grads.append(gdA)
+        if ch.kB_graph.requires_grad:
+            outs.append(ch.kB_graph)
+            grads.append(gku * ch.u)
+        wanted = [(x, g) for x, g in ((ch.dtA, self.gdtA), (ch.dtB, self.gdtB), (self.A_leaf, self.gA))
+                  if g is not None]
+        if not (outs and wanted):
+            return
+        got = torch.autograd.grad(outs, [x for x, _ in wanted], grads, allow_unused=True)
+        for (_, target), g in zip(wanted, got):
+            if g is None:
+                continue
+            if target is self.gA:
+                target += g
             else:
-                gH = torch.zeros_like(H)
-            if gh_last is not None:
-                for t, i in _ends(T, l0, pack):
-                    gH[t] += gh_last[i]
-            _scan_reverse(gH, a, carry)
-
-            # 3. gradient of Ā: g ⊙ (state before the step); a restart reads its initial state
-            gdA = torch.empty_like(H)
-            torch.mul(gH[1:], H[:-1], out=gdA[1:])
-            torch.mul(gH[0], h_in, out=gdA[0])
-            for t, i in restarts:
-                torch.mul(gH[t], h0[i], out=gdA[t])
-                gh0[i] += (dA[t] * gH[t])[0]
-            carry = None if restarts and restarts[0][0] == 0 else a[0] * gH[0]
-
-            # 4. gradient of the input term B̄u = (k u) ⊙ B
-            if need_B:  # gB[l, g, n] = Σ_dg g[l, g, n, dg] ku[l, g, ·, dg]
-                torch.sum(gH * ku, dim=-1, out=gB[l0:l1])
-            if ku.shape[-2] == 1:  # (T·b·G, 1, N) @ (T·b·G, N, Dg): Σ_n B g
-                gku = torch.bmm(Bm[l0:l1].reshape(T * b * G, 1, N), gH.view(T * b * G, N, Dg))
-                gku = gku.view(T, b, G, 1, Dg)
-            else:
-                gku = gH * B_c
-            if need_u:
-                torch.sum(gku * kB, dim=-2, out=gu[l0:l1])
-
-            # 5. gradients of Ā and k -> dtA, dtB, A through the chunk-local graph
-            outs, grads = [], []
-            if dA_g.requires_grad:
-                outs.append(dA_g)
-                grads.append(gdA)
-            if kB_g.requires_grad:
-                outs.append(kB_g)
-                grads.append(gku * u_c)
-            wrt = [x for x, (need, _) in zip((dtA_c, dtB_c, A_leaf), coef_wrt) if need]
-            if outs and wrt:
-                got = iter(torch.autograd.grad(outs, wrt, grads, allow_unused=True))
-                for need, target in coef_wrt:
-                    if not need:
-                        continue
-                    g = next(got)
-                    if g is None:
-                        pass
-                    elif target is gA:
-                        gA += g
-                    else:
-                        target[l0:l1] = g
-        if pack is None and carry is not None:
-            gh0 += carry
-        return gu, gdtA, gdtB, gA, gB, gC, (gh0 if need_h0 else None), None, None, None
+                target[ch.l0:ch.l1] = g
 
 
 def selective_scan_chunked(
