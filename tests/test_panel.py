@@ -138,3 +138,30 @@ def test_classical_yardsticks_on_a_tiny_split(tmp_path, capsys):
     printed = capsys.readouterr().out
     for name in yardsticks.CLASSICAL:
         assert f"| {name} |" in printed
+
+
+@pytest.mark.slow  # a short fit, then aeon's numba kernels compile on their first call
+def test_eventssm_yardsticks_command_prints_the_model_beside_them(tmp_path, capsys):
+    from eventssm.tasks import yardsticks as lib
+    from eventssm.tasks.cli import main
+
+    path = tmp_path / "unit.csv"
+    panel.panel_frame("UnitTest", 0.6, seed=0).to_csv(path, index=False)
+    data = ["--data", "eventssm.datasets.EventDataModule", "--data.source", str(path),
+            "--data.split_col", "split", "--model", "eventssm.tasks.EventClassifier",
+            "--trainer.max_epochs", "2", "--trainer.logger.init_args.save_dir", str(tmp_path),
+            "--trainer.enable_progress_bar", "false"]
+    main(["fit", *data])
+    config = next(tmp_path.glob("eventssm/version_0/config.yaml"))
+    with pytest.raises(SystemExit, match="give --ckpt_path"):
+        main(["yardsticks", "--config", str(config)])
+    out = tmp_path / "y.md"
+    main(["yardsticks", "--config", str(config), "--ckpt_path", "best", "--seeds", "0",
+          "--out", str(out)])
+    printed = capsys.readouterr().out
+    for name in lib.CLASSICAL:
+        assert f"| {name} |" in printed
+    row = next(line for line in printed.splitlines() if "(this model)" in line)
+    acc = float(row.split("|")[4])
+    assert 0.0 <= acc <= 1.0
+    assert "(this model)" in out.read_text()

@@ -20,6 +20,7 @@ checkpoints on load, and ``--ckpt_path last`` resumes the latest run (or fails w
 from __future__ import annotations
 
 import os
+import sys
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import (
@@ -143,12 +144,20 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> EventCLI:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``eventssm`` console script: ``eventssm fit|validate|test|predict``.
+    """Entry point of the ``eventssm`` console script: ``eventssm fit|validate|test|predict``,
+    and ``eventssm yardsticks`` (the test, then the classical yardsticks on the same split:
+    :mod:`eventssm.tasks.yardsticks`).
 
     Returns None (a console script's return value becomes its exit status); use
     :func:`build_cli` to get the trainer and model back in Python.
     """
-    build_cli(args)
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["yardsticks"]:
+        from eventssm.tasks.yardsticks import main as yardsticks
+
+        yardsticks(argv[1:])
+        return
+    build_cli(argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
