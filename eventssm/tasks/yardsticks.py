@@ -35,7 +35,7 @@ import numpy as np
 
 from eventssm.datasets.features import frequency_grid, gap_scales, time_features, value_features
 
-__all__ = ["CLASSICAL", "classical", "classical_seeds", "classical_table", "main", "on_grid",
+__all__ = ["CLASSICAL", "classical", "classical_seeds", "classical_table", "on_grid", "parse_args", "report",
            "observed", "sequence_inputs", "tree"]
 
 def tree(kind: str, X: np.ndarray, dm, seed: int):
@@ -204,10 +204,9 @@ def classical_table(per: dict[str, list[dict]], event: dict | None = None,
 
 
 
-def main(argv: list[str]) -> str:
-    """``eventssm yardsticks [test options] [--seeds ...] [--grid N] [--dtw-max-len N] [--out F]``:
-    runs ``eventssm test`` with the test options, then the classical yardsticks on the same
-    DataModule, and prints (and returns) the table with the model's test accuracy first."""
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """``eventssm yardsticks``'s own options, and the rest (the test's options) as given.
+    Exits with a message naming the option on bad input."""
     ap = argparse.ArgumentParser(
         prog="eventssm yardsticks", add_help=False,
         description="eventssm test, then the classical yardsticks on the same split")
@@ -216,9 +215,6 @@ def main(argv: list[str]) -> str:
     ap.add_argument("--dtw-max-len", type=int, default=1000)
     ap.add_argument("--out", default=None)
     ours, rest = ap.parse_known_args(argv)
-    if any(a in ("-h", "--help") for a in rest):
-        print(__doc__)
-        return ""
     if not any(a == "--ckpt_path" or a.startswith("--ckpt_path=") for a in rest):
         raise SystemExit(
             "eventssm yardsticks: give --ckpt_path (a trained model: 'best', 'last' or a path), "
@@ -233,10 +229,12 @@ def main(argv: list[str]) -> str:
     except ImportError as e:
         raise SystemExit(f"eventssm yardsticks needs aeon and scikit-learn ({e}): "
                          "pip install 'eventssm[data]'") from None
+    return ours, rest
 
-    from eventssm.tasks.cli import build_cli
 
-    cli = build_cli(["test", *rest])
+def report(cli, ours: argparse.Namespace, argv: list[str]) -> str:
+    """After ``eventssm test`` ran in ``cli`` (a LightningCLI): the classical yardsticks on its
+    DataModule, printed (and written to ``ours.out``) beside the model's test accuracy."""
     dm = cli.datamodule
     if getattr(dm, "table", None) is None or dm.table.task != "classification" \
             or getattr(dm, "target", "label") != "label":
