@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -380,6 +381,45 @@ def _check_unbatched(ref_name: str, ref: Tensor, **inputs) -> None:
                              "dimension or none")
 
 
+class _EventInputs(NamedTuple):
+    """The per-event inputs of an :class:`EventEncoder` call, as passed."""
+
+    values: Tensor | None
+    marks: Tensor | None
+    observed: Tensor | None
+    timestamps: Tensor | None
+    integration_timesteps: Tensor | None
+    lengths: Tensor | None
+
+
+def _with_batch_dim(inputs: _EventInputs) -> tuple[_EventInputs, bool]:
+    """The inputs with a batch dimension, and whether the call was unbatched (``values (L, C)``,
+    or ``marks (L,)`` without values: every input then gets a batch of one).
+
+    Raises:
+        TypeError: ``values``, ``marks`` or ``observed`` that is not a tensor.
+        ValueError: neither values nor marks; an unbatched call with a batched input."""
+    for name in ("values", "marks", "observed"):
+        t = getattr(inputs, name)
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    ref = inputs.values if inputs.values is not None else inputs.marks
+    if ref is None:
+        raise ValueError("pass values (B, L, C) and/or marks (B, L)")
+    if ref.dim() != (2 if inputs.values is not None else 1):
+        return inputs, False
+    _check_unbatched("values" if inputs.values is not None else "marks", ref, marks=inputs.marks,
+                     observed=inputs.observed, timestamps=inputs.timestamps,
+                     integration_timesteps=inputs.integration_timesteps, lengths=inputs.lengths)
+    one = lambda t: None if t is None else t[None]
+    return _EventInputs(
+        values=one(inputs.values), marks=one(inputs.marks), observed=one(inputs.observed),
+        timestamps=None if inputs.timestamps is None else torch.as_tensor(inputs.timestamps)[None],
+        integration_timesteps=one(inputs.integration_timesteps),
+        lengths=None if inputs.lengths is None else torch.as_tensor(inputs.lengths).reshape(1),
+    ), True
+
+
 class EventEncoder(nn.Module):
     """Encoder for event sequences: values and/or marks -> Mamba blocks -> pooled features.
 
@@ -426,25 +466,23 @@ class EventEncoder(nn.Module):
                 check_values, cu_seqlens=None):
         """Validate the inputs once: the embedded events ``(B, L, d_model)``, their
         :class:`~eventssm.inputs.Steps` and whether the input was unbatched."""
-        for name, t in (("values", values), ("marks", marks), ("observed", observed)):
-            if t is not None and not isinstance(t, Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        events, unbatched = _with_batch_dim(_EventInputs(values, marks, observed, timestamps,
+                                                         integration_timesteps, lengths))
+        Bsz, L, device = self._check_events(events.values, events.marks)
+        wdt = self.backbone.norm_f.weight.dtype
+        # the model's time unit applies to gaps however they come in
+        steps = model_steps(Bsz, L, device, wdt, cu_seqlens,
+                            integration_timesteps=events.integration_timesteps,
+                            timestamps=events.timestamps, lengths=events.lengths,
+                            time_scale=self.time_scale, scale_gaps=True, check_values=check_values)
+        values, marks = self._real_events(events.values, events.marks, steps.mask, wdt, check_values)
+        return self._embed(values, marks, events.observed, steps.tau, wdt), steps, unbatched
+
+    def _check_events(self, values, marks) -> tuple[int, int, torch.device]:
+        """Check batched ``values (B, L, C)`` and ``marks (B, L)`` against ``d_input`` and
+        ``num_marks`` (shapes and dtypes: no host sync); returns ``B``, ``L`` and the device."""
         ref = values if values is not None else marks
-        if ref is None:
-            raise ValueError("pass values (B, L, C) and/or marks (B, L)")
-        unbatched = ref.dim() == (2 if values is not None else 1)
-        if unbatched:
-            _check_unbatched("values" if values is not None else "marks", ref, marks=marks,
-                             observed=observed, timestamps=timestamps,
-                             integration_timesteps=integration_timesteps, lengths=lengths)
-            values = None if values is None else values[None]
-            marks = None if marks is None else marks[None]
-            observed = None if observed is None else observed[None]
-            timestamps = None if timestamps is None else torch.as_tensor(timestamps)[None]
-            integration_timesteps = None if integration_timesteps is None else integration_timesteps[None]
-            lengths = None if lengths is None else torch.as_tensor(lengths).reshape(1)
-        Bsz, L = (values if values is not None else marks).shape[:2]
-        device = (values if values is not None else marks).device
+        Bsz, L = ref.shape[:2]
         if self.d_input and values is None:
             raise ValueError(f"values (B, L, {self.d_input}) are required (d_input={self.d_input})")
         if values is not None and (values.dim() != 3 or values.shape[-1] != self.d_input):
@@ -458,24 +496,24 @@ class EventEncoder(nn.Module):
                 raise ValueError(f"marks must be an integer tensor of event type ids, got {marks.dtype}")
             if marks.shape != (Bsz, L):
                 raise ValueError(f"marks must have shape ({Bsz}, {L}), got {tuple(marks.shape)}")
-        wdt = self.backbone.norm_f.weight.dtype
-        # the model's time unit applies to gaps however they come in
-        steps = model_steps(Bsz, L, device, wdt, cu_seqlens,
-                            integration_timesteps=integration_timesteps, timestamps=timestamps,
-                            lengths=lengths, time_scale=self.time_scale, scale_gaps=True,
-                            check_values=check_values)
-        # Padding may hold anything (NaN values, id -1): replaced (where, not a product: NaN·0 is
-        # NaN) before anything reads it. Marks and values are then checked with one host sync.
+        return Bsz, L, ref.device
+
+    def _real_events(self, values, marks, mask, wdt, check_values) -> tuple[Tensor | None, Tensor | None]:
+        """``values`` in the weights' dtype ``wdt`` and ``marks``, each 0 at padding (outside
+        ``mask (B, L)``), then checked: values finite and marks in ``[0, num_marks)``.
+
+        Padding may hold anything (NaN values, id -1): it is replaced (by ``masked_fill``, not a
+        product: NaN·0 is NaN) before anything reads it, and both checks share one host sync."""
         bad = []
         if marks is not None:
-            if steps.mask is not None:
-                marks = marks.masked_fill(~steps.mask, 0)
+            if mask is not None:
+                marks = marks.masked_fill(~mask, 0)
             if check_values and marks.numel():
                 bad.append((marks.min() < 0) | (marks.max() >= max(self.num_marks, 1)))
         if values is not None:
             values = values.to(wdt)
-            if steps.mask is not None:
-                values = values.masked_fill(~steps.mask[..., None], 0.0)
+            if mask is not None:
+                values = values.masked_fill(~mask[..., None], 0.0)
             if check_values:
                 bad.append(~torch.isfinite(values).all())
         if check_values and bad and bool(torch.stack(bad).any()):
@@ -486,6 +524,12 @@ class EventEncoder(nn.Module):
             raise ValueError(
                 f"values must be finite at real steps; got {values[pos].item()} at position {pos} "
                 "(for missing observations pass 0 there and an observed mask, as the collate does)")
+        return values, marks
+
+    def _embed(self, values, marks, observed, tau, wdt) -> Tensor:
+        """Each event's input ``Linear([values, observed?, log1p(τ)?]) + Embedding(mark)``,
+        after dropout: ``(B, L, d_model)``. ``tau`` None (standard mode) gives ``log1p(0)``."""
+        ref = values if values is not None else marks
         feats = []
         if values is not None:
             feats.append(values)
@@ -497,12 +541,12 @@ class EventEncoder(nn.Module):
                                      f"got {tuple(observed.shape)}")
                 feats.append(observed.to(wdt))
         if self.time_features:
-            gaps = steps.tau if steps.tau is not None else torch.zeros(Bsz, L, device=device)
+            gaps = tau if tau is not None else torch.zeros(ref.shape[:2], device=ref.device)
             feats.append(torch.log1p(gaps.to(wdt))[..., None])
         x = self.input_proj(torch.cat(feats, -1)) if feats else 0
         if self.mark_embedding is not None:
             x = x + self.mark_embedding(marks)
-        return self.dropout(x), steps, unbatched
+        return self.dropout(x)
 
     def _features(self, values, marks, observed, timestamps, integration_timesteps, lengths,
                   check_values, cu_seqlens=None):
