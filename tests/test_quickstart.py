@@ -226,9 +226,6 @@ DOCS_SKIP: dict[str, str] = {
     "EVENTSSM_AUTOTUNE=0 pytest -m gpu tests/": "needs a GPU",
     "python experiments/bench/stream.py": "a GPU benchmark (CUDA graphs); on the CPU it times nothing useful",
     # docs/panel.md (tests/test_panel.py runs the panel and the yardsticks on tiny splits)
-    "python experiments/yardsticks.py --csv visits.csv --id-col patient --time-col time --value-cols hr bp "
-    "--label-col outcome --ckpt runs/eventssm/version_0/checkpoints/best-12.ckpt":
-        "needs visits.csv and a finished run of the README's CSV command (its best epoch's file)",
     "python experiments/panel.py --fast": "an hour on a 2-core CPU",
     "python experiments/panel.py --budget-s 540": "the full panel, 9 minutes a call over many calls",
     "python experiments/panel.py --table": "reads experiments/results/panel.jsonl, which the full run writes",
