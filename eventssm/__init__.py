@@ -4,7 +4,7 @@ The core (this package's top level) imports only torch: Lightning tasks live in
 ``eventssm.tasks`` (with the command line) and event data in ``eventssm.datasets``.
 """
 
-from eventssm.cache import InferenceCache
+from eventssm.cache import EncoderCache, InferenceCache
 from eventssm.discretization import (
     SCHEMES,
     Additive,
@@ -38,6 +38,7 @@ __all__ = [
     "Scaled",
     "Standard",
     "as_discretization",
+    "EncoderCache",
     "EventEncoder",
     "InferenceCache",
     "Mamba",

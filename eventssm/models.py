@@ -14,10 +14,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from eventssm.cache import EncoderCache
 from eventssm.discretization import Discretization
 from eventssm.inputs import Steps, check_activations, check_cache, check_count, step_column, validate_steps
 from eventssm.mamba import InferenceCache, Mamba
 from eventssm.packing import model_steps, segment_pool
+from eventssm.running_pool import RunningPool
 from eventssm.ssm import SelectiveSSM
 from eventssm.time import check_time_scale
 
@@ -420,6 +422,54 @@ def _with_batch_dim(inputs: _EventInputs) -> tuple[_EventInputs, bool]:
     ), True
 
 
+def _time_kind(timestamps, integration_timesteps) -> str:
+    """How a call's times come in: ``"timestamps"``, ``"integration_timesteps"`` or ``"none"``."""
+    if timestamps is not None:
+        return "timestamps"
+    return "none" if integration_timesteps is None else "integration_timesteps"
+
+
+def _check_time_input(cache: EncoderCache, timestamps, integration_timesteps, name: str) -> str:
+    """The call's :func:`_time_kind`, which must be the one the cache's events came with: gaps
+    formed from a mix (a gap without a time, or times after gaps) would not be those ``encode``
+    forms from the whole history."""
+    kind = _time_kind(timestamps, integration_timesteps)
+    if cache.time_input not in (None, kind):
+        raise ValueError(f"{name} holds events that came with {cache.time_input}; pass "
+                         f"{cache.time_input} with every later event of these streams too (got "
+                         f"{kind}), or allocate a fresh cache")
+    return kind
+
+
+def _carried_time(cache: EncoderCache, t: Tensor, name: str) -> Tensor:
+    """``(B,)`` the time each stream's next gap is measured from: its latest event's time, or
+    for a stream without events ``t (B,)`` itself (a first gap of 0, as in ``encode``).
+
+    Raises:
+        ValueError: ``t`` of another kind (integer or float) than the cache's times."""
+    last = cache.last_time
+    t = t.to(torch.float64) if t.dtype.is_floating_point else t.to(torch.int64)
+    if t.dtype != last.dtype:
+        kind = lambda d: "float" if d.is_floating_point else "integer"
+        raise ValueError(f"{name} are {kind(t.dtype)} times but the cache holds {kind(last.dtype)} "
+                         f"ones ({last.dtype}); pass one kind of time for the whole history")
+    if t.dtype.is_floating_point:  # a padded or inactive slot may hold NaN: never a base time
+        t = torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
+    return torch.where(cache.count > 0, last, t)
+
+
+def _step_active(active, batch: int, device) -> Tensor | None:
+    """``active`` of :meth:`EventEncoder.step` as a ``(B,)`` bool tensor on ``device`` (None:
+    every stream has an event)."""
+    if active is None:
+        return None
+    a = torch.as_tensor(active, device=device)
+    if a.dtype != torch.bool or tuple(a.shape) != (batch,):
+        raise ValueError(f"active must be a bool tensor ({batch},) (True where the stream has an "
+                         f"event at this step), got {a.dtype} {tuple(a.shape)}")
+    return a
+
+
 class EventEncoder(nn.Module):
     """Encoder for event sequences: values and/or marks -> Mamba blocks -> pooled features.
 
@@ -462,16 +512,137 @@ class EventEncoder(nn.Module):
         self.backbone = MambaBackbone(d_model, n_layers, d_state, d_conv, expand, discretization,
                                       time_scale=time_scale, **mamba_kwargs)
 
+    # ------------------------------------------------------------------ recurrent inference
+    def allocate_inference_cache(self, batch_size: int, dtype=None) -> EncoderCache:
+        """An empty :class:`~eventssm.cache.EncoderCache` for ``batch_size`` event streams (every
+        block's conv window and SSM state, the running pooling, the latest times). ``dtype``: of
+        the blocks' conv windows (see :meth:`Mamba.allocate_inference_cache`)."""
+        w = self.backbone.norm_f.weight
+        return EncoderCache(layers=self.backbone.allocate_inference_cache(batch_size, None, dtype),
+                            pool=RunningPool.zeros(self.pooling, batch_size, self.d_model,
+                                                   w.device, w.dtype))
+
+    def _check_encoder_cache(self, cache, batch: int, device, name: str) -> None:
+        """``cache`` an :class:`EncoderCache` of this encoder for ``batch`` streams on ``device``."""
+        if not isinstance(cache, EncoderCache):
+            raise TypeError(f"{name} must be an EncoderCache (from EventEncoder."
+                            f"allocate_inference_cache), got {type(cache).__name__}")
+        self.backbone._check_caches(cache.layers, batch, device, f"{name}.layers")
+        if cache.pool.how != self.pooling or tuple(cache.pool.last.shape) != (batch, self.d_model):
+            raise ValueError(f"{name} pools {cache.pool.how!r} over {tuple(cache.pool.last.shape)} but "
+                             f"this call needs {self.pooling!r} over ({batch}, {self.d_model}): "
+                             "allocate the cache from this encoder, for this batch")
+
+    def step(self, values: Tensor | None = None, marks: Tensor | None = None, *,
+             cache: EncoderCache, timestamps=None, integration_timesteps=None,
+             observed: Tensor | None = None, active: Tensor | None = None,
+             check_values: bool = True) -> tuple[Tensor, Tensor]:
+        """One new event per stream of a batch of ``B``: each costs the same whatever the
+        length of the history the ``cache`` holds.
+
+        Args:
+            values: ``(B, C)`` the event's values (``d_input > 0``).
+            marks: ``(B,)`` integer type ids (``num_marks > 0``).
+            cache: from :meth:`allocate_inference_cache`, possibly filled by :meth:`encode` /
+                :meth:`forward` with ``inference_cache``; updated in place.
+            timestamps: ``(B,)`` absolute times; the gap is taken from the stream's latest time
+                in the cache (0 for a stream's first event), times ``time_scale``.
+            integration_timesteps: ``(B,)`` the gaps themselves (times ``time_scale``), as
+                ``encode`` takes them. Neither: standard mode. A cache keeps the kind its first
+                events came with.
+            observed: ``(B, C)`` bool, with ``use_observed``.
+            active: ``(B,)`` bool, False where a stream has no event at this step: its state,
+                pooling and latest time stay as they are, its feature is 0 and its inputs are
+                not read (streams of different lengths step together, as padding in ``encode``).
+            check_values: check marks, values and gaps (host syncs); False for inputs known to be
+                valid (e.g. sampled events).
+
+        Returns:
+            ``(feature (B, d_model), pooled (B, d_model))``: what :meth:`encode` gives at this
+            event and what :meth:`forward` gives for each stream's history so far, on the same
+            events (in ``eval()``: dropout draws differ). Under autograd the cache keeps the
+            graph of every step it took, as :meth:`Mamba.step`'s does: for inference run it
+            under ``torch.no_grad()`` (or ``torch.inference_mode()``), where each step's cost and
+            memory stay flat in the history's length.
+
+        Raises:
+            ValueError / TypeError: inputs of the wrong shape or dtype, a cache of another encoder
+            or batch, times of another kind than the cache's, negative gaps, bad marks or values.
+        """
+        for name, t in (("values", values), ("marks", marks), ("observed", observed)):
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        ref = values if values is not None else marks
+        if ref is None:
+            raise ValueError("pass values (B, C) and/or marks (B,): one event per stream")
+        if values is not None and values.dim() != 2:
+            raise ValueError(f"step takes one event per stream: values must have shape (B, "
+                             f"{self.d_input}), got {tuple(values.shape)}")
+        if marks is not None and marks.shape != ref.shape[:1]:
+            raise ValueError(f"step takes one event per stream: marks must have shape "
+                             f"({ref.shape[0]},), got {tuple(marks.shape)}")
+        col = lambda t: None if t is None else t[:, None]  # (B, ...) -> one step (B, 1, ...)
+        Bsz, _, device = self._check_events(col(values), col(marks))
+        self._check_encoder_cache(cache, Bsz, device, "cache")
+        act = _step_active(active, Bsz, device)
+        kind = _check_time_input(cache, timestamps, integration_timesteps, "cache")
+        wdt = self.backbone.norm_f.weight.dtype
+        lengths = None if act is None else act.long()  # an inactive stream is a padded step
+        if kind == "timestamps":
+            t = step_column(timestamps, "timestamps", Bsz, device)
+            last = None if cache.last_time is None else _carried_time(cache, t[:, 0], "timestamps")
+            steps = validate_steps(Bsz, 1, device, wdt, timestamps=t, lengths=lengths,
+                                   last_time=last, time_scale=self.time_scale,
+                                   check_values=check_values)
+        else:
+            tau = step_column(integration_timesteps, "integration_timesteps", Bsz, device)
+            steps = validate_steps(Bsz, 1, device, wdt, integration_timesteps=tau, lengths=lengths,
+                                   time_scale=self.time_scale, scale_gaps=True,
+                                   check_values=check_values)
+        values, marks = self._real_events(col(values), col(marks), steps.mask, wdt, check_values)
+        x = self._embed(values, marks, col(observed), steps.tau, wdt)[:, 0]  # (B, d_model)
+        h = self._step_stack(x, Steps(tau=steps.tau), cache.layers, act)
+        if act is not None:
+            h = h.masked_fill(~act[:, None], 0.0)
+        cache.pool.add_step(h, None if steps.tau is None else steps.tau[:, 0], act)
+        if steps.last_time is not None:
+            cache.last_time = steps.last_time
+        cache.time_input = kind
+        return h, cache.pool.value()
+
+    def _step_stack(self, x: Tensor, steps: Steps, layers: list[InferenceCache],
+                    active: Tensor | None) -> Tensor:
+        """Every block's step and the final norm: ``x (B, d_model)`` -> same. The blocks update
+        their caches in place for every row; an inactive stream's rows are put back after."""
+        kept = None if active is None else [(c.conv_state.clone(), c.ssm_state.clone()) for c in layers]
+        for layer, c in zip(self.backbone.layers, layers):
+            x = layer._step(x, steps, c)
+        if kept is not None:
+            for c, (conv, ssm) in zip(layers, kept):
+                c.conv_state.copy_(torch.where(active[:, None, None], c.conv_state, conv))
+                c.ssm_state.copy_(torch.where(active[:, None, None], c.ssm_state, ssm))
+        return self.backbone.norm_f(x)
+
     def _inputs(self, values, marks, observed, timestamps, integration_timesteps, lengths,
-                check_values, cu_seqlens=None):
+                check_values, cu_seqlens=None, cache: EncoderCache | None = None):
         """Validate the inputs once: the embedded events ``(B, L, d_model)``, their
-        :class:`~eventssm.inputs.Steps` and whether the input was unbatched."""
+        :class:`~eventssm.inputs.Steps` and whether the input was unbatched. With a ``cache``
+        the first gap of each stream that has events is measured from its latest time."""
         events, unbatched = _with_batch_dim(_EventInputs(values, marks, observed, timestamps,
                                                          integration_timesteps, lengths))
         Bsz, L, device = self._check_events(events.values, events.marks)
         wdt = self.backbone.norm_f.weight.dtype
+        last_time = None
+        if cache is not None:
+            self._check_encoder_cache(cache, Bsz, device, "inference_cache")
+            _check_time_input(cache, events.timestamps, events.integration_timesteps, "inference_cache")
+            ts = events.timestamps
+            if ts is not None and cache.last_time is not None:
+                ts = torch.as_tensor(ts, device=device)
+                if ts.dim() == 2 and ts.shape[0] == Bsz and L > 0:  # else model_steps says why
+                    last_time = _carried_time(cache, ts[:, 0], "timestamps")
         # the model's time unit applies to gaps however they come in
-        steps = model_steps(Bsz, L, device, wdt, cu_seqlens,
+        steps = model_steps(Bsz, L, device, wdt, cu_seqlens, cache=cache, last_time=last_time,
                             integration_timesteps=events.integration_timesteps,
                             timestamps=events.timestamps, lengths=events.lengths,
                             time_scale=self.time_scale, scale_gaps=True, check_values=check_values)
@@ -549,26 +720,39 @@ class EventEncoder(nn.Module):
         return self.dropout(x)
 
     def _features(self, values, marks, observed, timestamps, integration_timesteps, lengths,
-                  check_values, cu_seqlens=None):
-        """Backbone features ``(B, L, d_model)``, the :class:`Steps` and ``unbatched``."""
+                  check_values, cu_seqlens=None, cache: EncoderCache | None = None):
+        """Backbone features ``(B, L, d_model)``, the :class:`Steps` and ``unbatched``; with a
+        ``cache``, the stack starts from its state and the cache absorbs the events."""
         x, steps, unbatched = self._inputs(values, marks, observed, timestamps,
                                            integration_timesteps, lengths, check_values,
-                                           cu_seqlens)
-        return self.backbone._forward(x, steps), steps, unbatched
+                                           cu_seqlens, cache)
+        h = self.backbone._forward(x, steps, None if cache is None else cache.layers)
+        if cache is not None:
+            cache.pool.add_chunk(h, steps.mask, steps.tau)
+            if steps.last_time is not None:
+                cache.last_time = steps.last_time
+            cache.time_input = _time_kind(timestamps, integration_timesteps)
+        return h, steps, unbatched
 
     def encode(self, values=None, marks=None, *, timestamps=None, integration_timesteps=None,
-               lengths=None, observed=None, cu_seqlens=None, check_values: bool = True) -> Tensor:
+               lengths=None, observed=None, cu_seqlens=None, inference_cache: EncoderCache | None = None,
+               check_values: bool = True) -> Tensor:
         """Per-event features ``(B, L, d_model)``; padding steps are 0. Packed input
-        (``cu_seqlens``, see :meth:`forward`): ``(1, T, d_model)``, one row per event."""
+        (``cu_seqlens``, see :meth:`forward`): ``(1, T, d_model)``, one row per event.
+
+        ``inference_cache`` (from :meth:`allocate_inference_cache`): the events continue each
+        stream's history held in the cache, which absorbs them (a prefill before :meth:`step`,
+        or a history fed in chunks); right-padded input only."""
         h, steps, unbatched = self._features(values, marks, observed, timestamps,
                                              integration_timesteps, lengths, check_values,
-                                             cu_seqlens)
+                                             cu_seqlens, inference_cache)
         if steps.mask is not None:
             h = h.masked_fill(~steps.mask[..., None], 0.0)
         return h[0] if unbatched else h
 
     def forward(self, values=None, marks=None, *, timestamps=None, integration_timesteps=None,
-                lengths=None, observed=None, cu_seqlens=None, check_values: bool = True) -> Tensor:
+                lengths=None, observed=None, cu_seqlens=None,
+                inference_cache: EncoderCache | None = None, check_values: bool = True) -> Tensor:
         """Pooled features ``(B, d_model)`` (``(d_model,)`` for unbatched input).
 
         Packed input: ``cu_seqlens (n + 1,)`` int32/int64 cumulative lengths of ``n`` sequences
@@ -581,10 +765,16 @@ class EventEncoder(nn.Module):
 
         ``check_values``: check marks, lengths and times (host syncs; a sync also splits a
         ``torch.compile`` graph). ``False`` only for inputs validated already, e.g. in a
-        CUDA-graph-captured training step (``torch.compile(mode="reduce-overhead")``)."""
+        CUDA-graph-captured training step (``torch.compile(mode="reduce-overhead")``).
+
+        ``inference_cache``: as in :meth:`encode`; the pooled features are then those of each
+        stream's whole history, the cache's earlier events included."""
         h, steps, unbatched = self._features(values, marks, observed, timestamps,
                                              integration_timesteps, lengths, check_values,
-                                             cu_seqlens)
+                                             cu_seqlens, inference_cache)
+        if inference_cache is not None:
+            out = inference_cache.pool.value()
+            return out[0] if unbatched else out
         if steps.cu_seqlens is not None:
             return segment_pool(h, self.pooling, steps.cu_seqlens, steps.tau)
         out = pool(h, self.pooling, steps.mask, steps.tau)
