@@ -18,6 +18,7 @@ from eventssm.tasks.base import EventTask, _encoder
 from eventssm.tasks.config import EncoderConfig
 from eventssm.time import check_time_scale, timesteps_from_timestamps
 from eventssm.tpp import HEADS, make_head
+from eventssm.tpp_sampler import sample_futures as sample_futures_stepped
 
 __all__ = ["EventTPP"]
 
@@ -162,12 +163,16 @@ class EventTPP(EventTask):
 
     @torch.no_grad()
     def sample_futures(self, batch: dict, horizon: float, n_samples: int = 1,
-                       max_events: int = 64, generator: torch.Generator | None = None) -> dict:
+                       max_events: int = 64, generator: torch.Generator | None = None,
+                       method: Literal["step", "reencode"] = "step") -> dict:
         """Sample ``n_samples`` futures of every sequence up to ``horizon`` after its last event.
 
         Each step draws the next event from the head (thinning for the intensity head, direct
-        sampling for the mixture), appends it to the history and encodes the history again (a
-        full re-encode per step: simple and exact, O(steps · L)).
+        sampling for the mixture) and appends it to the history. ``method="step"`` encodes the
+        history once and each sampled event with the encoder's recurrent step
+        (:mod:`eventssm.tpp_sampler`: O(1) per sampled event); ``"reencode"`` encodes the whole
+        history again at every sampled event (O(steps · L)). With the same ``generator`` both
+        draw the same futures (in float64; tested).
 
         Returns ``{"times" (B, S, E) float64, "marks" (B, S, E) long, "mask" (B, S, E) bool}``:
         absolute times (the batch's clock), ``E = max_events``; ``mask`` marks real events.
@@ -175,6 +180,8 @@ class EventTPP(EventTask):
         if horizon <= 0 or n_samples < 1 or max_events < 1:
             raise ValueError(f"need horizon > 0, n_samples >= 1, max_events >= 1; got {horizon}, "
                              f"{n_samples}, {max_events}")
+        if method not in ("step", "reencode"):
+            raise ValueError(f"method must be 'step' or 'reencode', got {method!r}")
         if "cu_seqlens" in batch:  # a growing history is simplest padded: unpack it
             cu = batch["cu_seqlens"]
             n = (cu[1:] - cu[:-1]).long()
@@ -192,6 +199,11 @@ class EventTPP(EventTask):
         if batch.get("values") is not None:
             raise ValueError("sample_futures models marks only; events with values cannot be sampled")
         R, L0 = ts.shape
+        shape = (B, n_samples, max_events)
+        if method == "step":
+            out = sample_futures_stepped(self.encoder, self.head, ts, lengths, marks,
+                                         horizon=horizon, max_events=max_events, generator=generator)
+            return {k: v.reshape(shape) for k, v in zip(("times", "marks", "mask"), out)}
         rows = torch.arange(R, device=ts.device)
         t_end = ts[rows, lengths - 1]
         ts = torch.cat([ts, ts.new_zeros(R, max_events)], 1)
@@ -218,7 +230,6 @@ class EventTPP(EventTask):
             last = ts[rows, lengths - 1]
             pad = torch.arange(ts.shape[1], device=ts.device)[None] >= lengths[:, None]
             ts = torch.where(pad, last[:, None], ts)
-        shape = (B, n_samples, max_events)
         return {"times": out_t.reshape(shape), "marks": out_m.reshape(shape),
                 "mask": out_mask.reshape(shape)}
 
