@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from eventssm.chunked import selective_scan_chunked
 from eventssm.discretization import as_discretization
 
 __all__ = ["BACKENDS", "Path", "backend_of", "path", "resolve_backend", "triton_available"]
@@ -47,6 +48,15 @@ BACKENDS = ("auto", "triton", "torch", "reference")
 # and warns about every cache-wrapped function it meets.
 _TRITON: dict[str, tuple[bool, str]] = {}
 _PATHS: dict[str, Path] = {}
+
+
+# The torch path's scan under torch.compile: the chunked scan's autograd.Function calls
+# torch.autograd.grad in its backward, which dynamo cannot trace; left to find that out, it
+# tries, gives up and compiles the scan's helpers one frame at a time. Disabled, the scan is one
+# graph break and runs eagerly between the compiled parts of a block (eager calls are
+# unchanged). Wrapped at import: a wrapper made while tracing (the first path() call may happen
+# inside a compiled function) would itself be a graph break.
+_chunked_scan = torch.compiler.disable(selective_scan_chunked)
 
 
 def triton_available() -> tuple[bool, str]:
@@ -162,9 +172,7 @@ def _build(name: str) -> Path:
         return Path(name, selective_scan_ref, causal_conv1d, causal_conv1d_update,
                     selective_state_update_ref)
     if name == "torch":
-        from eventssm.chunked import selective_scan_chunked
-
-        return Path(name, selective_scan_chunked, causal_conv1d, causal_conv1d_update,
+        return Path(name, _chunked_scan, causal_conv1d, causal_conv1d_update,
                     selective_state_update_ref)
     import eventssm.kernels as K
 

@@ -35,6 +35,8 @@ def test_checkpoint_saved_before_the_move_loads(name, kind, scheme):
     disc = model.encoder.backbone.layers[0].mixer.discretization
     print(type(disc).__name__, disc.scheme)
     assert isinstance(disc, kind) and disc.scheme == scheme
+    # written before the compile option: the missing hyperparameter means eager
+    assert "compile" not in raw["hyper_parameters"] and model.compile_forward is False
     loaded = model.state_dict()
     assert set(loaded) == set(raw["state_dict"])
     for name, t in raw["state_dict"].items():

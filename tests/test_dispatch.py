@@ -43,8 +43,10 @@ def test_resolve_backend(monkeypatch, no_interpreter):
 
 def test_paths_of_the_cpu_backends():
     torch_path = dispatch.path("auto", CPU)
+    # the chunked scan behind torch.compiler.disable (tests/test_compile.py says why)
+    assert torch_path.scan.__wrapped__ is selective_scan_chunked
     assert dataclasses.astuple(torch_path) == (
-        "torch", selective_scan_chunked, causal_conv1d, causal_conv1d_update,
+        "torch", torch_path.scan, causal_conv1d, causal_conv1d_update,
         selective_state_update_ref)
     ref = dispatch.path("reference", CPU)
     assert dataclasses.astuple(ref) == (

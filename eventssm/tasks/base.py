@@ -40,16 +40,24 @@ class EventTask(L.LightningModule):
         warmup_steps: linear warmup steps.
         scheduler: ``"cosine"`` (decay to ``min_lr_ratio * lr`` over the run) or ``"constant"``.
         min_lr_ratio: final learning rate as a fraction of ``lr``.
+        compile: run the task's ``forward`` (encoder or language model and head) under
+            ``torch.compile`` once a Trainer sets the model up (fit, validate, test, predict);
+            see :meth:`configure_model`. The loss, metrics and logging stay eager.
     """
 
     def __init__(self, lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 0,
-                 scheduler: Literal["cosine", "constant"] = "cosine", min_lr_ratio: float = 0.1):
+                 scheduler: Literal["cosine", "constant"] = "cosine", min_lr_ratio: float = 0.1,
+                 compile: bool = False):
         super().__init__()
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False, got {compile!r}")
         self.lr = lr
         self.weight_decay = weight_decay
         self.warmup_steps = warmup_steps
         self.scheduler = scheduler
         self.min_lr_ratio = min_lr_ratio
+        # not ``self.compile``: that name is nn.Module.compile, which configure_model calls
+        self.compile_forward = compile
 
     # Batches from the DataModules' collate are valid by construction (the table checked the
     # times, values and marks when it was built), so the tasks skip the encoder's value checks,
@@ -79,6 +87,29 @@ class EventTask(L.LightningModule):
                     integration_timesteps=batch["integration_timesteps"],
                     lengths=batch["lengths"] if packed is None else None, cu_seqlens=packed,
                     observed=batch.get("observed"), check_values=self.validate_batches)
+
+    def configure_model(self) -> None:
+        """With ``compile``, compile this module's ``__call__`` (``forward``) in place with
+        ``nn.Module.compile``: parameter names, hence checkpoints, are the eager module's.
+
+        Lightning calls this hook in every process before the first step of each
+        fit/validate/test/predict; compiling in ``__init__`` instead would be lost in the
+        processes of ``ddp_spawn`` (a pickled module drops its compiled ``__call__``).
+
+        The compiled region is ``forward`` alone: the steps' losses, torchmetrics and
+        ``self.log`` read values back or mutate Python state, each a graph break. ``forward``
+        makes no host sync on padded DataModule batches (``validate_batches`` is False, so the
+        encoder runs with ``check_values=False``). The default mode on every device: batch
+        shapes change from batch to batch (padded to the longest sequence, or packed to the
+        batch's event count), so after one recompilation they become symbolic, where
+        ``"reduce-overhead"`` would record a CUDA graph per shape and ``"max-autotune"`` would
+        spend its compile time tuning GEMMs around a scan and conv that are custom ops it does
+        not tune. What cannot be traced runs eagerly between compiled graphs (a graph break, not
+        an error): on the CPU the chunked scan (:mod:`eventssm.dispatch` says why); on CUDA the
+        Triton scan and conv are custom ops, which stay in the graph as one node each.
+        """
+        if self.compile_forward and self._compiled_call_impl is None:
+            self.compile()
 
     def _save_hparams(self) -> None:
         """``save_hyperparameters()`` of the subclass's ``__init__``, keeping only its own

@@ -35,8 +35,9 @@ class ByteLM(EventTask):
     def __init__(self, backbone: LMConfig | None = None, vocab_size: int = 256,
                  sample_every_n_epochs: int = 0, lr: float = 2e-3, weight_decay: float = 0.1,
                  warmup_steps: int = 50, scheduler: Literal["cosine", "constant"] = "cosine",
-                 min_lr_ratio: float = 0.1):
-        super().__init__(lr, weight_decay, warmup_steps, scheduler, min_lr_ratio)
+                 min_lr_ratio: float = 0.1,
+                 compile: bool = False):
+        super().__init__(lr, weight_decay, warmup_steps, scheduler, min_lr_ratio, compile)
         backbone = backbone if backbone is not None else LMConfig()
         self._save_hparams()
         cfg = dataclasses.asdict(backbone)
@@ -52,8 +53,9 @@ class ByteLM(EventTask):
 
     def forward(self, input_ids: Tensor, cu_seqlens: Tensor | None = None) -> Tensor:
         """Logits ``(B, L, V)``; with ``cu_seqlens`` the documents packed along L of a batch of
-        one each start from a fresh state."""
-        return self.lm(input_ids, cu_seqlens=cu_seqlens)
+        one each start from a fresh state. The ids' range is checked (a host sync) only with
+        :attr:`validate_batches`: a ByteDataModule's ids are bytes by construction."""
+        return self.lm(input_ids, cu_seqlens=cu_seqlens, check_values=self.validate_batches)
 
     def _loss(self, batch: dict) -> tuple[Tensor, Tensor]:
         logits = self(batch["input_ids"], batch.get("cu_seqlens"))

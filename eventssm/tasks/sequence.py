@@ -33,7 +33,8 @@ class EventClassifier(EventTask):
         time_scale: the model's time unit, as the factor applied to every gap of the batches
             (linked from ``data.time_scale``: by default 1 / the median training gap).
         label_smoothing: of the cross-entropy.
-        **optim: :class:`EventTask` options (lr, weight_decay, warmup_steps, scheduler, ...).
+        **optim: :class:`EventTask` options (lr, weight_decay, warmup_steps, scheduler,
+            min_lr_ratio, compile).
     """
 
     def __init__(self, num_classes: int = 2, d_input: int = 0, num_marks: int = 0,
@@ -41,8 +42,9 @@ class EventClassifier(EventTask):
                  backbone: EncoderConfig | None = None, time_scale: float = 1.0,
                  label_smoothing: float = 0.0,
                  lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 0,
-                 scheduler: Literal["cosine", "constant"] = "cosine", min_lr_ratio: float = 0.1):
-        super().__init__(lr, weight_decay, warmup_steps, scheduler, min_lr_ratio)
+                 scheduler: Literal["cosine", "constant"] = "cosine", min_lr_ratio: float = 0.1,
+                 compile: bool = False):
+        super().__init__(lr, weight_decay, warmup_steps, scheduler, min_lr_ratio, compile)
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         backbone = backbone if backbone is not None else EncoderConfig()
@@ -212,8 +214,9 @@ class EventRegressor(EventTask):
                  use_observed: bool = False, backbone: EncoderConfig | None = None,
                  time_scale: float = 1.0, loss: Literal["mse", "l1"] = "mse", lr: float = 1e-3,
                  weight_decay: float = 0.01, warmup_steps: int = 0,
-                 scheduler: Literal["cosine", "constant"] = "cosine", min_lr_ratio: float = 0.1):
-        super().__init__(lr, weight_decay, warmup_steps, scheduler, min_lr_ratio)
+                 scheduler: Literal["cosine", "constant"] = "cosine", min_lr_ratio: float = 0.1,
+                 compile: bool = False):
+        super().__init__(lr, weight_decay, warmup_steps, scheduler, min_lr_ratio, compile)
         if d_target < 1:
             raise ValueError(f"d_target must be >= 1, got {d_target}")
         if loss not in ("mse", "l1"):

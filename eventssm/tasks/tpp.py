@@ -68,8 +68,9 @@ class EventTPP(EventTask):
                  predict_horizon: float = 0.0,
                  n_samples: int = 1, max_future_events: int = 64, lr: float = 1e-3,
                  weight_decay: float = 0.01, warmup_steps: int = 0,
-                 scheduler: Literal["cosine", "constant"] = "cosine", min_lr_ratio: float = 0.1):
-        super().__init__(lr, weight_decay, warmup_steps, scheduler, min_lr_ratio)
+                 scheduler: Literal["cosine", "constant"] = "cosine", min_lr_ratio: float = 0.1,
+                 compile: bool = False):
+        super().__init__(lr, weight_decay, warmup_steps, scheduler, min_lr_ratio, compile)
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if num_marks < 1:
