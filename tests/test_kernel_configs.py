@@ -77,6 +77,53 @@ def test_prune_unrolled_limits_k_times_n(autotune):
         assert [c.kwargs["K"] for c in kept] == [2]
 
 
+def test_deterministic_mode_runs_the_first_config(monkeypatch):
+    """Under torch's deterministic mode the autotuner is offered one config: a choice by timing
+    could differ between two runs."""
+    monkeypatch.setattr(utils, "is_interpreting", lambda: False)
+    prev = torch.are_deterministic_algorithms_enabled()
+    with config.override(autotune=True):
+        try:
+            torch.use_deterministic_algorithms(True)
+            on = [c.kwargs["K"] for c in utils.prune_unrolled(128)(_configs(4, 2), {}, N=16)]
+            torch.use_deterministic_algorithms(False)
+            off = [c.kwargs["K"] for c in utils.prune_unrolled(128)(_configs(4, 2), {}, N=16)]
+        finally:
+            torch.use_deterministic_algorithms(prev)
+    print("kept K, deterministic mode on:", on, "off:", off)
+    assert on == [4] and off == [4, 2]
+
+
+def test_unfilled_skips_the_deterministic_fill_and_restores_it(monkeypatch):
+    """Kernel outputs (written in full) skip the NaN fill torch gives ``torch.empty`` under
+    deterministic mode; the setting is restored afterwards, also after an error."""
+    det = torch.utils.deterministic
+    assert det.fill_uninitialized_memory
+    with utils.unfilled():
+        assert not det.fill_uninitialized_memory
+    assert det.fill_uninitialized_memory
+    with pytest.raises(RuntimeError), utils.unfilled():
+        raise RuntimeError("inside")
+    assert det.fill_uninitialized_memory
+    seen = []
+    real = torch.empty
+
+    def spy(*a, **k):
+        seen.append(det.fill_uninitialized_memory)
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch, "empty", spy)
+    prev = torch.are_deterministic_algorithms_enabled()
+    try:
+        for on in (False, True):
+            torch.use_deterministic_algorithms(on)
+            utils.new_empty(3, like=torch.zeros(1))
+    finally:
+        torch.use_deterministic_algorithms(prev)
+    print("fill setting at each new_empty (mode off, on):", seen)
+    assert seen == [True, False]
+
+
 def test_prune_unrolled_keeps_smallest_k_when_none_fit():
     with config.override(autotune=True):
         kept = utils.prune_unrolled(128)(_configs(4, 2), {}, N=256)

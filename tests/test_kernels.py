@@ -19,12 +19,13 @@ so.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 
 import pytest
 import torch
 
-from eventssm import Asymmetric, Scaled, Standard, selective_scan
+from eventssm import Additive, Asymmetric, Scaled, Standard, selective_scan
 from eventssm.reference import selective_scan_ref, selective_state_update_ref
 from tests.helpers import (
     ALL_DISCRETIZATIONS,
@@ -79,7 +80,7 @@ def check_scan(disc, device, *, b=2, L=37, D=6, N=4, G=None, z=True, h0=True, dt
     """Forward, last state and every gradient of the Triton scan on ``device`` vs the float64
     reference on the same (rounded) numbers. ``delta_shift`` moves δ (Δ moderate, so that long
     sequences neither explode nor vanish); ``strided``: z, B and C are slices of wider rows
-    (read in place by the kernels)."""
+    (read in place by the kernels). Returns the kernel's outputs and gradients by name."""
     gen = torch.Generator().manual_seed(seed)
     kw = scan_inputs(b=b, L=L, D=D, N=N, G=G, z=z, h0=h0, dtype=torch.float64, tau_max=tau_max,
                      generator=gen)
@@ -135,6 +136,8 @@ def check_scan(disc, device, *, b=2, L=37, D=6, N=4, G=None, z=True, h0=True, dt
           {k: f"{v:.1e}" for k, v in errs.items()})
     for k, v in errs.items():
         assert v <= TOL[dtype], f"{k}: relative max error {v:.2e} > {TOL[dtype]:.0e}"
+    return {"y": y, "last_state": h, **{f"d{k}": tri_in[k].grad for k in GRAD_KEYS
+                                        if tri_in[k] is not None and tri_in[k].grad is not None}}
 
 
 # ------------------------------------------------------------------ the scan
@@ -264,6 +267,139 @@ def test_scan_x_from_tiny_to_large(device, disc):
         bound = {k: max(1e-4, 4 * f32_errs[k]) for k in errs}
     bad = {k: (v, bound[k]) for k, v in errs.items() if v > bound[k]}
     assert not bad, f"errors beyond their bound (error, bound): {bad}"
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(on: bool = True):
+    """``torch.use_deterministic_algorithms(on)`` for a block, the previous mode restored."""
+    prev, warn = torch.are_deterministic_algorithms_enabled(), \
+        torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(on)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=warn)
+
+
+def spy_backward_launches(monkeypatch) -> list[bool]:
+    """Record the ``DETERMINISTIC`` flag of every backward-kernel launch for the rest of the test."""
+    bwd = importlib.import_module("eventssm.kernels.selective_scan_bwd")
+    real = bwd.selective_scan_bwd_kernel
+    flags = []
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                flags.append(kwargs["DETERMINISTIC"])
+                return real[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(bwd, "selective_scan_bwd_kernel", Spy())
+    return flags
+
+
+DETERMINISTIC_CASES = {
+    # several channel blocks (of 8 channels at N = 4) add to each step's ∂τ, ∂B, ∂C, and several
+    # sequences to ∂A, ∂D, ∂delta_bias, ∂rate; D = 20: a partial last block; L = 20 crosses a
+    # chunk of the backward (16 steps here)
+    "B2-T20-D20-Asymmetric-zoh": (Asymmetric("zoh"), dict(L=20, D=20)),
+    # two blocks a group of G = 2
+    "B1-T20-D32-G2-Scaled-bilinear": (Scaled("bilinear"), dict(b=1, L=20, D=32, G=2)),
+    # one block straddling 3 groups (N = 3: 32 channels a block)
+    "B2-T20-D12-N3-G3-split-groups-Additive-zoh": (Additive("zoh"), dict(L=20, D=12, N=3, G=3)),
+    "B3-T9-D20-packed-empty-seq-Asymmetric-mamba": (Asymmetric("mamba"),
+                                                     dict(b=3, L=9, D=20, lengths=[5, 0, 12, 10])),
+}
+
+
+@pytest.mark.parametrize("device, case", device_cases(interpret=DETERMINISTIC_CASES))
+def test_scan_backward_deterministic_mode(monkeypatch, device, case):
+    """Under torch's deterministic mode the backward sums per-program partials in a fixed order
+    instead of adding atomically: every gradient within the usual bound of float64, and a
+    second run bit-identical (on the interpreter the atomics are sequential too, so what this
+    adds there is the partial-sum path's correctness; the GPU test below checks the bits)."""
+    disc, kw = case
+    flags = spy_backward_launches(monkeypatch)
+    with deterministic_algorithms():
+        first = check_scan(disc, device, **kw)
+        second = check_scan(disc, device, **kw)
+    assert flags == [True, True]
+    differ = [k for k in first if not torch.equal(first[k], second[k])]
+    assert not differ, f"not bit-identical across two deterministic runs: {differ}"
+    # outside the mode the atomic path runs again (the mode is read at each backward)
+    kw = scan_inputs(b=1, L=3, D=4, N=4, dtype=torch.float32, requires_grad=True)
+    selective_scan(**{k: v.to(device) for k, v in kw.items()}, discretization=disc,
+                   backend="triton").sum().backward()
+    assert flags == [True, True, False]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("device", [GPU])
+def test_scan_backward_bit_identical_gpu(monkeypatch, device, packed, dtype):
+    """At (4, 4096, 256, 16) 32 channel blocks add to each step's ∂τ, ∂B, ∂C and 4 sequences to
+    ∂A, ∂D, ∂delta_bias, ∂rate (with atomics, in whatever order the programs arrive): under
+    deterministic mode two backward passes give bit-identical gradients, and the default
+    (atomic) path stays within the usual bound of them."""
+    b, L, D, N = 4, 4096, 256, 16
+    disc = Asymmetric("zoh")
+    gen = torch.Generator().manual_seed(0)
+    kw = scan_inputs(b=b, L=L, D=D, N=N, dtype=torch.float64, tau_max=3.0, generator=gen)
+    kw["delta"] = kw["delta"] - 2.0
+    cu = None
+    if packed:
+        kw, cu = _pack(kw, [1, 4095, 6000, 2000, 4288], D, N, gen)
+        cu = cu.to(device)
+    kw = {k: v.to(device, dtype) for k, v in kw.items() if v is not None}
+    out_shapes = selective_scan(**kw, delta_softplus=True, discretization=disc,
+                                return_last_state=True, cu_seqlens=cu, backend="triton")
+    cot = [torch.randn(o.shape, generator=gen).to(device, o.dtype) for o in out_shapes]
+    flags = spy_backward_launches(monkeypatch)
+
+    def grads(on):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in kw.items()}
+        with deterministic_algorithms(on):
+            outs = selective_scan(**leaves, delta_softplus=True, discretization=disc,
+                                  return_last_state=True, cu_seqlens=cu, backend="triton")
+            torch.autograd.backward(outs, cot)
+        return {k: v.grad for k, v in leaves.items()}
+
+    first, second, default = grads(True), grads(True), grads(False)
+    assert flags == [True, True, False]
+    errs = {k: rel_err(default[k], first[k]) for k in first}
+    differ = [k for k in first if not torch.equal(first[k], second[k])]
+    print(f"\n{'packed' if packed else 'padded'} {dtype}: default vs deterministic max errors",
+          {k: f"{v:.1e}" for k, v in errs.items()}, "; not bit-identical:", differ)
+    assert not differ
+    assert max(errs.values()) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("device", [GPU])
+def test_mamba_block_backward_bit_identical_gpu(monkeypatch, device):
+    """A Mamba block in event mode (projections, causal conv, scan), bf16 weights, under
+    deterministic mode: parameter and input gradients bit-identical across two passes. The
+    conv's backward has no atomics (fixed-order partial sums); cuBLAS needs its workspace
+    setting for determinism, which Lightning's ``Trainer(deterministic=True)`` also sets."""
+    from eventssm import Mamba
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.manual_seed(0)
+    block = Mamba(256, d_state=16, discretization=Asymmetric("zoh")).to(device, torch.bfloat16)
+    x = torch.randn(4, 2048, 256, device=device, dtype=torch.bfloat16)
+    tau = torch.rand(4, 2048, device=device) * 2
+    dy = torch.randn_like(x)
+
+    def grads():
+        block.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        with deterministic_algorithms():
+            block(xi, integration_timesteps=tau).backward(dy)
+        return {"x": xi.grad, **{n: p.grad.clone() for n, p in block.named_parameters()}}
+
+    first, second = grads(), grads()
+    differ = [k for k in first if not torch.equal(first[k], second[k])]
+    print("\nMamba block gradients not bit-identical:", differ)
+    assert not differ
 
 
 @pytest.mark.parametrize("distance", [0, 64])

@@ -225,6 +225,9 @@ DOCS_SKIP: dict[str, str] = {
     "TRITON_INTERPRET=1 pytest -m interpret": "the interpreter half of make test: CI runs it",
     "EVENTSSM_AUTOTUNE=0 pytest -m gpu tests/": "needs a GPU",
     "python experiments/bench/stream.py": "a GPU benchmark (CUDA graphs); on the CPU it times nothing useful",
+    # docs/reliability.md
+    "python experiments/bench/scan.py --deterministic --out scan_deterministic.md":
+        "a GPU benchmark (CUDA events); it needs a CUDA device",
     # docs/panel.md (tests/test_panel.py runs the panel and the yardsticks on tiny splits)
     "python experiments/panel.py --fast": "an hour on a 2-core CPU",
     "python experiments/panel.py --budget-s 540": "the full panel, 9 minutes a call over many calls",

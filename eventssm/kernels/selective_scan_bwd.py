@@ -37,6 +37,15 @@ shuffles for all of them instead of ``log2(32/S)`` per value, after which every 
 one sum and one coalesced atomic add per step writes them into a (T, G, 2N) buffer.
 Whole-sequence sums (∂A, ∂D, ∂delta_bias, ∂rate) accumulate in registers and are added once
 per program.
+
+Those adds are fp32 atomics from many programs (the channel blocks of a group for ∂τ, ∂B, ∂C;
+the sequences for the whole-sequence sums), so the order of the additions, and the last bits,
+change from run to run. Under torch's deterministic mode
+(``torch.use_deterministic_algorithms(True)``, read on the host at each launch) every program
+stores its sums into its own slot of a partial-sum buffer instead, ``(blocks a group, T, G,
+2N)``, ``(blocks, T)`` and ``(n_seq, D[, N])``, and torch adds the slots in a fixed order
+afterwards. A block straddling groups reduces the lanes of each group it reaches separately
+(``MAXG`` reduce-scatters a step), so no two lanes write one address.
 """
 
 from __future__ import annotations
@@ -75,10 +84,16 @@ from .utils import (
     sigmoid,
     step_coeffs,
     store_masked,
+    unfilled,
     vector_bytes,
 )
 
 __all__ = ["selective_scan_bwd"]
+
+
+def split_groups(D: int, G: int, BD: int) -> bool:
+    """Whether a block of ``BD`` channels can straddle B/C groups (``D / G`` channels each)."""
+    return G > 1 and (D // G) % BD != 0
 
 
 @triton.jit
@@ -134,15 +149,18 @@ def _forward_sub(hs, cur, Bks, n_valid, As, A2s, rAs, b_bias, b_rate, NS: tl.con
 
 @triton.jit
 def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du, p_ddl, p_dz,
-                  p_dtau, p_dbc, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, rAs, b_bias, b_Dskip,
-                  b_rate, D: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr,
+                  p_dtau, p_dbc, n_valid, m_d, m_w, lane, sub, o_g2, o_g0, As, A2s, rAs, b_bias,
+                  b_Dskip, b_rate, D: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NS: tl.constexpr,
                   S: tl.constexpr, VEC: tl.constexpr, K: tl.constexpr,
                   SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
                   HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                   TAU_GRAD: tl.constexpr, SPLIT_GROUPS: tl.constexpr, MASK_T: tl.constexpr,
-                  EVEN_D: tl.constexpr, SBC: tl.constexpr, SDZ: tl.constexpr):
+                  EVEN_D: tl.constexpr, SBC: tl.constexpr, SDZ: tl.constexpr,
+                  DETERMINISTIC: tl.constexpr, MAXG: tl.constexpr):
     """The K steps of one sub-chunk in reverse, from the state entering it (``h0s``) and the
-    adjoint after it (``g``); returns the adjoint before it and the updated accumulators."""
+    adjoint after it (``g``); returns the adjoint before it and the updated accumulators. With
+    ``DETERMINISTIC`` the per-step sums ∂τ, ∂B, ∂C are stored into this program's slot of a
+    partial-sum buffer (``p_dtau``, ``p_dbc`` point into it) instead of added to a shared one."""
     us, dls, taus, dys, zs = cur
     # B and C rows of the whole sub-chunk first: C is not needed before the reverse steps, so
     # its loads overlap the recompute
@@ -248,7 +266,12 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
             b_dtau_l = d_dtA
         if TAU_GRAD:
             b_dtau = tl.sum(tl.where(m_w, b_dtau_l, 0.0), 0)
-            if MASK_T:
+            if DETERMINISTIC:
+                if MASK_T:
+                    tl.store(p_dtau + k, b_dtau, mask=m_t)
+                else:
+                    tl.store(p_dtau + k, b_dtau)
+            elif MASK_T:
                 tl.atomic_add(p_dtau + k, b_dtau, mask=m_t, sem="relaxed")
             else:
                 tl.atomic_add(p_dtau + k, b_dtau, sem="relaxed")
@@ -261,7 +284,26 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         store_masked(p_ddl + k * D, b_ddl, m_t, m_w, MASK_T, EVEN_D and S == 1)
         # ∂B[t, g, :], ∂C[t, g, :]: sums over the block's channels, added to (T, G, 2N)
         p_row = p_dbc + k * G * 2 * N
-        if SPLIT_GROUPS:
+        if SPLIT_GROUPS and DETERMINISTIC:
+            # the block's channels span up to MAXG groups: one reduce-scatter per group over the
+            # lanes in it, so that no two lanes add to one address (their order would be free)
+            vals = dBs + dCs
+            for _ in tl.static_range((32 // S) * Q - 2 * NS):
+                vals = vals + (tl.zeros_like(b_u),)
+            for j in tl.static_range(MAXG):
+                o_gj = o_g0 + j * 2 * N
+                vj = ()
+                for i in tl.static_range((32 // S) * Q):
+                    vj = vj + (tl.where(o_g2 == o_gj, vals[i], 0.0),)
+                sums = channel_sums(vj, lane, Q, 2 * NS, S)
+                for i in tl.static_range(Q):
+                    v = (lane // S) * Q + i
+                    o = tl.where(v < NS, sub * NS + v, N + sub * NS + (v - NS))
+                    m = tl.where(o_gj < G * 2 * N, v < 2 * NS, False)
+                    if MASK_T:
+                        m = tl.where(m_t, m, False)
+                    tl.store(p_row + o_gj + o, sums[i], mask=m)
+        elif SPLIT_GROUPS:
             m = tl.where(m_t, m_d, False)
             for n in tl.static_range(NS):
                 tl.atomic_add(p_row + o_g2 + sub * NS + n, dBs[n], mask=m, sem="relaxed")
@@ -278,7 +320,10 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
                 m = v < 2 * NS
                 if MASK_T:
                     m = tl.where(m_t, m, False)
-                tl.atomic_add(p_row + o_g2 + o, sums[i], mask=m, sem="relaxed")
+                if DETERMINISTIC:
+                    tl.store(p_row + o_g2 + o, sums[i], mask=m)
+                else:
+                    tl.atomic_add(p_row + o_g2 + o, sums[i], mask=m, sem="relaxed")
     return g, dA_acc, b_dD, b_dbias, b_drate
 
 
@@ -290,21 +335,23 @@ def _backward_sub(g, dA_acc, b_dD, b_dbias, b_drate, h0s, cur, B, C, p_bc, p_du,
         triton.Config({"K": 4}, num_warps=1, maxnreg=168),
         triton.Config({"K": 2}, num_warps=1),
     ],
-    key=["D", "N", "G", "CK", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "DTYPE_KEY", "S", "VEC"],
+    key=["D", "N", "G", "CK", "SCHEME", "COUPLING", "HAS_Z", "IS_VARLEN", "DTYPE_KEY", "S", "VEC",
+         "DETERMINISTIC"],
     # the sub-chunk's K + 1 states are live at once: more than 32 a lane spills
     prune_configs_by={"early_config_prune": prune_unrolled(32)},
     reset_to_zero=["dA", "dBC", "dDskip", "dbias", "drate", "dtau"],
 )
 @triton.heuristics({
-    "SPLIT_GROUPS": lambda a: a["G"] > 1 and (a["D"] // a["G"]) % a["BD"] != 0,
+    "SPLIT_GROUPS": lambda a: split_groups(a["D"], a["G"], a["BD"]),
     "EVEN_D": lambda a: a["D"] % a["BD"] == 0,
+    "MAXG": lambda a: min(a["G"], (a["BD"] - 1) // (a["D"] // a["G"]) + 2),
 })
-@triton.jit(do_not_specialize=["L"])
+@triton.jit(do_not_specialize=["L", "ROWS"])
 def selective_scan_bwd_kernel(
     u, delta, delta_bias, A, B, C, Dskip, z, tau, rate, ckpt, scratch, dy, dlast,
     du, ddelta, dA, dBC, dDskip, dz, dbias, drate, dtau, dh0,
     cu_seqlens, chunk_offsets,
-    L, D: tl.constexpr, N: tl.constexpr, G: tl.constexpr, CK: tl.constexpr,
+    L, ROWS, D: tl.constexpr, N: tl.constexpr, G: tl.constexpr, CK: tl.constexpr,
     SLOTS: tl.constexpr,
     SCHEME: tl.constexpr, COUPLING: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DLAST: tl.constexpr,
@@ -312,6 +359,7 @@ def selective_scan_bwd_kernel(
     DTYPE_KEY: tl.constexpr, S: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr,
     K: tl.constexpr, SPLIT_GROUPS: tl.constexpr, EVEN_D: tl.constexpr,
     PF_DIST: tl.constexpr, SZ: tl.constexpr, SBC: tl.constexpr, SDZ: tl.constexpr,
+    DETERMINISTIC: tl.constexpr, MAXG: tl.constexpr,
 ):
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     NS: tl.constexpr = N // S
@@ -352,7 +400,18 @@ def selective_scan_bwd_kernel(
     else:
         o_g = ((i_d * BD) // (D // G)) * N
     o_g2 = 2 * o_g
+    o_g0 = 2 * ((i_d * BD) // (D // G)) * N  # the block's first group in a (T, G, 2N) row
     o_bc = o_g + sub * NS
+    # the (ROWS,) ∂τ and (ROWS, G, 2N) ∂B/∂C buffers this program adds to, or with DETERMINISTIC
+    # its slot of their partial sums (see selective_scan_bwd)
+    p_dtau0 = dtau
+    p_dbc0 = dBC
+    if DETERMINISTIC:
+        p_dtau0 = dtau + i_d.to(tl.int64) * ROWS
+        if SPLIT_GROUPS:
+            p_dbc0 = dBC + i_d.to(tl.int64) * ROWS * G * 2 * N
+        else:
+            p_dbc0 = dBC + (i_d % ((D // G + BD - 1) // BD)).to(tl.int64) * ROWS * G * 2 * N
 
     # pointers without the sequence start: offsets are (t) * D with bos int64
     p_u = u + o_d
@@ -463,10 +522,11 @@ def selective_scan_bwd_kernel(
                     zs = load_cols(p_z + t * SZ, K, m_d, SZ, K, False, EVEN_D)
                 g, dA_acc, b_dD, b_dbias, b_drate = _backward_sub(
                     g, dA_acc, b_dD, b_dbias, b_drate, h0s, (us, dls, taus, dys, zs), B, C,
-                    t * SBC + o_bc, p_du + t * D, p_ddl + t * D, p_dz + t * SDZ, dtau + t,
-                    dBC + t * G * 2 * N, K, m_d, m_w, lane, sub, o_g2, As, A2s, rAs, b_bias, b_Dskip,
-                    b_rate, D, G, N, NS, S, VEC, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS, HAS_D,
-                    HAS_Z, TAU_GRAD, SPLIT_GROUPS, False, EVEN_D, SBC, SDZ)
+                    t * SBC + o_bc, p_du + t * D, p_ddl + t * D, p_dz + t * SDZ, p_dtau0 + t,
+                    p_dbc0 + t * G * 2 * N, K, m_d, m_w, lane, sub, o_g2, o_g0, As, A2s, rAs,
+                    b_bias, b_Dskip, b_rate, D, G, N, NS, S, VEC, K, SCHEME, COUPLING, SOFTPLUS,
+                    HAS_BIAS, HAS_D, HAS_Z, TAU_GRAD, SPLIT_GROUPS, False, EVEN_D, SBC, SDZ,
+                    DETERMINISTIC, MAXG)
             else:
                 dys = load_cols(p_dy + t * D, n_valid, m_d, D, K, True, EVEN_D)
                 zs = dys
@@ -474,21 +534,35 @@ def selective_scan_bwd_kernel(
                     zs = load_cols(p_z + t * SZ, n_valid, m_d, SZ, K, True, EVEN_D)
                 g, dA_acc, b_dD, b_dbias, b_drate = _backward_sub(
                     g, dA_acc, b_dD, b_dbias, b_drate, h0s, (us, dls, taus, dys, zs), B, C,
-                    t * SBC + o_bc, p_du + t * D, p_ddl + t * D, p_dz + t * SDZ, dtau + t,
-                    dBC + t * G * 2 * N, n_valid, m_d, m_w, lane, sub, o_g2, As, A2s, rAs, b_bias,
-                    b_Dskip, b_rate, D, G, N, NS, S, VEC, K, SCHEME, COUPLING, SOFTPLUS, HAS_BIAS,
-                    HAS_D, HAS_Z, TAU_GRAD, SPLIT_GROUPS, True, EVEN_D, SBC, SDZ)
+                    t * SBC + o_bc, p_du + t * D, p_ddl + t * D, p_dz + t * SDZ, p_dtau0 + t,
+                    p_dbc0 + t * G * 2 * N, n_valid, m_d, m_w, lane, sub, o_g2, o_g0, As, A2s,
+                    rAs, b_bias, b_Dskip, b_rate, D, G, N, NS, S, VEC, K, SCHEME, COUPLING,
+                    SOFTPLUS, HAS_BIAS, HAS_D, HAS_Z, TAU_GRAD, SPLIT_GROUPS, True, EVEN_D, SBC,
+                    SDZ, DETERMINISTIC, MAXG)
 
-    for i in tl.static_range(NS):
-        tl.atomic_add(dA + o_dn + i, dA_acc[i], mask=m_d, sem="relaxed")
-        if STORE_DH0:
-            tl.store(dh0 + i_s.to(tl.int64) * D * N + o_dn + i, g[i], mask=m_d)
-    if HAS_D:
-        tl.atomic_add(dDskip + o_d, b_dD, mask=m_w, sem="relaxed")
-    if HAS_BIAS:
-        tl.atomic_add(dbias + o_d, b_dbias, mask=m_w, sem="relaxed")
-    if COUPLING == ASYMMETRIC or COUPLING == ADDITIVE:
-        tl.atomic_add(drate + o_d, b_drate, mask=m_w, sem="relaxed")
+    if DETERMINISTIC:
+        # the sequence's sums into its own row of (n_seq, D, N) / (n_seq, D) partials
+        for i in tl.static_range(NS):
+            tl.store(dA + i_s.to(tl.int64) * D * N + o_dn + i, dA_acc[i], mask=m_d)
+            if STORE_DH0:
+                tl.store(dh0 + i_s.to(tl.int64) * D * N + o_dn + i, g[i], mask=m_d)
+        if HAS_D:
+            tl.store(dDskip + i_s.to(tl.int64) * D + o_d, b_dD, mask=m_w)
+        if HAS_BIAS:
+            tl.store(dbias + i_s.to(tl.int64) * D + o_d, b_dbias, mask=m_w)
+        if COUPLING == ASYMMETRIC or COUPLING == ADDITIVE:
+            tl.store(drate + i_s.to(tl.int64) * D + o_d, b_drate, mask=m_w)
+    else:
+        for i in tl.static_range(NS):
+            tl.atomic_add(dA + o_dn + i, dA_acc[i], mask=m_d, sem="relaxed")
+            if STORE_DH0:
+                tl.store(dh0 + i_s.to(tl.int64) * D * N + o_dn + i, g[i], mask=m_d)
+        if HAS_D:
+            tl.atomic_add(dDskip + o_d, b_dD, mask=m_w, sem="relaxed")
+        if HAS_BIAS:
+            tl.atomic_add(dbias + o_d, b_dbias, mask=m_w, sem="relaxed")
+        if COUPLING == ASYMMETRIC or COUPLING == ADDITIVE:
+            tl.atomic_add(drate + o_d, b_drate, mask=m_w, sem="relaxed")
 
 
 def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, rate, ckpt,
@@ -508,23 +582,52 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
     dz = None
     if z is not None:
         dz = dz_out if dz_out is not None else new_empty(z.shape, like=z)
-    dA = torch.zeros(D, N, **f32)
-    # ∂B and ∂C share one buffer (T, G, 2N): a step's 2N channel sums are one coalesced add
-    dBC = torch.zeros(b, L, G, 2 * N, **f32)
+    dh0 = new_empty(n_seq, D, N, like=u, dtype=torch.float32) if store_dh0 else None
+    S = lanes_per_channel(N, "backward")
+    BD = 32 // S
+    n_dblk = triton.cdiv(D, BD)
+    # Read on the host when the backward runs (no device sync): Trainer(deterministic=True) and
+    # torch.use_deterministic_algorithms(True) set it.
+    deterministic = torch.are_deterministic_algorithms_enabled()
     # Absent gradients still get a (tiny) buffer: the autotuner zeroes every reset_to_zero
     # argument between its trial launches.
-    dDskip = torch.zeros(D if Dskip is not None else 1, **f32)
-    dbias = torch.zeros(D if delta_bias is not None else 1, **f32)
-    drate = torch.zeros(D if coupling in RATE_COUPLINGS else 1, **f32)
-    dtau = torch.zeros((b, L) if tau_grad else (1,), **f32)
-    dh0 = new_empty(n_seq, D, N, like=u, dtype=torch.float32) if store_dh0 else None
+    if not deterministic:
+        dA = torch.zeros(D, N, **f32)
+        # ∂B and ∂C share one buffer (T, G, 2N): a step's 2N channel sums are one coalesced add
+        dBC = torch.zeros(b, L, G, 2 * N, **f32)
+        dDskip = torch.zeros(D if Dskip is not None else 1, **f32)
+        dbias = torch.zeros(D if delta_bias is not None else 1, **f32)
+        drate = torch.zeros(D if coupling in RATE_COUPLINGS else 1, **f32)
+        dtau = torch.zeros((b, L) if tau_grad else (1,), **f32)
+    else:
+        # Fixed-order sums: float atomics from many programs add in whatever order they arrive,
+        # so every program stores its sums into its own slot and torch adds the slots afterwards
+        # (deterministic): whole-sequence sums one slot a sequence, per-step sums (∂τ, ∂B, ∂C)
+        # one slot a channel block (of a group: blocks of different groups write different
+        # columns). A block straddling groups writes only the groups it reaches, and packed
+        # rows past the last sequence get no program: those buffers start from zeros, the
+        # others are written in full.
+        split = split_groups(D, G, BD)
+        bc_slots = n_dblk if split else triton.cdiv(D // G, BD)
+
+        def partials(*shape, zero=False):
+            if zero:
+                return torch.zeros(shape, **f32)
+            with unfilled():
+                return torch.empty(shape, **f32)
+
+        packed = cu_seqlens is not None
+        dA = partials(n_seq, D, N)
+        dBC = partials(bc_slots, b, L, G, 2 * N, zero=packed or split)
+        dDskip = partials(n_seq, D) if Dskip is not None else partials(1)
+        dbias = partials(n_seq, D) if delta_bias is not None else partials(1)
+        drate = partials(n_seq, D) if coupling in RATE_COUPLINGS else partials(1)
+        dtau = partials(n_dblk, b, L, zero=packed) if tau_grad else partials(1)
     # Per-program slots for the sub-chunk states of one chunk (K >= 2 steps a sub-chunk): with
     # at most a few programs per SM alive at once this stays in L2.
     slots = CK // 2
-    S = lanes_per_channel(N, "backward")
     SZ, SBC = row_strides(z, B)
     SDZ = dz.stride(1) if dz is not None else 0
-    n_dblk = triton.cdiv(D, 32 // S)
     scratch = new_empty(n_seq * n_dblk * slots * (N // S) * 32, like=u, dtype=torch.float32)
 
     grid = (n_dblk, n_seq)
@@ -532,14 +635,17 @@ def selective_scan_bwd(u, delta, A, B, C, Dskip, z, delta_bias, softplus_, tau, 
         u, delta, delta_bias, A, B, C, Dskip, z, tau, rate, ckpt, scratch, dy, dlast,
         du, ddelta, dA, dBC, dDskip, dz, dbias, drate, dtau, dh0,
         cu_seqlens, offsets,
-        L, D=D, N=N, G=G, CK=CK, SLOTS=slots,
+        L, b * L, D=D, N=N, G=G, CK=CK, SLOTS=slots,
         SCHEME=scheme, COUPLING=coupling, SOFTPLUS=softplus_,
         HAS_BIAS=delta_bias is not None, HAS_D=Dskip is not None, HAS_Z=z is not None,
         HAS_DLAST=dlast is not None, STORE_DH0=store_dh0, TAU_GRAD=tau_grad,
-        IS_VARLEN=cu_seqlens is not None, DTYPE_KEY=str(u.dtype), S=S, BD=32 // S,
+        IS_VARLEN=cu_seqlens is not None, DTYPE_KEY=str(u.dtype), S=S, BD=BD,
         VEC=vector_bytes(N, N // S, B, C, row=SBC), PF_DIST=prefetch_distance(), SZ=SZ, SBC=SBC,
-        SDZ=SDZ,
+        SDZ=SDZ, DETERMINISTIC=deterministic,
     )
+    if deterministic:
+        dA, dBC, dDskip, dbias, drate, dtau = (t.sum(0) for t in (dA, dBC, dDskip, dbias, drate,
+                                                                   dtau))
     return dict(u=du, delta=ddelta, A=dA, B=dBC[..., :N], C=dBC[..., N:],
                 D=dDskip if Dskip is not None else None,
                 z=dz, delta_bias=dbias if delta_bias is not None else None,

@@ -13,6 +13,7 @@ rows (``dtA``, ``dtB``) that broadcast over the state.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -37,8 +38,27 @@ LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 
 def new_empty(*shape, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``torch.empty`` for kernel outputs (tests/conftest.py fills ``torch.empty`` with NaN in
-    the interpreter tests, so elements a kernel does not write show)."""
+    the interpreter tests, so elements a kernel does not write show). The kernels write them in
+    full, so under deterministic mode they skip torch's NaN fill (see ``unfilled``)."""
+    if torch.are_deterministic_algorithms_enabled():
+        with unfilled():
+            return torch.empty(*shape, dtype=dtype or like.dtype, device=like.device)
     return torch.empty(*shape, dtype=dtype or like.dtype, device=like.device)
+
+
+@contextlib.contextmanager
+def unfilled():
+    """``torch.empty`` without the NaN fill that torch gives it under deterministic mode
+    (``torch.utils.deterministic.fill_uninitialized_memory``), for buffers a kernel writes in
+    full: the fill would be one more pass over them, and what it makes deterministic is never
+    read."""
+    det = torch.utils.deterministic
+    prev = det.fill_uninitialized_memory
+    det.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        det.fill_uninitialized_memory = prev
 
 
 def is_interpreting() -> bool:
@@ -99,10 +119,12 @@ def prefetch_distance() -> int:
 
 
 def autotune_configs(configs: list[triton.Config]) -> list[triton.Config]:
-    """All configs on a GPU; only the first under the interpreter (each would run serially) or
+    """All configs on a GPU; only the first under the interpreter (each would run serially),
     with ``KernelConfig.autotune`` off (``EVENTSSM_AUTOTUNE=0``; tests: one compilation per
-    specialization)."""
-    if is_interpreting() or not get_config().autotune:
+    specialization), or under torch's deterministic mode: the autotuner picks by timing, so two
+    runs could otherwise run different configs (the backward keys its choice by the mode; the
+    forward, which has no atomics, keeps whichever it chose first in the process)."""
+    if is_interpreting() or not get_config().autotune or torch.are_deterministic_algorithms_enabled():
         return configs[:1]
     return configs
 

@@ -18,14 +18,24 @@ Last, a small model's training step (4 Mamba blocks, d_model 128, L 256, batch 3
 time bounds a step, eager and under ``torch.compile`` (default and "reduce-overhead", i.e. CUDA
 graphs), standard and event mode.
 
+With ``--deterministic`` it prints only the cost of torch's deterministic mode
+(``torch.use_deterministic_algorithms(True)``, what ``Trainer(deterministic=True)`` sets), under
+which the backward kernel stores per-program partial sums that torch adds in a fixed order
+instead of adding them atomically: per shape, dtype and mode, the backward alone and
+forward+backward in ms with the mode off and on (rounds interleaved, the median of each; τ
+requires grad in event mode, so ∂τ's partials are included) and the backward's peak memory
+beyond its inputs.
+
 Usage: ``python experiments/bench/scan.py [--quick] [--out FILE] [--rep MS] [--no-torch]
-[--no-mamba] [--no-small | --only-small]`` on a CUDA machine.
+[--no-mamba] [--no-small | --only-small] [--deterministic [--rounds N]]`` on a CUDA machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import statistics
 import time
 
 import torch
@@ -182,6 +192,82 @@ def scan_table(bw, quick, rep=200, with_torch=True, fwd_only=False, shapes=None)
     return rows
 
 
+@contextlib.contextmanager
+def deterministic_mode(on: bool):
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(on)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev)
+
+
+def time_deterministic(kw, disc, rounds, rep):
+    """{(part, on): ms} for part "bwd" (the backward node alone: ``autograd.grad`` of one
+    retained forward) and "fwd+bwd", with deterministic mode off and on, each the median over
+    ``rounds`` interleaved do_bench medians; and {on: peak MiB of the backward beyond its
+    inputs}."""
+    inputs = [v for v in kw.values() if v.requires_grad]
+    y = selective_scan(**kw, delta_softplus=True, discretization=disc, check_values=False)
+    dy = torch.randn_like(y)
+
+    def bwd():
+        torch.autograd.grad(y, inputs, dy, retain_graph=True)
+
+    def fwd_bwd():
+        out = selective_scan(**kw, delta_softplus=True, discretization=disc, check_values=False)
+        torch.autograd.grad(out, inputs, dy)
+
+    times = {(part, on): [] for part in ("bwd", "fwd+bwd") for on in (False, True)}
+    peak = {}
+    for on in (False, True):  # compile and tune both before timing either
+        with deterministic_mode(on):
+            bwd()
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            bwd()
+            torch.cuda.synchronize()
+            peak[on] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    for _ in range(rounds):
+        for on in (False, True):
+            with deterministic_mode(on):
+                for part, fn in (("bwd", bwd), ("fwd+bwd", fwd_bwd)):
+                    times[(part, on)].append(triton.testing.do_bench(
+                        fn, warmup=25, rep=rep, return_mode="median"))
+    return {k: statistics.median(v) for k, v in times.items()}, peak
+
+
+def deterministic_table(quick, rep=200, rounds=3, shapes=None):
+    """The cost of deterministic mode for the scan's backward (see the module docstring)."""
+    head = ("| B, L, D, N | dtype | mode | bwd ms | bwd ms deterministic | ratio | fwd+bwd ms | "
+            "fwd+bwd ms deterministic | ratio | bwd peak extra MiB, off / on |")
+    sep = "|" + "---|" * (head.count("|") - 1)
+    print(head)
+    print(sep)
+    rows = [head, sep]
+    for B, L, D, N in SHAPES[:1] if quick else [SHAPES[i] for i in (shapes or range(len(SHAPES)))]:
+        for dtype in (torch.float32, torch.bfloat16):
+            for event in (False, True):
+                disc = Asymmetric("mamba") if event else Standard("mamba")
+                kw = make_inputs(B, L, D, N, dtype, event, grad=True)
+                if event:
+                    kw["integration_timesteps"].requires_grad_(True)
+                t, peak = time_deterministic(kw, disc, rounds, rep)
+                row = (f"| {B}, {L}, {D}, {N} | {str(dtype)[6:]} | "
+                       f"{'event' if event else 'standard'} | {t[('bwd', False)]:.3f} | "
+                       f"{t[('bwd', True)]:.3f} | {t[('bwd', True)] / t[('bwd', False)]:.2f} | "
+                       f"{t[('fwd+bwd', False)]:.3f} | {t[('fwd+bwd', True)]:.3f} | "
+                       f"{t[('fwd+bwd', True)] / t[('fwd+bwd', False)]:.2f} | "
+                       f"{peak[False]:.0f} / {peak[True]:.0f} |")
+                print(row, flush=True)
+                rows.append(row)
+                del kw
+                gc.collect()
+                torch.cuda.empty_cache()
+    return rows
+
+
 def mamba_step(fast: bool, steps=10):
     from eventssm import Mamba
 
@@ -235,7 +321,21 @@ def main():
     ap.add_argument("--fwd-only", action="store_true", help="time the forward alone (no gradients)")
     ap.add_argument("--no-small", action="store_true", help="skip the small-model step lines")
     ap.add_argument("--only-small", action="store_true", help="only the small-model step lines")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="only the backward with torch's deterministic mode off vs on")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved off/on rounds per --deterministic row (median)")
     args = ap.parse_args()
+    if args.deterministic:
+        props = torch.cuda.get_device_properties(0)
+        lines = [f"device: {props.name}, torch {torch.__version__}, triton {triton.__version__}",
+                 "backward with torch.use_deterministic_algorithms off / on", ""]
+        print("\n".join(lines), flush=True)
+        lines += deterministic_table(args.quick, args.rep, args.rounds, args.shapes)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write("\n".join(lines) + "\n")
+        return
     if args.only_small:
         args.no_host, args.no_mamba = True, True
     props = torch.cuda.get_device_properties(0)
