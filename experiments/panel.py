@@ -64,12 +64,17 @@ FAST_MAX_STEPS = 150  # --fast's step budget (docs/panel.md says how it was chos
 DEFAULT_OUT = "experiments/results/panel.jsonl"
 FAST_OUT = "experiments/results/panel_fast.jsonl"
 
-# The README's CSV command as printed: every library default, 30 epochs, the best-validation
-# checkpoint tested (the checkpoint the CLI keeps as best-*.ckpt).
-DEFAULT_CANDIDATES = {
-    "readme": {"backbone": {}, "model": {}, "data": {},
-               "trainer": {"max_epochs": 30, "test_ckpt": "best"}},
-}
+# The README's CSV command as printed: every library default, the CLI's training budget and
+# early stopping included (eventssm.tasks.cli), tested with the best-validation checkpoint (the
+# one the CLI keeps as best-*.ckpt).
+def _readme_candidate() -> dict:
+    from eventssm.tasks.cli import EARLY_STOPPING, TRAINER_DEFAULTS
+
+    return {"backbone": {}, "model": {}, "data": {},
+            "trainer": {**TRAINER_DEFAULTS, "early_stopping_patience": EARLY_STOPPING["patience"],
+                        "test_ckpt": "best"}}
+
+
 CANDIDATE_KEYS = {"backbone", "model", "data", "trainer"}
 TRAINER_KEYS = {"max_epochs", "max_steps", "early_stopping_patience", "test_ckpt"}
 
@@ -145,9 +150,10 @@ def panel_datamodule(df: pd.DataFrame, seed: int, **data):
 
 # ---------------------------------------------------------------------------- candidates
 def load_candidates(source=None) -> dict[str, dict]:
-    """Named candidates from a YAML path or a dict (None: :data:`DEFAULT_CANDIDATES`), checked."""
+    """Named candidates from a YAML path or a dict (None: ``readme``, the library's defaults),
+    checked."""
     if source is None:
-        cands = DEFAULT_CANDIDATES
+        cands = {"readme": _readme_candidate()}
     elif isinstance(source, dict):
         cands = source
     else:
@@ -222,9 +228,10 @@ def fit_candidate(dm, cand: dict, seed: int, max_steps: int | None = None,
         callbacks = [ckpt, history]
         if tr.get("early_stopping_patience") is not None:
             callbacks.append(EarlyStopping("val/loss", mode="min",
-                                           patience=int(tr["early_stopping_patience"])))
+                                           patience=int(tr["early_stopping_patience"]),
+                                           check_on_train_epoch_end=False, strict=False))
         trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False,
-                            max_epochs=tr.get("max_epochs", 30),
+                            max_epochs=tr.get("max_epochs", -1 if tr.get("max_steps") else 30),
                             max_steps=min(steps) if steps else -1, callbacks=callbacks,
                             enable_progress_bar=False, enable_model_summary=False,
                             num_sanity_val_steps=0, default_root_dir=tmp)

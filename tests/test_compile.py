@@ -21,7 +21,7 @@ from eventssm.tasks.cli import build_cli  # noqa: E402
 from tests.helpers import rel_err  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(d_model=16, n_layers=2, d_state=4, discretization=Asymmetric("zoh"))
+TINY = dict(d_model=16, n_layers=2, d_state=4, dropout=0.0, discretization=Asymmetric("zoh"))
 
 
 @pytest.fixture(autouse=True)

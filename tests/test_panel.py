@@ -165,3 +165,31 @@ def test_eventssm_yardsticks_command_prints_the_model_beside_them(tmp_path, caps
     acc = float(row.split("|")[4])
     assert 0.0 <= acc <= 1.0
     assert "(this model)" in out.read_text()
+
+
+@pytest.mark.slow  # the README's budget on the CPU (about a minute or two), then the yardsticks
+def test_readme_csv_commands_reach_most_of_minirocket_on_a_panel_dataset(tmp_path):
+    """The README's CSV commands verbatim (with the defaults they rely on) on BasicMotions with
+    60 % of its points dropped (two of its channels as the README's ``hr`` and ``bp``, its
+    official train/test split as the ``fold`` column): the trained model must reach at least 80 %
+    of MiniRocket's test accuracy on the same split, so that a broken default shows."""
+    from tests.test_quickstart import _argv, _readme_block, _run
+
+    df = panel.panel_frame("BasicMotions", 0.6, seed=0)
+    channels = [c for c in df.columns if c not in ("id", "time", "label", "split")]
+    df = df.rename(columns={"id": "patient", "label": "outcome", "split": "fold",
+                            channels[0]: "hr", channels[1]: "bp"})
+    df[["patient", "time", "hr", "bp", "outcome", "fold"]].to_csv(tmp_path / "visits.csv",
+                                                                  index=False)
+    fit, test, yard = _readme_block("## Train on your own pandas table", "visits.csv")
+    quiet = ["--trainer.enable_progress_bar", "false"]
+    _run(_argv(fit) + ["--data.split_col", "fold", "--seed_everything", "0", *quiet], tmp_path)
+    _run(_argv(test) + quiet, tmp_path)
+    out = _run(_argv(yard) + quiet, tmp_path).stdout
+    print(out[-2500:])
+    row = {line.split("|")[1].strip(): line.split("|")[4].strip() for line in out.splitlines()
+           if line.startswith("| ") and line.count("|") == 6}
+    ours = float(row["EventClassifier (this model)"])
+    minirocket = float(row["MiniRocket"].split()[0])
+    print(f"eventssm {ours:.3f}, MiniRocket {minirocket:.3f}")
+    assert ours >= 0.8 * minirocket

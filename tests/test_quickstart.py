@@ -111,7 +111,7 @@ def test_readme_csv_example_on_a_few_dozen_sequences(tmp_path):
                              hr=rng.normal(70 + 10 * y, 5), bp=rng.normal(120, 10),
                              outcome=y, fold="test" if p % 5 == 0 else "train"))
     pd.DataFrame(rows).to_csv(tmp_path / "visits.csv", index=False)
-    fit, test = _readme_block("## Train on your own pandas table", "visits.csv")
+    fit, test, _ = _readme_block("## Train on your own pandas table", "visits.csv")
     argv = _argv(fit) + ["--data.split_col", "fold", "--trainer.max_epochs", "2",
                          "--trainer.enable_progress_bar", "false"]
     _run(argv, tmp_path)

@@ -24,6 +24,7 @@ import sys
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import (
+    EarlyStopping,
     LearningRateMonitor,
     ModelCheckpoint,
     RichProgressBar,
@@ -50,6 +51,17 @@ LINKS = (
     ("time_scale", "time_scale"),  # the model's time unit, from the training split's gaps
     ("log_gap_stats", "log_gap_stats"),  # point processes: the training gaps set the time unit
 )
+
+# The training budget and early stopping of every run unless its config or flags say otherwise,
+# chosen on the panel of docs/panel.md: a budget in optimisation steps (a small table and a large
+# one get the same number of updates; the adaptive batch size gives a table of a few dozen
+# sequences about 8 steps an epoch), stopped once the validation loss has not improved for
+# ``patience`` validations; `eventssm test --ckpt_path best` then takes the best of them.
+TRAINER_DEFAULTS = {"max_steps": 1500}
+# Checked after each validation (not at the end of a training epoch, which a step budget can end
+# before any validation ran), and quiet when a run has no validation at all.
+EARLY_STOPPING = {"monitor": "val/loss", "mode": "min", "patience": 25,
+                  "check_on_train_epoch_end": False, "strict": False}
 
 
 class _WholeVersion:
@@ -93,6 +105,9 @@ class EventCLI(LightningCLI):
             "checkpoint.filename": "best-{epoch}",
             "checkpoint.auto_insert_metric_name": False,
         })
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults({f"early_stopping.{k}": v for k, v in EARLY_STOPPING.items()})
+        parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
         parser.add_lightning_class_args(ResumeCallback, "resume")
 
     def parse_arguments(self, parser, args) -> None:
