@@ -267,7 +267,10 @@ def row_key(row: dict) -> tuple:
 
 
 def read_rows(path) -> list[dict]:
-    """The rows of a results file (a line cut short by an interrupted write is skipped)."""
+    """The rows of a results file, or of several (a list), in order (a line cut short by an
+    interrupted write is skipped)."""
+    if isinstance(path, (list, tuple)):
+        return [r for one in path for r in read_rows(one)]
     p = Path(path)
     if not p.exists():
         return []
@@ -459,8 +462,9 @@ def search_ranks(path, candidates=None, split: str = "val") -> str:
              f"| candidate | mean rank | mean {split} acc | mean val loss |", "|---|---|---|---|"]
     for m in sorted(names, key=lambda m: np.mean(ranks[m])):
         acc = np.mean([got[m][f"{split}_acc"] for got in full.values()])
-        loss = np.mean([got[m].get("val_loss") or np.nan for got in full.values()])
-        lines.append(f"| {m.split(':', 1)[1]} | {np.mean(ranks[m]):.2f} | {acc:.3f} | {loss:.3f} |")
+        losses = [got[m]["val_loss"] for got in full.values() if got[m].get("val_loss") is not None]
+        loss = f"{np.mean(losses):.3f}" if len(losses) == len(full) else "– (not recorded)"
+        lines.append(f"| {m.split(':', 1)[1]} | {np.mean(ranks[m]):.2f} | {acc:.3f} | {loss} |")
     return "\n".join(lines)
 
 
@@ -518,6 +522,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--accelerator", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--table", action="store_true", help="print the table of --out and stop")
+    ap.add_argument("--also", nargs="+", default=[], metavar="FILE",
+                    help="more results files read with --out by --table and --rank (for example "
+                         "the yardstick rows beside the event model's)")
     ap.add_argument("--split", default="test", choices=("test", "val"),
                     help="which accuracy --table shows")
     ap.add_argument("--rank", nargs="*", default=None, metavar="CANDIDATE",
@@ -529,10 +536,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     out = args.out or str(ROOT / (FAST_OUT if args.fast else DEFAULT_OUT))
     if args.table:
-        print(table(out, args.split))
+        print(table([out, *args.also], args.split))
         return
     if args.rank is not None:
-        print(search_ranks(out, args.rank or None))
+        print(search_ranks([out, *args.also], args.rank or None))
         return
     if args.estimate is not None:
         print(estimate(out, args.estimate))

@@ -198,7 +198,9 @@ DOCS_RUN: dict[str, Run] = {
     # docs/reliability.md: the precision probe at a length the CPU runs in seconds
     "python experiments/probe_precision.py --L 4096": Run(slow=True),
     # docs/panel.md: the first search's table from its committed rows, nothing trained
-    "python experiments/panel.py --table --split val --out experiments/results/panel_search_cpu150.jsonl": Run(),
+    "python experiments/panel.py --rank --out experiments/results/panel_search_round1.jsonl": Run(),
+    "python experiments/panel.py --table --out experiments/results/panel_cpu_defaults.jsonl --also "
+    "experiments/results/panel_yardsticks.jsonl": Run(),
 }
 
 # Every ```bash command of README.md and docs/*.md that no test runs, and why.
