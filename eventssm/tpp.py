@@ -113,9 +113,13 @@ class TPPHead(nn.Module, ABC):
         """One draw ``(gap (...), mark (...) long)`` of the next event per row of ``h (..., d)``."""
 
     def intensity(self, h: Tensor, s: Tensor) -> Tensor:
-        """Type intensities ``(..., Q, K)`` at times ``s (..., Q) >= 0`` after the event (only
-        heads with an intensity implement it; the mixture head's hazard is derived)."""
+        """Type intensities ``(..., Q, K)`` at times ``s (..., Q) >= 0`` after the event, given
+        that no event came before (for the mixture head, its hazard ``p(s, k) / S(s)``)."""
         raise NotImplementedError(f"{type(self).__name__} has no intensity readout")
+
+    def log_survival(self, h: Tensor, gap: Tensor) -> Tensor:
+        """``log S(τ) = log P(next gap > τ)`` ``(...)`` for gaps ``gap (...) >= 0``."""
+        raise NotImplementedError(f"{type(self).__name__} has no survival readout")
 
 
 def _f(x: Tensor) -> Tensor:
@@ -173,6 +177,23 @@ class LogNormalMixtureHead(TPPHead):
         # E[τ] = Σ w exp(a + b μ + (b σ)² / 2), in log space for range
         mean = torch.logsumexp(logw + a + b * mu + 0.5 * (b * log_sigma.exp()) ** 2, -1).exp()
         return mean, probs
+
+    def log_survival(self, h: Tensor, gap: Tensor) -> Tensor:
+        logw, mu, log_sigma = self.mixture(h)
+        z = (self._clamp_gap(gap).log() - self.log_gap_loc) / self.log_gap_scale
+        # log Σ w P(Z_m > z), in log space: far in the tail 1 - Φ underflows long before log Φ(-x)
+        tail = torch.special.log_ndtr(-(z[..., None] - mu) / log_sigma.exp())
+        return torch.logsumexp(logw + tail, -1)
+
+    def intensity(self, h: Tensor, s: Tensor) -> Tensor:
+        """The hazard ``p(s) P(k) / S(s)`` ``(..., Q, K)`` at ``s (..., Q)`` (the type is
+        independent of the time in this head)."""
+        s = _f(s)
+        hq = h[..., None, :].expand(*s.shape, h.shape[-1])  # (..., Q, d)
+        none = torch.full(s.shape, -1, dtype=torch.long, device=s.device)
+        time_ll, _ = self.log_likelihood(hq, s, none)  # (..., Q): log p(s)
+        log_probs = F.log_softmax(_f(self.mark_proj(h)), -1)[..., None, :]  # (..., 1, K)
+        return ((time_ll - self.log_survival(hq, s))[..., None] + log_probs).exp()
 
     @staticmethod
     def _median_z(w: Tensor, mu: Tensor, sd: Tensor, iters: int = 60) -> Tensor:
@@ -269,6 +290,9 @@ class IntensityHead(TPPHead):
 
     def intensity(self, h: Tensor, s: Tensor) -> Tensor:
         return self._intensity(self.states(h), _f(s))
+
+    def log_survival(self, h: Tensor, gap: Tensor) -> Tensor:
+        return -self.compensator(h, gap)
 
     def compensator(self, h: Tensor, gap: Tensor) -> Tensor:
         """``Λ(τ) = ∫_0^τ Σ_k λ_k(s) ds`` ``(...)`` by composite Gauss-Legendre quadrature."""

@@ -241,6 +241,43 @@ def test_padding_is_inert(head):
     assert float(err) < 1e-5
 
 
+
+def test_mixture_survival_and_hazard_match_scipy():
+    """The mixture's survival is scipy's ``Σ w (1 - F)`` and its hazard ``p(s) P(k) / S(s)``,
+    out to the far tail where ``1 - F`` in float64 would round to 0 (log space there)."""
+    head, h = _mixture_head()
+    w, comps = _scipy_mixture(head, h)
+    s = np.geomspace(1e-3, 1e2, 41)
+    ref_logS = np.log(sum(wi * c.sf(s) for wi, c in zip(w, comps)))
+    logS = head.log_survival(h.expand(len(s), -1), torch.from_numpy(s)).detach().numpy()
+    lam = head.intensity(h, torch.from_numpy(s)).detach()  # (Q, K)
+    pdf = sum(wi * c.pdf(s) for wi, c in zip(w, comps))
+    probs = torch.softmax(head.mark_proj(h), -1).detach().numpy()
+    ref_lam = (pdf / np.exp(ref_logS))[:, None] * probs
+    err_s, err_l = np.abs(logS - ref_logS).max(), np.abs(lam.numpy() / ref_lam - 1).max()
+    print("max |log S - scipy|", err_s, " max relative error of the hazard", err_l)
+    assert err_s < 1e-10 and err_l < 1e-9
+    far = head.log_survival(h, torch.tensor(1e30, dtype=torch.float64)).detach()
+    print("log S at 1e30 time units", float(far))
+    assert torch.isfinite(far) and float(far) < -100
+
+
+def test_intensity_head_survival_is_minus_the_compensator_and_its_derivative():
+    """``-d/ds log S(s)`` (central differences) is the total intensity."""
+    torch.manual_seed(0)
+    head = IntensityHead(5, 3, (0.2, 1.0)).double()
+    h = torch.randn(5, dtype=torch.float64)
+    s = torch.tensor([0.01, 0.3, 2.0, 9.0], dtype=torch.float64)
+    eps = 1e-6
+    hs = h.expand(len(s), -1)
+    num = -(head.log_survival(hs, s + eps) - head.log_survival(hs, s - eps)) / (2 * eps)
+    tot = head.intensity(h, s).sum(-1)
+    err = float(((num - tot).abs() / tot).max())
+    print("max relative |-dlogS/ds - Σλ|", err)
+    assert err < 1e-6
+    assert torch.equal(head.log_survival(hs, s), -head.compensator(hs, s))
+
+
 @pytest.mark.parametrize("head", ["mixture", "intensity"])
 def test_task_trains_and_predicts(head, tmp_path):
     import lightning as L
