@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["sample_futures"]
+__all__ = ["sample_futures", "sample_after"]
 
 
 @torch.no_grad()
@@ -47,9 +47,7 @@ def sample_futures(encoder, head, timestamps: Tensor, lengths: Tensor, marks: Te
     Raises:
         ValueError: an encoder with values, or a history without events.
     """
-    if encoder.d_input:
-        raise ValueError("sample_futures models marks only; an encoder of events with values "
-                         f"(d_input={encoder.d_input}) cannot be sampled")
+    _check_marks_only(encoder)
     R = timestamps.shape[0]
     dev = timestamps.device
     if R and bool((lengths < 1).any()):
@@ -60,7 +58,32 @@ def sample_futures(encoder, head, timestamps: Tensor, lengths: Tensor, marks: Te
     feats = encoder.encode(marks=marks, timestamps=ts, lengths=lengths, inference_cache=cache)
     rows = torch.arange(R, device=dev)
     h = feats[rows, lengths - 1]  # (R, d): the latest event's features
-    t_last = ts[rows, lengths - 1]
+    return sample_after(encoder, head, cache, h, ts[rows, lengths - 1], horizon=horizon,
+                        max_events=max_events, generator=generator)
+
+
+@torch.no_grad()
+def sample_after(encoder, head, cache, h: Tensor, t_last: Tensor, *, horizon: float,
+                 max_events: int, generator: torch.Generator | None = None
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """One sampled future per stream of an encoder's state: what :func:`sample_futures` does
+    once the histories are encoded (e.g. from the state an online stream keeps).
+
+    Args:
+        encoder: as in :func:`sample_futures`.
+        head: as in :func:`sample_futures`.
+        cache: an :class:`~eventssm.EncoderCache` of ``R`` streams, each with at least one event
+            and float64 latest times; advanced in place by the sampled events (pass a copy,
+            :meth:`EncoderCache.select`, to keep the original).
+        h: ``(R, d)`` the features of each stream's latest event.
+        t_last: ``(R,)`` float64 time of each stream's latest event.
+        horizon, max_events, generator: as in :func:`sample_futures`.
+
+    Returns:
+        As :func:`sample_futures`.
+    """
+    _check_marks_only(encoder)
+    R, dev = h.shape[0], h.device
     t_end = t_last
     out_t = torch.zeros(R, max_events, dtype=torch.float64, device=dev)
     out_m = torch.zeros(R, max_events, dtype=torch.long, device=dev)
@@ -83,3 +106,10 @@ def sample_futures(encoder, head, timestamps: Tensor, lengths: Tensor, marks: Te
         h = torch.where(active[:, None], f, h)
         t_last = torch.where(active, t_new, t_last)
     return out_t, out_m, out_mask
+
+
+def _check_marks_only(encoder) -> None:
+    """The sampler draws times and types: an encoder that also reads values cannot be fed."""
+    if encoder.d_input:
+        raise ValueError("sample_futures models marks only; an encoder of events with values "
+                         f"(d_input={encoder.d_input}) cannot be sampled")

@@ -222,3 +222,48 @@ def test_step_errors():
         enc.encode(v[None], m[None, :], timestamps=t[None], cu_seqlens=torch.tensor([0, 2]),
                    inference_cache=enc.allocate_inference_cache(1))
     assert cache.count.tolist() == [1, 1]  # the refused calls absorbed nothing
+
+
+def _leaves(cache):
+    """Every tensor of an EncoderCache, named."""
+    out = {"last_time": cache.last_time, "pool.count": cache.pool.count}
+    for f in ("last", "total", "weighted", "weight"):
+        out[f"pool.{f}"] = getattr(cache.pool, f)
+    for i, c in enumerate(cache.layers):
+        out[f"layers[{i}].conv_state"], out[f"layers[{i}].ssm_state"] = c.conv_state, c.ssm_state
+    return out
+
+
+@torch.no_grad()
+def test_cache_rows_select_put_extended_clear():
+    """Advancing a selected copy of some streams and putting it back equals stepping those
+    streams in place (the others inactive); extended rows and cleared rows are streams without
+    events: stepping them equals stepping a fresh cache. (Within round-off, not bit for bit: a
+    matmul over another number of rows may round differently.)"""
+    enc = _encoder("both", "time", Asymmetric("zoh"))
+    ev = _history(enc, lens=[4, 3, 5, 2])
+    _, _, cache = _step_all(enc, ev, torch.float64)
+    g = torch.Generator().manual_seed(3)
+    v, m = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.tensor([1, 0, 4, 2])
+    t = torch.full((4,), 30.0, dtype=torch.float64)
+    rows = torch.tensor([2, 0])
+    in_place = copy.deepcopy(cache)
+    enc.step(v, m, cache=in_place, timestamps=t, active=torch.tensor([True, False, True, False]))
+    sub = cache.select(rows)
+    enc.step(v[rows], m[rows], cache=sub, timestamps=t[rows])
+    cache.put(rows, sub)
+    errs = {name: rel_err(x, _leaves(in_place)[name]) for name, x in _leaves(cache).items()}
+    print("selected, stepped and put back vs stepped in place:", errs)
+    assert max(errs.values()) <= TOL[torch.float64]
+    big = cache.extended(6)
+    big.clear(torch.tensor([1]))
+    assert big.count.tolist() == [5, 0, 6, 2, 0, 0]
+    fresh = enc.allocate_inference_cache(3)
+    enc.step(v[:3], m[:3], cache=fresh, timestamps=t[:3])
+    part = big.select(torch.tensor([1, 4, 5]))
+    enc.step(v[:3], m[:3], cache=part, timestamps=t[:3])
+    errs = {name: rel_err(x, _leaves(fresh)[name]) for name, x in _leaves(part).items()}
+    print("extended and cleared rows vs a fresh cache:", errs)
+    assert max(errs.values()) <= TOL[torch.float64]
+    with pytest.raises(ValueError, match="at least the cache's 6 streams"):
+        big.extended(5)

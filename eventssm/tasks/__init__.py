@@ -7,6 +7,8 @@ Everything here imports Lightning and torchmetrics; the ``eventssm`` core below 
 * :mod:`~eventssm.tasks.base`: :class:`EventTask` (optimisation, logging, checkpoints).
 * :mod:`~eventssm.tasks.sequence`: :class:`EventClassifier`, :class:`EventRegressor`.
 * :mod:`~eventssm.tasks.lm`: :class:`ByteLM`; :mod:`~eventssm.tasks.tpp`: :class:`EventTPP`.
+* :mod:`~eventssm.tasks.stream`: :class:`EventStream` (online inference: events in one at a
+  time, the tasks' answers out).
 * :mod:`~eventssm.tasks.cli`: the ``eventssm`` entry point; :mod:`~eventssm.tasks.checkpointing`
   and :mod:`~eventssm.tasks.resume`: integrity checks and resuming a killed run.
 """
@@ -15,6 +17,7 @@ from eventssm.tasks.base import EventTask
 from eventssm.tasks.config import EncoderConfig, LMConfig
 from eventssm.tasks.lm import ByteLM
 from eventssm.tasks.sequence import EventClassifier, EventRegressor, splice_queries, splice_queries_packed
+from eventssm.tasks.stream import EventStream
 from eventssm.tasks.tpp import EventTPP
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "EventRegressor",
     "ByteLM",
     "EventTPP",
+    "EventStream",
     "splice_queries",
     "splice_queries_packed",
 ]
