@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -69,11 +68,13 @@ class EncoderCache:
         return self.pool.count.shape[0]
 
     # Row operations: every tensor of the cache (conv windows, SSM states, running pooling,
-    # latest times) has the stream along dim 0, so a stream is one row of each.
+    # latest times) has the stream along dim 0, so a stream is one row of each. Written out
+    # field by field (not a generic walk over dataclasses): an online stream calls select and
+    # put at every event, where Python overhead is most of the cost.
     def select(self, index: Tensor) -> EncoderCache:
         """A copy of the streams ``index (n,)`` (long; repeats allowed): a cache of ``n``
         streams, independent of this one (e.g. to sample futures without touching it)."""
-        return _map_tensors(self, lambda t: t.index_select(0, index))
+        return self._mapped(lambda t: t.index_select(0, index))
 
     def extended(self, batch: int) -> EncoderCache:
         """A copy with room for ``batch`` streams: this cache's streams first, then streams
@@ -81,48 +82,49 @@ class EncoderCache:
         extra = batch - self.batch_size
         if extra < 0:
             raise ValueError(f"batch must be at least the cache's {self.batch_size} streams, got {batch}")
-        return _map_tensors(self, lambda t: torch.cat([t, t.new_zeros((extra, *t.shape[1:]))]))
+        return self._mapped(lambda t: torch.cat([t, t.new_zeros((extra, *t.shape[1:]))]))
 
     def put(self, index: Tensor, part: EncoderCache) -> None:
         """Write the streams of ``part`` (a cache of ``n`` streams, e.g. from :meth:`select`,
-        then advanced) into rows ``index (n,)`` (long, no repeats) of this one, in place."""
-        _put_rows(self, part, index, self.batch_size)
+        then advanced) into rows ``index (n,)`` (long, no repeats) of this one, in place. A
+        tensor this cache lacks (the latest times, before its first timed event) is created,
+        its other rows 0: streams without events."""
+        for dst, src, names in self._parts(part):
+            for name in names:
+                b = getattr(src, name)
+                if b is None:
+                    continue
+                a = getattr(dst, name)
+                if a is None:
+                    a = b.new_zeros((self.batch_size, *b.shape[1:]))
+                    setattr(dst, name, a)
+                a.index_copy_(0, index, b)
+        for c, pc in zip(self.layers, part.layers):
+            c.seqlen_offset = max(c.seqlen_offset, pc.seqlen_offset)  # the most of any stream
         self.time_input = part.time_input if part.time_input is not None else self.time_input
 
     def clear(self, index: Tensor) -> None:
         """Forget the events of streams ``index`` (long): they become streams without events."""
-        _map_tensors(self, lambda t: t.index_fill_(0, index, 0))
+        for obj, _, names in self._parts(self):
+            for name in names:
+                t = getattr(obj, name)
+                if t is not None:
+                    t.index_fill_(0, index, 0)
+
+    def _mapped(self, fn) -> EncoderCache:
+        """A new cache with ``fn`` applied to every per-stream tensor."""
+        f = lambda t: None if t is None else fn(t)
+        p = self.pool
+        return EncoderCache(
+            layers=[InferenceCache(f(c.conv_state), f(c.ssm_state), f(c.last_time), c.seqlen_offset)
+                    for c in self.layers],
+            pool=RunningPool(p.how, **{name: f(getattr(p, name)) for name in _POOL_ROWS}),
+            last_time=f(self.last_time), time_input=self.time_input)
+
+    def _parts(self, other: EncoderCache) -> list[tuple]:
+        """``(part of self, matching part of other, its per-stream tensor fields)``."""
+        return [(self, other, ("last_time",)), (self.pool, other.pool, _POOL_ROWS)] + [
+            (c, o, ("conv_state", "ssm_state", "last_time")) for c, o in zip(self.layers, other.layers)]
 
 
-def _map_tensors(obj, fn):
-    """``obj`` (a cache dataclass, a list of them, a tensor, or a plain value kept as it is) with
-    ``fn`` applied to each of its tensors."""
-    if isinstance(obj, Tensor):
-        return fn(obj)
-    if isinstance(obj, list):
-        return [_map_tensors(o, fn) for o in obj]
-    if dataclasses.is_dataclass(obj):
-        return dataclasses.replace(obj, **{f.name: _map_tensors(getattr(obj, f.name), fn)
-                                           for f in dataclasses.fields(obj)})
-    return obj
-
-
-def _put_rows(dst, src, index: Tensor, batch: int) -> None:
-    """Copy every tensor of ``src`` into rows ``index`` of the matching tensor of ``dst`` (same
-    structure), in place. A tensor that ``dst`` lacks (a latest time, before the first timed
-    event) is created with zero rows elsewhere, which :class:`EncoderCache` reads as streams
-    without events."""
-    for f in dataclasses.fields(dst):
-        a, b = getattr(dst, f.name), getattr(src, f.name)
-        if isinstance(b, Tensor):
-            if a is None:
-                a = b.new_zeros((batch, *b.shape[1:]))
-                setattr(dst, f.name, a)
-            a.index_copy_(0, index, b)
-        elif isinstance(b, list):
-            for x, y in zip(a, b):
-                _put_rows(x, y, index, batch)
-        elif dataclasses.is_dataclass(b):
-            _put_rows(a, b, index, batch)
-        elif isinstance(b, int) and isinstance(a, int):  # steps absorbed: the most of any stream
-            setattr(dst, f.name, max(a, b))
+_POOL_ROWS = ("last", "total", "count", "weighted", "weight")  # RunningPool's per-stream tensors

@@ -2,12 +2,15 @@
 ``forward`` on the same history (float64 oracle; float32 compared to the float64 model)."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 
-from eventssm import Additive, Asymmetric, EventEncoder, Scaled, Standard
+from eventssm import Additive, Asymmetric, EventEncoder, InferenceCache, Scaled, Standard
+from eventssm.cache import _POOL_ROWS
 from eventssm.packing import cu_seqlens_from_lengths, pack_sequences
+from eventssm.running_pool import RunningPool
 from tests.helpers import rel_err
 
 # every coupling the tasks' configs use, each with another scheme, and lrnnx's string
@@ -267,3 +270,7 @@ def test_cache_rows_select_put_extended_clear():
     assert max(errs.values()) <= TOL[torch.float64]
     with pytest.raises(ValueError, match="at least the cache's 6 streams"):
         big.extended(5)
+    # the row operations name the fields they move: a new per-stream field must be added there
+    assert {f.name for f in dataclasses.fields(RunningPool)} == {"how", *_POOL_ROWS}
+    assert {f.name for f in dataclasses.fields(InferenceCache)} == {
+        "conv_state", "ssm_state", "last_time", "seqlen_offset"}

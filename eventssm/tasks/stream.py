@@ -69,6 +69,9 @@ class EventStream:
         self._slots: dict[Hashable, int] = {}  # stream key -> row of the cache
         self._free: list[int] = []  # rows of dropped streams, reused first
         self._next_row = 0  # rows from here on have never been used
+        # each stream's latest time as a Python number: a push is checked on the host, without
+        # a round of small device ops per event
+        self._last: dict[Hashable, float | int] = {}
 
     # ------------------------------------------------------------------ streams
     @property
@@ -88,6 +91,7 @@ class EventStream:
         self.cache.clear(rows)
         for key in _keys(stream_ids):
             self._free.append(self._slots.pop(key))
+            del self._last[key]
 
     def count(self, stream_ids) -> Tensor:
         """``(n,)`` int64: events each stream has absorbed."""
@@ -129,12 +133,14 @@ class EventStream:
         t = self._times(times, n)
         mk, val, obs = self._event_inputs(marks, values, observed, n)
         rank, prev = _order(keys)
-        self._check(keys, t, mk, val, obs, rank, prev)
+        t_host = t.tolist()
+        self._check(keys, t_host, mk, val, obs, prev)
         rows = self._rows_for(keys)
         if max(rank) == 0:
             self._step(rows, t, mk, val, obs)
         else:
             self._chunk(keys, rows, rank, t, mk, val, obs)
+        self._last.update(zip(keys, t_host))  # a stream's last event in the push is its latest
 
     def _step(self, rows: list[int], t, mk, val, obs) -> None:
         """One event for each of the streams ``rows`` (distinct): a recurrent step on their rows."""
@@ -418,45 +424,32 @@ class EventStream:
                 val = val.masked_fill(~obs, 0.0)  # what is unobserved is not read (NaN -> 0)
         return mk, val, obs
 
-    def _check(self, keys, t, mk, val, obs, rank, prev) -> None:
-        """Raise, naming the stream and the event, for a time before the stream's previous one
-        (in this push or held), a non-finite time or value, or a mark out of range; one host sync
-        when all is well."""
-        dev, n = self.device, len(keys)
-        prev_i = torch.tensor(prev, device=dev)
-        held = torch.tensor([self._slots.get(k, -1) if r == 0 else -1 for k, r in zip(keys, rank)],
-                            device=dev)
-        base = torch.full((n,), float("-inf") if t.dtype.is_floating_point
-                          else torch.iinfo(torch.int64).min, dtype=t.dtype, device=dev)
-        if self.cache.last_time is not None:
-            known = (held >= 0) & (self.cache.count[held.clamp(min=0)] > 0)
-            last = self.cache.last_time[held.clamp(min=0)].to(t.dtype)
-            base = torch.where(known, last, base)
-        base = torch.where(prev_i >= 0, t[prev_i.clamp(min=0)], base)
-        bad = {"time": ~(t >= base)}  # NaN fails too
-        if t.dtype.is_floating_point:
-            bad["time"] |= ~torch.isfinite(t)
-        if mk is not None:
-            bad["mark"] = (mk < 0) | (mk >= self.encoder.num_marks)
+    def _check(self, keys: list, t: list, mk, val, obs, prev: list[int]) -> None:
+        """Raise, naming the stream and the event, at the first event of the push whose time is
+        before its stream's previous one (in this push, or held) or not finite, whose mark is out
+        of range, or whose values are not finite. Times and marks are checked on the host; values
+        with one device op."""
+        K = self.encoder.num_marks
+        marks = mk.tolist() if mk is not None else None
+        bad_value = -1
         if val is not None:
-            bad["value"] = ~torch.isfinite(val).all(-1)
-        flags = torch.stack(list(bad.values()))  # (checks, n)
-        if not bool(flags.any()):
-            return
-        i = int(flags.any(0).nonzero()[0])
-        key, where = keys[i], f"(event {i} of this push)"
-        if bool(bad["time"][i]):
-            if not bool(torch.isfinite(t[i].double())):
-                raise ValueError(f"stream {key!r}: time {t[i].item()} is not finite {where}")
-            before = ("its previous event in this push" if prev[i] >= 0 else "its latest event")
-            raise ValueError(f"stream {key!r}: time {t[i].item()} is before {before} at "
-                             f"{base[i].item()} {where}; a stream's times must not decrease")
-        if "mark" in bad and bool(bad["mark"][i]):
-            raise ValueError(f"stream {key!r}: mark {int(mk[i])} is outside [0, "
-                             f"{self.encoder.num_marks}) {where}")
-        what = ("non-finite values where observed is True" if obs is not None
-                else "non-finite values (a model with use_observed=True reads NaN as missing)")
-        raise ValueError(f"stream {key!r}: {what} {val[i].tolist()} {where}")
+            rows = (~torch.isfinite(val).all(-1)).nonzero()
+            bad_value = int(rows[0]) if rows.numel() else -1
+        for i, (key, x) in enumerate(zip(keys, t)):
+            where = f"(event {i} of this push)"
+            if x != x or x in (float("inf"), float("-inf")):
+                raise ValueError(f"stream {key!r}: time {x} is not finite {where}")
+            before = t[prev[i]] if prev[i] >= 0 else self._last.get(key)
+            if before is not None and x < before:
+                which = "its previous event in this push" if prev[i] >= 0 else "its latest event"
+                raise ValueError(f"stream {key!r}: time {x} is before {which} at {before} "
+                                 f"{where}; a stream's times must not decrease")
+            if marks is not None and not 0 <= marks[i] < K:
+                raise ValueError(f"stream {key!r}: mark {marks[i]} is outside [0, {K}) {where}")
+            if i == bad_value:
+                what = ("non-finite values where observed is True" if obs is not None else
+                        "non-finite values (a model with use_observed=True reads NaN as missing)")
+                raise ValueError(f"stream {key!r}: {what} {val[i].tolist()} {where}")
 
 
 def _tensor(x) -> Tensor:
