@@ -22,4 +22,4 @@ def test_event_stream_bench_smoke():
     assert [r[0] for r in rows] == ["2", "12"]
     for r in rows:
         assert all(float(c.split()[0]) > 0 for c in r[1:] if c.split()[0] != "0.000"), r
-        assert float(r[1].split()[0]) > 0 and float(r[5].split()[0]) > 0
+        assert float(r[1].split()[0]) > 0 and float(r[6].split()[0]) > 0

@@ -9,7 +9,9 @@ types) behind an ``EventStream`` of ``--streams`` streams. The histories are fil
 length of ``--history`` (in bulk pushes, which encode the chunk), then, at that length:
 
 * one stream: ``--repeats`` pushes of one event into one stream (the streams in turn), each
-  timed alone: the online case, one event in;
+  timed alone: the online case, one event in; beside it, ``EventEncoder.step`` alone on a copy of
+  that stream's state with the same event (what the push costs without the stream's bookkeeping:
+  its checks and moving the stream's row out of the shared state and back);
 * all streams: ``--repeats`` pushes of one event into every stream at once, each timed alone
   (per event: the push's time over the number of streams);
 * next event: ``--repeats`` reads of one stream's next-event prediction after its push (the
@@ -103,22 +105,27 @@ def main(argv=None) -> None:
         f"CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
     print(f"# EventStream push latency: {n} streams, untrained EventTPP (d_model 64, 2 layers, "
           f"d_state 16), {args.repeats} repeats; {name}; torch {torch.__version__}\n")
-    print("| history | one stream: push ms | one stream: push CPU ms | all streams: push ms "
-          "| all streams: per event µs | one stream: next_event ms |")
-    print("|---|---|---|---|---|---|")
+    print("| history | one stream: push ms | one stream: push CPU ms | one stream: step alone ms "
+          "| all streams: push ms | all streams: per event µs | one stream: next_event ms |")
+    print("|---|---|---|---|---|---|---|")
     held = 0
     for target in args.history:
         _fill(stream, clock, target - held, args.chunk)
         held = target
-        one, one_cpu, every, nxt = [], [], [], []
+        one, one_cpu, alone, every, nxt = [], [], [], [], []
         for r in range(args.repeats + 1):  # the first of each is an untimed warm-up
             ids = [r % n]
             t, m = clock.next(torch.tensor(ids))
+            copy = stream.cache.select(torch.tensor(ids, device=args.device))  # the state before
             dt, dc = _timed(args.device, stream.push, ids, t, marks=m)
+            with torch.no_grad():
+                ds, _ = _timed(args.device, model.encoder.step, marks=m.to(args.device), cache=copy,
+                               timestamps=t.to(args.device), check_values=False)
             dn, _ = _timed(args.device, stream.next_event, ids)
             if r:
                 one.append(dt)
                 one_cpu.append(dc)
+                alone.append(ds)
                 nxt.append(dn)
         ids = list(range(n))
         for r in range(args.repeats + 1):
@@ -127,7 +134,7 @@ def main(argv=None) -> None:
             if r:
                 every.append(dt)
         held = int(stream.count(list(range(n))).min())
-        print(f"| {target} | {_cell(one)} | {_cell(one_cpu)} | {_cell(every)} "
+        print(f"| {target} | {_cell(one)} | {_cell(one_cpu)} | {_cell(alone)} | {_cell(every)} "
               f"| {_cell([x / n for x in every], 1e6)} | {_cell(nxt)} |")
 
 
