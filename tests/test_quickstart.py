@@ -193,6 +193,7 @@ DOCS_RUN: dict[str, Run] = {
     "eventssm fit --config experiments/configs/tpp_nafld.yaml":
         Run(("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
              "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false"), slow=True),
+    "python experiments/stream_csv.py": Run(("--steps", "2"), slow=True),
     # docs/panel.md: the time estimate from the committed rows of a tiny run, nothing trained
     "python experiments/panel.py --out experiments/results/panel_tiny_estimate.jsonl --estimate 150": Run(),
     # docs/reliability.md: the precision probe at a length the CPU runs in seconds
@@ -220,6 +221,13 @@ DOCS_SKIP: dict[str, str] = {
     "python experiments/bench/tpp.py --out experiments/results/tpp.md":
         "a benchmark against EasyTPP (not installed here; an hour of CPU) that rewrites the "
         "committed experiments/results/tpp.md",
+    "python experiments/stream_csv.py --csv events.csv --ckpt "
+    "runs/tpp_hawkes/version_0/checkpoints/last.ckpt":
+        "needs your CSV and the checkpoint of a full tpp_hawkes run; tests/test_stream_csv.py "
+        "replays a given CSV with the script",
+    "python experiments/bench/event_stream.py":
+        "a benchmark: a minute of CPU filling 64 streams to 10,000 events, its times mean nothing "
+        "on a shared test machine; tests/test_bench_event_stream.py runs it small",
     # docs/speed.md
     "make bench-cpu": "builds .venv from the lock (a network install), then the benchmark below",
     "python experiments/bench/cpu_scan.py --schemes mamba zoh bilinear dirac --out cpu.md":
