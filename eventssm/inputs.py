@@ -3,9 +3,10 @@
 ``Mamba.forward``/``step``, ``MambaBackbone.forward`` and ``EventEncoder.forward`` turn their
 ``lengths``, ``integration_timesteps`` and ``timestamps`` into one :class:`Steps` with
 :func:`validate_steps` (the only place where gaps τ are derived from what the user passed), and
-hand it to the layers below, which trust it. Each value check reads a flag back from the device
-(a host sync, which also splits a ``torch.compile`` graph): here it happens once per call, not
-once per layer.
+hand it to the layers below, which trust it. The shapes and dtypes are checked here; the value
+checks go to the door's :class:`~eventssm.checks.ValueChecks`, which the door runs before the
+layers see the steps: one host read per call (a sync, which also splits a ``torch.compile``
+graph), not one per input and layer.
 
 Shapes: batch ``B``, steps ``L``.
 """
@@ -18,7 +19,8 @@ import torch
 from torch import Tensor
 
 from eventssm.cache import InferenceCache
-from eventssm.time import check_timesteps, length_mask, timesteps_from_timestamps
+from eventssm.checks import ValueChecks
+from eventssm.time import add_timesteps_check, real_mask, step_mask, timestamp_gaps
 
 __all__ = ["Steps", "validate_steps", "step_column", "tau_dtype", "check_activations", "check_cache",
            "check_count"]
@@ -68,13 +70,13 @@ def validate_steps(
     device: torch.device,
     dtype: torch.dtype,
     *,
+    checks: ValueChecks,
     integration_timesteps: Tensor | None = None,
     timestamps: Tensor | None = None,
     lengths: Tensor | None = None,
     time_scale: float = 1.0,
     scale_gaps: bool = False,
     last_time: Tensor | None = None,
-    check_values: bool = True,
 ) -> Steps:
     """Check and convert the step inputs of a call on ``(batch, L, ·)`` activations.
 
@@ -92,13 +94,13 @@ def validate_steps(
             time unit applies to gaps however they come in, as ``EventEncoder``'s does).
         last_time: ``(B,)`` time of the last step already absorbed (a warm cache): the first
             gap is ``t[0] - last_time`` instead of 0.
-        check_values: check values (τ finite and ``>= 0``, times finite and non-decreasing,
-            lengths in ``[0, L]``), one host sync each; ``False`` skips them (inputs validated
-            already, or a CUDA-graph-captured step). Shapes and dtypes are always checked.
+        checks: receives the value checks (lengths in ``[0, L]``, times finite and
+            non-decreasing, τ finite and ``>= 0``, τ within the scan's dtype), in this order;
+            the caller runs them, or skips them for inputs validated already.
 
     Raises:
         ValueError: both ``integration_timesteps`` and ``timestamps``, a wrong shape or dtype,
-        or (with ``check_values``) a bad value, naming the argument and the first bad position.
+        naming the argument.
     """
     if integration_timesteps is not None and timestamps is not None:
         raise ValueError("pass either integration_timesteps or timestamps, not both")
@@ -110,14 +112,13 @@ def validate_steps(
     tdt = tau_dtype(dtype)
     if timestamps is not None:
         ts = _batched("timestamps", timestamps, batch, L, device)
-        # checks the lengths as well as the times: the mask below need not check them again
-        tau = timesteps_from_timestamps(ts, time_scale=time_scale, last_time=last_time,
-                                        lengths=lengths, name="timestamps",
-                                        check_values=check_values)
-        mask = None if lengths is None else length_mask(lengths, L, check_values=False)
+        # adds the checks of the lengths as well as of the times: the mask below adds none
+        tau = timestamp_gaps(ts, checks=checks, time_scale=time_scale, last_time=last_time,
+                             lengths=lengths, name="timestamps")
+        mask = None if lengths is None else real_mask(lengths, L)
         new_last = _last_times(ts, lengths, last_time, batch, L)
-        return Steps(_to_compute(tau, tdt, "timestamps", check_values), lengths, mask, new_last)
-    mask = None if lengths is None else length_mask(lengths, L, check_values=check_values)
+        return Steps(_to_compute(tau, tdt, "timestamps", checks), lengths, mask, new_last)
+    mask = None if lengths is None else step_mask(lengths, L, checks)
     if integration_timesteps is None:
         return Steps(None, lengths, mask, None)
     tau = _batched("integration_timesteps", integration_timesteps, batch, L, device)
@@ -129,9 +130,8 @@ def validate_steps(
         tau = tau * time_scale
     if mask is not None:  # padding may hold anything: zero it, then validate the rest
         tau = tau.masked_fill(~mask, 0.0)
-    if check_values:
-        check_timesteps(tau, "integration_timesteps")
-    return Steps(_to_compute(tau, tdt, "integration_timesteps", check_values), lengths, mask, None)
+    add_timesteps_check(checks, tau, "integration_timesteps")
+    return Steps(_to_compute(tau, tdt, "integration_timesteps", checks), lengths, mask, None)
 
 
 def step_column(t, name: str, batch: int, device) -> Tensor | None:
@@ -159,7 +159,9 @@ def _last_times(ts: Tensor, lengths: Tensor | None, last_time, batch: int, L: in
         prev = prev.to(torch.float64) if prev.dtype.is_floating_point else prev.to(torch.int64)
     if L == 0:
         return prev
-    idx = torch.full((batch,), L - 1, device=ts.device) if lengths is None else (lengths - 1).clamp(min=0)
+    # clamped: lengths are checked at the door after the steps are built, and a bad one must
+    # reach that check rather than fault here
+    idx = torch.full((batch,), L - 1, device=ts.device) if lengths is None else (lengths - 1).clamp(0, L - 1)
     new = ts.gather(1, idx[:, None].long())[:, 0]
     if lengths is None or prev is None:
         return new
@@ -174,17 +176,23 @@ def _last_times(ts: Tensor, lengths: Tensor | None, last_time, batch: int, L: in
     return torch.where(lengths > 0, new, prev)  # an empty sequence keeps its time
 
 
-def _to_compute(tau: Tensor, dtype: torch.dtype, name: str, check: bool) -> Tensor:
+def _to_compute(tau: Tensor, dtype: torch.dtype, name: str, checks: ValueChecks) -> Tensor:
     """τ in the scan's dtype; a gap that is finite in float64 but overflows the compute dtype is
-    an error (it would become Inf and silently turn the state into NaN)."""
+    an error (it would become Inf and silently turn the state into NaN), checked by ``checks``."""
     out = tau.to(dtype)
-    if check and out.dtype != tau.dtype and out.is_floating_point() and bool(torch.isinf(out).any()):
+    if out.dtype != tau.dtype and out.is_floating_point():
+        checks.add(f"{name} in {dtype}", lambda: torch.isinf(out).any(),
+                   lambda: _check_range(tau, out, dtype, name))
+    return out
+
+
+def _check_range(tau: Tensor, out: Tensor, dtype: torch.dtype, name: str) -> None:
+    if bool(torch.isinf(out).any()):
         pos = tuple(int(i) for i in torch.nonzero(torch.isinf(out))[0])
         raise ValueError(
             f"{name}: the gap {tau[pos].item():.3g} at position {pos} exceeds the {dtype} range the "
             f"scan computes in (max {torch.finfo(dtype).max:.3g}); choose a larger time unit "
             "(a smaller time_scale)")
-    return out
 
 
 def check_activations(x, name: str, weight: Tensor) -> None:

@@ -5,9 +5,9 @@ names (``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D``, ``out
 their checkpoints load; plus ``rho`` (the asymmetric rate) when the discretization needs it.
 
 One path from module to kernel: ``forward``/``step`` validate their inputs once
-(:func:`eventssm.inputs.validate_steps`), :func:`eventssm.dispatch.path` picks the conv, scan
-and step functions of the backend, and ``_forward`` runs them on activations that stay
-``(B, L, ·)`` from ``in_proj`` to ``out_proj``.
+(:func:`eventssm.inputs.validate_steps` converts them, the door runs their value checks),
+:func:`eventssm.dispatch.path` picks the conv, scan and step functions of the backend, and
+``_forward`` runs them on activations that stay ``(B, L, ·)`` from ``in_proj`` to ``out_proj``.
 
 Legend: batch ``B``, steps ``L``, model width ``d_model``, channels ``D = d_inner = expand *
 d_model``, state ``N = d_state``, conv width ``K = d_conv``.
@@ -22,6 +22,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from eventssm.cache import InferenceCache
+from eventssm.checks import ValueChecks
 from eventssm.discretization import Discretization
 from eventssm.dispatch import backend_of, path
 from eventssm.inputs import Steps, check_activations, check_cache, check_count, step_column, validate_steps
@@ -122,9 +123,9 @@ class Mamba(SSMParts, nn.Module):
                 along L (``B == 1``, no padding; see :mod:`eventssm.packing`): the conv and the
                 scan restart at every sequence start, gaps from ``timestamps`` are formed within
                 each sequence. Exclusive with ``lengths`` and ``inference_cache``.
-            check_values: check the values of the gaps, timestamps and lengths (a host sync each,
-                which also splits a ``torch.compile`` graph). ``False`` skips them, for inputs
-                validated already or inside a captured step
+            check_values: check the values of the gaps, timestamps and lengths (one host sync
+                for all of them, which also splits a ``torch.compile`` graph). ``False`` skips
+                them, for inputs validated already or inside a captured step
                 (``torch.compile(mode="reduce-overhead")``).
         """
         check_activations(hidden_states, "hidden_states", self.in_proj.weight)
@@ -138,11 +139,11 @@ class Mamba(SSMParts, nn.Module):
         cache = inference_cache
         if cache is not None:
             check_cache(cache, x.shape[0], self.d_inner, self.d_conv, self.d_state, x.device)
-        steps = model_steps(
-            x.shape[0], x.shape[1], x.device, x.dtype, cu_seqlens, cache=cache,
+        steps = ValueChecks.at_door(check_values, lambda checks: model_steps(
+            x.shape[0], x.shape[1], x.device, x.dtype, cu_seqlens, checks=checks, cache=cache,
             last_time=cache.last_time if cache is not None and cache.seqlen_offset > 0 else None,
             integration_timesteps=integration_timesteps, timestamps=timestamps, lengths=lengths,
-            time_scale=self.time_scale, check_values=check_values)
+            time_scale=self.time_scale))
         y = self._forward(x, steps, cache)
         return y[0] if unbatched else y
 
@@ -249,12 +250,11 @@ class Mamba(SSMParts, nn.Module):
         Bsz = x.shape[0]
         cache = inference_cache
         check_cache(cache, Bsz, self.d_inner, self.d_conv, self.d_state, x.device)
-        steps = validate_steps(
-            Bsz, 1, x.device, x.dtype,
+        steps = ValueChecks.at_door(check_values, lambda checks: validate_steps(
+            Bsz, 1, x.device, x.dtype, checks=checks,
             integration_timesteps=step_column(integration_timesteps, "integration_timesteps", Bsz, x.device),
             timestamps=step_column(timestamps, "timestamps", Bsz, x.device), time_scale=self.time_scale,
-            last_time=cache.last_time if cache.seqlen_offset > 0 else None,  # first step: τ = 0
-            check_values=check_values)
+            last_time=cache.last_time if cache.seqlen_offset > 0 else None))  # first step: τ = 0
         return self._step(x, steps, cache)[:, None, :], cache
 
     def _step(self, x: Tensor, steps: Steps, cache: InferenceCache) -> Tensor:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from eventssm.cache import EncoderCache
+from eventssm.checks import ValueChecks
 from eventssm.discretization import Discretization
 from eventssm.inputs import Steps, check_activations, check_cache, check_count, step_column, validate_steps
 from eventssm.mamba import InferenceCache, Mamba
@@ -95,8 +96,8 @@ class MambaBackbone(nn.Module):
         ``cu_seqlens`` the ``n`` sequences are packed along L of a batch of one).
 
         The gaps, timestamps and lengths are validated once, here, and the same :class:`Steps`
-        goes to every layer (each value check is a host sync, and splits a compiled graph);
-        ``check_values=False`` skips the checks (inputs validated already, or a
+        goes to every layer (the value checks share one host sync, which splits a compiled
+        graph); ``check_values=False`` skips them (inputs validated already, or a
         CUDA-graph-captured step)."""
         check_activations(x, "x", self.norm_f.weight)
         unbatched = x.dim() == 2
@@ -104,16 +105,24 @@ class MambaBackbone(nn.Module):
         if h.dim() != 3 or h.shape[-1] != self.d_model:
             raise ValueError(f"x must have shape (batch, L, {self.d_model}) or (L, {self.d_model}), "
                              f"got {tuple(x.shape)}")
-        if inference_cache is not None:
-            self._check_caches(inference_cache, h.shape[0], h.device)
-        warm = inference_cache is not None and inference_cache[0].seqlen_offset > 0
-        steps = model_steps(
-            h.shape[0], h.shape[1], h.device, h.dtype, cu_seqlens, cache=inference_cache,
-            last_time=inference_cache[0].last_time if warm else None,
-            integration_timesteps=integration_timesteps, timestamps=timestamps, lengths=lengths,
-            time_scale=self.time_scale, check_values=check_values)
+        steps = ValueChecks.at_door(check_values, lambda checks: self._steps(
+            h.shape[0], h.shape[1], h.device, h.dtype, checks, integration_timesteps, lengths,
+            inference_cache, timestamps, cu_seqlens))
         h = self._forward(h, steps, inference_cache)
         return h[0] if unbatched else h
+
+    def _steps(self, batch: int, L: int, device, dtype, checks: ValueChecks, integration_timesteps,
+               lengths, inference_cache, timestamps, cu_seqlens) -> Steps:
+        """The :class:`Steps` of a call on ``(batch, L, d_model)`` activations of ``dtype``, after
+        checking the caches; the value checks go to ``checks``."""
+        if inference_cache is not None:
+            self._check_caches(inference_cache, batch, device)
+        warm = inference_cache is not None and inference_cache[0].seqlen_offset > 0
+        return model_steps(
+            batch, L, device, dtype, cu_seqlens, checks=checks, cache=inference_cache,
+            last_time=inference_cache[0].last_time if warm else None,
+            integration_timesteps=integration_timesteps, timestamps=timestamps, lengths=lengths,
+            time_scale=self.time_scale)
 
     def _check_caches(self, caches, batch: int, device, name: str = "inference_cache") -> None:
         """One :class:`InferenceCache` per layer, each fit for this call (see
@@ -185,8 +194,9 @@ class MambaLM(nn.Module):
         ``cu_seqlens (n + 1,)``: ``n`` documents packed along L of a batch of one, each starting
         from a fresh state (see :meth:`MambaBackbone.forward`).
 
-        ``check_values``: check the ids' range and the values of τ / timestamps / lengths (host
-        syncs, see :meth:`MambaBackbone.forward`); ``False`` for a CUDA-graph-captured step."""
+        ``check_values``: check the ids' range and the values of τ / timestamps / lengths (one
+        host sync for all, see :meth:`MambaBackbone.forward`); ``False`` for a
+        CUDA-graph-captured step."""
         if not isinstance(input_ids, Tensor):
             raise TypeError(f"input_ids must be an integer tensor (B, L), got {type(input_ids).__name__}")
         unbatched = input_ids.dim() == 1
@@ -195,13 +205,17 @@ class MambaLM(nn.Module):
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32, torch.int64):
             raise ValueError(
                 f"input_ids must be an integer tensor (B, L), got {input_ids.dtype} {tuple(input_ids.shape)}")
-        if check_values and input_ids.numel() and bool(
-                (input_ids.min() < 0) | (input_ids.max() >= self.vocab_size)):  # one sync
-            raise ValueError(f"input_ids must lie in [0, {self.vocab_size}), got range "
-                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
-        h = self.backbone(self.backbone.embedding(input_ids), integration_timesteps, lengths,
-                          inference_cache, timestamps=timestamps, cu_seqlens=cu_seqlens,
-                          check_values=check_values)
+        emb = self.backbone.embedding.weight  # the embedded ids are the backbone's activations
+
+        def convert(checks: ValueChecks) -> Steps:
+            _add_ids_check(checks, input_ids, self.vocab_size, "input_ids")
+            return self.backbone._steps(input_ids.shape[0], input_ids.shape[1], emb.device, emb.dtype,
+                                        checks, integration_timesteps, lengths, inference_cache,
+                                        timestamps, cu_seqlens)
+
+        # checked before the embedding, which cannot look up an id out of range
+        steps = ValueChecks.at_door(check_values, convert)
+        h = self.backbone._forward(self.backbone.embedding(input_ids), steps, inference_cache)
         logits = self.lm_head(h)
         return logits[0] if unbatched else logits
 
@@ -222,14 +236,14 @@ class MambaLM(nn.Module):
         if not isinstance(token, Tensor) or token.dtype not in (torch.int32, torch.int64) or token.dim() != 1:
             got = f"{token.dtype} {tuple(token.shape)}" if isinstance(token, Tensor) else type(token).__name__
             raise ValueError(f"token must be an integer tensor (B,) of ids, got {got}")
-        if check_values and token.numel() and bool((token.min() < 0) | (token.max() >= self.vocab_size)):
-            raise ValueError(f"token must lie in [0, {self.vocab_size}), got range "
-                             f"[{int(token.min())}, {int(token.max())}]")
-        self.backbone._check_caches(cache, token.shape[0], token.device, "cache")
-        wdt = self.backbone.embedding.weight.dtype
-        tau = step_column(integration_timesteps, "integration_timesteps", token.shape[0], token.device)
-        steps = validate_steps(token.shape[0], 1, token.device, wdt, integration_timesteps=tau,
-                               check_values=check_values)
+        def convert(checks: ValueChecks) -> Steps:
+            _add_ids_check(checks, token, self.vocab_size, "token")
+            self.backbone._check_caches(cache, token.shape[0], token.device, "cache")
+            tau = step_column(integration_timesteps, "integration_timesteps", token.shape[0], token.device)
+            return validate_steps(token.shape[0], 1, token.device, self.backbone.embedding.weight.dtype,
+                                  checks=checks, integration_timesteps=tau)
+
+        steps = ValueChecks.at_door(check_values, convert)
         return self._step(token, steps, cache)
 
     def _step(self, token: Tensor, steps: Steps, cache) -> Tensor:
@@ -331,6 +345,21 @@ def convert_mamba_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor]
     return out
 
 
+def _add_ids_check(checks: ValueChecks, ids: Tensor, vocab_size: int, name: str) -> None:
+    """Add the check that the token ids ``ids`` lie in ``[0, vocab_size)``."""
+    def bad() -> Tensor:
+        if not ids.numel():
+            return torch.zeros((), dtype=torch.bool, device=ids.device)
+        return (ids.min() < 0) | (ids.max() >= vocab_size)
+
+    def explain() -> None:
+        if bool(bad()):
+            raise ValueError(f"{name} must lie in [0, {vocab_size}), got range "
+                             f"[{int(ids.min())}, {int(ids.max())}]")
+
+    checks.add(name, bad, explain)
+
+
 def pool(h: Tensor, how: str, mask: Tensor | None = None, tau: Tensor | None = None) -> Tensor:
     """Pool per-step features ``h (B, L, d)`` over real steps -> ``(B, d)``.
 
@@ -392,6 +421,45 @@ class _EventInputs(NamedTuple):
     timestamps: Tensor | None
     integration_timesteps: Tensor | None
     lengths: Tensor | None
+
+
+class _Converted(NamedTuple):
+    """An :class:`EventEncoder` call's inputs, shapes checked and converted (see
+    ``EventEncoder._inputs``); their values are checked by the door."""
+
+    values: Tensor | None
+    marks: Tensor | None
+    observed: Tensor | None
+    steps: Steps
+    unbatched: bool
+
+
+def _add_marks_check(checks: ValueChecks, marks: Tensor, num_marks: int) -> None:
+    """Add the check that ``marks`` lie in ``[0, num_marks)``."""
+    def bad() -> Tensor:
+        if not marks.numel():
+            return torch.zeros((), dtype=torch.bool, device=marks.device)
+        return (marks.min() < 0) | (marks.max() >= max(num_marks, 1))
+
+    def explain() -> None:
+        if bool(bad()):
+            raise ValueError(f"marks must lie in [0, {num_marks}), "
+                             f"got range [{int(marks.min())}, {int(marks.max())}]")
+
+    checks.add("marks", bad, explain)
+
+
+def _add_values_check(checks: ValueChecks, values: Tensor) -> None:
+    """Add the check that ``values`` are finite (0 at padding already)."""
+    def explain() -> None:
+        bad = ~torch.isfinite(values)
+        if bool(bad.any()):
+            pos = tuple(int(i) for i in torch.nonzero(bad)[0])
+            raise ValueError(
+                f"values must be finite at real steps; got {values[pos].item()} at position {pos} "
+                "(for missing observations pass 0 there and an observed mask, as the collate does)")
+
+    checks.add("values", lambda: ~torch.isfinite(values).all(), explain)
 
 
 def _with_batch_dim(inputs: _EventInputs) -> tuple[_EventInputs, bool]:
@@ -554,8 +622,8 @@ class EventEncoder(nn.Module):
             active: ``(B,)`` bool, False where a stream has no event at this step: its state,
                 pooling and latest time stay as they are, its feature is 0 and its inputs are
                 not read (streams of different lengths step together, as padding in ``encode``).
-            check_values: check marks, values and gaps (host syncs); False for inputs known to be
-                valid (e.g. sampled events).
+            check_values: check marks, values and gaps (one host sync for all);
+                False for inputs known to be valid (e.g. sampled events).
 
         Returns:
             ``(feature (B, d_model), pooled (B, d_model))``: what :meth:`encode` gives at this
@@ -588,19 +656,21 @@ class EventEncoder(nn.Module):
         kind = _check_time_input(cache, timestamps, integration_timesteps, "cache")
         wdt = self.backbone.norm_f.weight.dtype
         lengths = None if act is None else act.long()  # an inactive stream is a padded step
-        if kind == "timestamps":
-            t = step_column(timestamps, "timestamps", Bsz, device)
-            last = None if cache.last_time is None else _carried_time(cache, t[:, 0], "timestamps")
-            steps = validate_steps(Bsz, 1, device, wdt, timestamps=t, lengths=lengths,
-                                   last_time=last, time_scale=self.time_scale,
-                                   check_values=check_values)
-        else:
-            tau = step_column(integration_timesteps, "integration_timesteps", Bsz, device)
-            steps = validate_steps(Bsz, 1, device, wdt, integration_timesteps=tau, lengths=lengths,
-                                   time_scale=self.time_scale, scale_gaps=True,
-                                   check_values=check_values)
-        values, marks = self._real_events(col(values), col(marks), steps.mask, wdt, check_values)
-        x = self._embed(values, marks, col(observed), steps.tau, wdt)[:, 0]  # (B, d_model)
+
+        def convert(checks: ValueChecks):
+            if kind == "timestamps":
+                t = step_column(timestamps, "timestamps", Bsz, device)
+                last = None if cache.last_time is None else _carried_time(cache, t[:, 0], "timestamps")
+                steps = validate_steps(Bsz, 1, device, wdt, checks=checks, timestamps=t,
+                                       lengths=lengths, last_time=last, time_scale=self.time_scale)
+            else:
+                tau = step_column(integration_timesteps, "integration_timesteps", Bsz, device)
+                steps = validate_steps(Bsz, 1, device, wdt, checks=checks, integration_timesteps=tau,
+                                       lengths=lengths, time_scale=self.time_scale, scale_gaps=True)
+            return (steps, *self._real_events(col(values), col(marks), steps.mask, wdt, checks))
+
+        steps, real_values, real_marks = ValueChecks.at_door(check_values, convert)
+        x = self._embed(real_values, real_marks, col(observed), steps.tau, wdt)[:, 0]  # (B, d_model)
         h = self._step_stack(x, Steps(tau=steps.tau), cache.layers, act)
         if act is not None:
             h = h.masked_fill(~act[:, None], 0.0)
@@ -624,10 +694,12 @@ class EventEncoder(nn.Module):
         return self.backbone.norm_f(x)
 
     def _inputs(self, values, marks, observed, timestamps, integration_timesteps, lengths,
-                check_values, cu_seqlens=None, cache: EncoderCache | None = None):
-        """Validate the inputs once: the embedded events ``(B, L, d_model)``, their
-        :class:`~eventssm.inputs.Steps` and whether the input was unbatched. With a ``cache``
-        the first gap of each stream that has events is measured from its latest time."""
+                cu_seqlens, cache: EncoderCache | None, checks: ValueChecks) -> _Converted:
+        """Check the shapes and dtypes of a call's inputs (and the cache) and convert them: the
+        events' values and marks (0 at padding), their :class:`~eventssm.inputs.Steps` and
+        whether the input was unbatched. The value checks go to ``checks``, which the door runs
+        before :meth:`_features` embeds the events. With a ``cache`` the first gap of each
+        stream that has events is measured from its latest time."""
         events, unbatched = _with_batch_dim(_EventInputs(values, marks, observed, timestamps,
                                                          integration_timesteps, lengths))
         Bsz, L, device = self._check_events(events.values, events.marks)
@@ -642,12 +714,12 @@ class EventEncoder(nn.Module):
                 if ts.dim() == 2 and ts.shape[0] == Bsz and L > 0:  # else model_steps says why
                     last_time = _carried_time(cache, ts[:, 0], "timestamps")
         # the model's time unit applies to gaps however they come in
-        steps = model_steps(Bsz, L, device, wdt, cu_seqlens, cache=cache, last_time=last_time,
-                            integration_timesteps=events.integration_timesteps,
+        steps = model_steps(Bsz, L, device, wdt, cu_seqlens, checks=checks, cache=cache,
+                            last_time=last_time, integration_timesteps=events.integration_timesteps,
                             timestamps=events.timestamps, lengths=events.lengths,
-                            time_scale=self.time_scale, scale_gaps=True, check_values=check_values)
-        values, marks = self._real_events(events.values, events.marks, steps.mask, wdt, check_values)
-        return self._embed(values, marks, events.observed, steps.tau, wdt), steps, unbatched
+                            time_scale=self.time_scale, scale_gaps=True)
+        values, marks = self._real_events(events.values, events.marks, steps.mask, wdt, checks)
+        return _Converted(values, marks, events.observed, steps, unbatched)
 
     def _check_events(self, values, marks) -> tuple[int, int, torch.device]:
         """Check batched ``values (B, L, C)`` and ``marks (B, L)`` against ``d_input`` and
@@ -669,32 +741,22 @@ class EventEncoder(nn.Module):
                 raise ValueError(f"marks must have shape ({Bsz}, {L}), got {tuple(marks.shape)}")
         return Bsz, L, ref.device
 
-    def _real_events(self, values, marks, mask, wdt, check_values) -> tuple[Tensor | None, Tensor | None]:
+    def _real_events(self, values, marks, mask, wdt, checks: ValueChecks) -> tuple[Tensor | None, Tensor | None]:
         """``values`` in the weights' dtype ``wdt`` and ``marks``, each 0 at padding (outside
-        ``mask (B, L)``), then checked: values finite and marks in ``[0, num_marks)``.
+        ``mask (B, L)``); the checks that marks lie in ``[0, num_marks)`` and values are finite
+        go to ``checks``.
 
         Padding may hold anything (NaN values, id -1): it is replaced (by ``masked_fill``, not a
-        product: NaN·0 is NaN) before anything reads it, and both checks share one host sync."""
-        bad = []
+        product: NaN·0 is NaN) before anything reads it."""
         if marks is not None:
             if mask is not None:
                 marks = marks.masked_fill(~mask, 0)
-            if check_values and marks.numel():
-                bad.append((marks.min() < 0) | (marks.max() >= max(self.num_marks, 1)))
+            _add_marks_check(checks, marks, self.num_marks)
         if values is not None:
             values = values.to(wdt)
             if mask is not None:
                 values = values.masked_fill(~mask[..., None], 0.0)
-            if check_values:
-                bad.append(~torch.isfinite(values).all())
-        if check_values and bad and bool(torch.stack(bad).any()):
-            if marks is not None and marks.numel() and bool(bad[0]):
-                raise ValueError(f"marks must lie in [0, {self.num_marks}), "
-                                 f"got range [{int(marks.min())}, {int(marks.max())}]")
-            pos = tuple(int(i) for i in torch.nonzero(~torch.isfinite(values))[0])
-            raise ValueError(
-                f"values must be finite at real steps; got {values[pos].item()} at position {pos} "
-                "(for missing observations pass 0 there and an observed mask, as the collate does)")
+            _add_values_check(checks, values)
         return values, marks
 
     def _embed(self, values, marks, observed, tau, wdt) -> Tensor:
@@ -719,20 +781,20 @@ class EventEncoder(nn.Module):
             x = x + self.mark_embedding(marks)
         return self.dropout(x)
 
-    def _features(self, values, marks, observed, timestamps, integration_timesteps, lengths,
-                  check_values, cu_seqlens=None, cache: EncoderCache | None = None):
-        """Backbone features ``(B, L, d_model)``, the :class:`Steps` and ``unbatched``; with a
-        ``cache``, the stack starts from its state and the cache absorbs the events."""
-        x, steps, unbatched = self._inputs(values, marks, observed, timestamps,
-                                           integration_timesteps, lengths, check_values,
-                                           cu_seqlens, cache)
+    def _features(self, inputs: _Converted, cache: EncoderCache | None, time_input: str) -> Tensor:
+        """Backbone features ``(B, L, d_model)`` of validated inputs; with a ``cache``, the stack
+        starts from its state and the cache absorbs the events (which came with ``time_input``,
+        see :func:`_time_kind`)."""
+        steps = inputs.steps
+        x = self._embed(inputs.values, inputs.marks, inputs.observed, steps.tau,
+                        self.backbone.norm_f.weight.dtype)
         h = self.backbone._forward(x, steps, None if cache is None else cache.layers)
         if cache is not None:
             cache.pool.add_chunk(h, steps.mask, steps.tau)
             if steps.last_time is not None:
                 cache.last_time = steps.last_time
-            cache.time_input = _time_kind(timestamps, integration_timesteps)
-        return h, steps, unbatched
+            cache.time_input = time_input
+        return h
 
     def encode(self, values=None, marks=None, *, timestamps=None, integration_timesteps=None,
                lengths=None, observed=None, cu_seqlens=None, inference_cache: EncoderCache | None = None,
@@ -742,13 +804,16 @@ class EventEncoder(nn.Module):
 
         ``inference_cache`` (from :meth:`allocate_inference_cache`): the events continue each
         stream's history held in the cache, which absorbs them (a prefill before :meth:`step`,
-        or a history fed in chunks); right-padded input only."""
-        h, steps, unbatched = self._features(values, marks, observed, timestamps,
-                                             integration_timesteps, lengths, check_values,
-                                             cu_seqlens, inference_cache)
-        if steps.mask is not None:
-            h = h.masked_fill(~steps.mask[..., None], 0.0)
-        return h[0] if unbatched else h
+        or a history fed in chunks); right-padded input only.
+
+        ``check_values``: see :meth:`forward`."""
+        inputs = ValueChecks.at_door(check_values, lambda checks: self._inputs(
+            values, marks, observed, timestamps, integration_timesteps, lengths, cu_seqlens,
+            inference_cache, checks))
+        h = self._features(inputs, inference_cache, _time_kind(timestamps, integration_timesteps))
+        if inputs.steps.mask is not None:
+            h = h.masked_fill(~inputs.steps.mask[..., None], 0.0)
+        return h[0] if inputs.unbatched else h
 
     def forward(self, values=None, marks=None, *, timestamps=None, integration_timesteps=None,
                 lengths=None, observed=None, cu_seqlens=None,
@@ -763,15 +828,18 @@ class EventEncoder(nn.Module):
         Returns ``(n, d_model)``: the same numbers as the padded batch of the same sequences,
         without computing any padding. An empty sequence (length 0) pools to 0 in either form.
 
-        ``check_values``: check marks, lengths and times (host syncs; a sync also splits a
-        ``torch.compile`` graph). ``False`` only for inputs validated already, e.g. in a
-        CUDA-graph-captured training step (``torch.compile(mode="reduce-overhead")``).
+        ``check_values``: check marks, values, lengths and times (one host sync for all; a
+        sync also splits a ``torch.compile`` graph). ``False`` only for inputs
+        validated already, e.g. in a CUDA-graph-captured training step
+        (``torch.compile(mode="reduce-overhead")``).
 
         ``inference_cache``: as in :meth:`encode`; the pooled features are then those of each
         stream's whole history, the cache's earlier events included."""
-        h, steps, unbatched = self._features(values, marks, observed, timestamps,
-                                             integration_timesteps, lengths, check_values,
-                                             cu_seqlens, inference_cache)
+        inputs = ValueChecks.at_door(check_values, lambda checks: self._inputs(
+            values, marks, observed, timestamps, integration_timesteps, lengths, cu_seqlens,
+            inference_cache, checks))
+        h = self._features(inputs, inference_cache, _time_kind(timestamps, integration_timesteps))
+        steps, unbatched = inputs.steps, inputs.unbatched
         if inference_cache is not None:
             out = inference_cache.pool.value()
             return out[0] if unbatched else out

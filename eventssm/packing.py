@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from eventssm.checks import ValueChecks
 from eventssm.inputs import Steps, tau_dtype, validate_steps
-from eventssm.time import check_time_scale, check_timesteps, length_mask, packed_timesteps
+from eventssm.time import add_timesteps_check, check_time_scale, length_mask, packed_timesteps, timestamp_gaps
 
 __all__ = [
     "check_cu_seqlens",
@@ -34,15 +35,14 @@ __all__ = [
 ]
 
 
-def check_cu_seqlens(cu_seqlens, T: int, batch: int = 1, check_values: bool = True) -> Tensor:
+def check_cu_seqlens(cu_seqlens, T: int, batch: int, checks: ValueChecks) -> Tensor:
     """Check ``cu_seqlens`` for activations of ``batch`` rows of ``T`` packed steps.
 
-    Returns it as a tensor (int32 or int64, as given). One host read-back of ``n + 1`` integers
-    with ``check_values`` (the CPU path reads them anyway to find the sequence bounds).
+    Returns it as a tensor (int32 or int64, as given). Its values (starting at 0,
+    non-decreasing, ending at ``T``) are checked by ``checks``, which the door runs.
 
     Raises:
-        ValueError: not a 1-D integer tensor of at least 2 entries, ``batch != 1``, or (with
-        ``check_values``) not starting at 0, decreasing, or not ending at ``T``.
+        ValueError: not a 1-D integer tensor of at least 2 entries, or ``batch != 1``.
     """
     if not isinstance(cu_seqlens, Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
         got = tuple(cu_seqlens.shape) if isinstance(cu_seqlens, Tensor) else type(cu_seqlens).__name__
@@ -53,15 +53,23 @@ def check_cu_seqlens(cu_seqlens, T: int, batch: int = 1, check_values: bool = Tr
     if batch != 1:
         raise ValueError(f"cu_seqlens requires batch == 1 (sequences packed along L), got batch "
                          f"{batch}; pack the sequences into one row or pass lengths instead")
-    if check_values:
-        cs = cu_seqlens.tolist()
-        bad = next((i for i in range(1, len(cs)) if cs[i] < cs[i - 1]), None)
-        if cs[0] != 0 or cs[-1] != T or bad is not None:
-            why = (f"decreases at index {bad}" if bad is not None
-                   else f"starts at {cs[0]}" if cs[0] != 0 else f"ends at {cs[-1]}")
-            raise ValueError(f"cu_seqlens must start at 0, be non-decreasing and end at the "
-                             f"packed length {T}; it {why} ({cs if len(cs) <= 12 else cs[:12]}...)")
+    checks.add("cu_seqlens", lambda: _cu_seqlens_bad(cu_seqlens, T),
+               lambda: _check_cu_seqlens_values(cu_seqlens, T))
     return cu_seqlens
+
+
+def _cu_seqlens_bad(cu: Tensor, T: int) -> Tensor:
+    return (cu[0] != 0) | (cu[-1] != T) | (cu[1:] < cu[:-1]).any()
+
+
+def _check_cu_seqlens_values(cu_seqlens: Tensor, T: int) -> None:
+    cs = cu_seqlens.tolist()
+    bad = next((i for i in range(1, len(cs)) if cs[i] < cs[i - 1]), None)
+    if cs[0] != 0 or cs[-1] != T or bad is not None:
+        why = (f"decreases at index {bad}" if bad is not None
+               else f"starts at {cs[0]}" if cs[0] != 0 else f"ends at {cs[-1]}")
+        raise ValueError(f"cu_seqlens must start at 0, be non-decreasing and end at the "
+                         f"packed length {T}; it {why} ({cs if len(cs) <= 12 else cs[:12]}...)")
 
 
 def cu_seqlens_from_lengths(lengths: Tensor) -> Tensor:
@@ -87,12 +95,12 @@ def validate_packed_steps(
     dtype: torch.dtype,
     cu_seqlens: Tensor,
     *,
+    checks: ValueChecks,
     integration_timesteps: Tensor | None = None,
     timestamps: Tensor | None = None,
     lengths: Tensor | None = None,
     time_scale: float = 1.0,
     scale_gaps: bool = False,
-    check_values: bool = True,
 ) -> Steps:
     """The packed counterpart of :func:`eventssm.inputs.validate_steps`: one :class:`Steps` for
     ``(1, T, ·)`` activations holding the sequences of ``cu_seqlens``.
@@ -101,11 +109,12 @@ def validate_packed_steps(
     are formed within each sequence (:func:`packed_timesteps`). ``lengths`` is refused: the
     lengths are those of ``cu_seqlens`` (pass one or the other). The returned ``Steps`` has
     ``mask = None`` (every step is real), ``lengths`` the ``(n,)`` sequence lengths and
-    ``cu_seqlens`` set.
+    ``cu_seqlens`` set. The value checks (``cu_seqlens``, then the times or gaps, then the
+    gaps' range in the scan's dtype) go to ``checks``, which the caller runs.
 
     Raises:
         ValueError: see :func:`check_cu_seqlens` and :func:`packed_timesteps`; both gaps and
-        timestamps; ``lengths`` with ``cu_seqlens``; negative or non-finite gaps.
+        timestamps; ``lengths`` with ``cu_seqlens``; a wrong shape or dtype.
     """
     if integration_timesteps is not None and timestamps is not None:
         raise ValueError("pass either integration_timesteps or timestamps, not both")
@@ -114,13 +123,15 @@ def validate_packed_steps(
                          "not both")
     time_scale = check_time_scale(time_scale)
     cu = check_cu_seqlens(torch.as_tensor(cu_seqlens) if not isinstance(cu_seqlens, Tensor)
-                          else cu_seqlens, T, batch, check_values)
+                          else cu_seqlens, T, batch, checks)
     cu = cu.to(device)
     seq_lengths = (cu[1:] - cu[:-1]).long()
     tdt = tau_dtype(dtype)
     tau = None
     if timestamps is not None:
-        tau = packed_timesteps(timestamps, cu, time_scale=time_scale, check_values=check_values)
+        t = torch.as_tensor(timestamps, device=device)
+        tau = timestamp_gaps(t[None] if t.dim() == 1 else t, checks=checks, cu_seqlens=cu,
+                             time_scale=time_scale)
     elif integration_timesteps is not None:
         tau = torch.as_tensor(integration_timesteps, device=device)
         tau = tau[None] if tau.dim() == 1 else tau
@@ -131,30 +142,36 @@ def validate_packed_steps(
             tau = tau.double()
         if scale_gaps and time_scale != 1:
             tau = tau * time_scale
-        if check_values:
-            check_timesteps(tau, "integration_timesteps")
+        add_timesteps_check(checks, tau, "integration_timesteps")
     if tau is not None:
         out = tau.to(tdt)
-        if check_values and out.dtype != tau.dtype and bool(torch.isinf(out).any()):
-            raise ValueError(f"a gap exceeds the {tdt} range the scan computes in; choose a larger "
-                             "time unit (a smaller time_scale)")
+        if out.dtype != tau.dtype:
+            what = "timestamps" if timestamps is not None else "integration_timesteps"
+            checks.add(f"{what} in {tdt}", lambda: torch.isinf(out).any(), lambda: _check_range(out))
         tau = out
     return Steps(tau=tau, lengths=seq_lengths, mask=None, last_time=None, cu_seqlens=cu)
 
 
-def model_steps(batch: int, L: int, device, dtype, cu_seqlens: Tensor | None, *, cache=None,
-                last_time: Tensor | None = None, **kw) -> Steps:
-    """:class:`Steps` of a model call on ``(batch, L, ·)`` activations of ``dtype``: the one door
-    shared by ``Mamba``, ``MambaBackbone`` and ``EventEncoder``. Packed (``cu_seqlens`` given):
-    :func:`validate_packed_steps`, and a cache is refused (packed batches are for training and
-    scoring, decoding runs on right-padded batches). Padded: :func:`validate_steps` with the
-    cache's ``last_time``. ``kw`` go to either."""
+def _check_range(out: Tensor) -> None:
+    if bool(torch.isinf(out).any()):
+        raise ValueError(f"a gap exceeds the {out.dtype} range the scan computes in; choose a larger "
+                         "time unit (a smaller time_scale)")
+
+
+def model_steps(batch: int, L: int, device, dtype, cu_seqlens: Tensor | None, *, checks: ValueChecks,
+                cache=None, last_time: Tensor | None = None, **kw) -> Steps:
+    """:class:`Steps` of a model call on ``(batch, L, ·)`` activations of ``dtype``, shared by
+    the doors of ``Mamba``, ``MambaBackbone``, ``MambaLM`` and ``EventEncoder`` (which run
+    ``checks``). Packed (``cu_seqlens`` given): :func:`validate_packed_steps`, and a cache is
+    refused (packed batches are for training and scoring, decoding runs on right-padded
+    batches). Padded: :func:`validate_steps` with the cache's ``last_time``. ``kw`` go to
+    either."""
     if cu_seqlens is None:
-        return validate_steps(batch, L, device, dtype, last_time=last_time, **kw)
+        return validate_steps(batch, L, device, dtype, checks=checks, last_time=last_time, **kw)
     if cache is not None:
         raise ValueError("inference_cache is not supported with cu_seqlens (packed sequences); "
                          "run a cache on a right-padded batch")
-    return validate_packed_steps(batch, L, device, dtype, cu_seqlens, **kw)
+    return validate_packed_steps(batch, L, device, dtype, cu_seqlens, checks=checks, **kw)
 
 
 def segment_pool(h: Tensor, how: str, cu_seqlens: Tensor, tau: Tensor | None = None) -> Tensor:

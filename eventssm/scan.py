@@ -17,9 +17,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from eventssm.checks import ValueChecks
 from eventssm.discretization import Discretization, as_discretization
 from eventssm.dispatch import BACKENDS, path, triton_available
-from eventssm.time import check_timesteps
+from eventssm.time import add_timesteps_check
 
 __all__ = ["selective_scan", "triton_available", "BACKENDS"]
 
@@ -32,7 +33,9 @@ def _shape(name: str, t: Tensor, expected: tuple, got_note: str = "") -> None:
 
 
 def _validate(u, delta, A, B, C, D, z, delta_bias, integration_timesteps, rate, disc, initial_state,
-              cu_seqlens, check_values=True):
+              cu_seqlens, checks: ValueChecks):
+    """Check types, dtypes, devices and shapes (and ``cu_seqlens``, which the CPU path reads
+    anyway); the checks of the gaps' and the rate's values go to ``checks``."""
     tensors = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias,
                    integration_timesteps=integration_timesteps, rate=rate,
                    initial_state=initial_state)
@@ -75,15 +78,14 @@ def _validate(u, delta, A, B, C, D, z, delta_bias, integration_timesteps, rate, 
             _shape(name, tensors[name], (Dm,))
     if integration_timesteps is not None:
         _shape("integration_timesteps", integration_timesteps, (b, L))
-        if check_values:
-            check_timesteps(integration_timesteps, "integration_timesteps")
+        add_timesteps_check(checks, integration_timesteps, "integration_timesteps")
     if disc.uses_rate and integration_timesteps is not None and rate is None:
         raise ValueError(
             f"rate (D,) is required by {disc!r} when integration_timesteps are given "
             "(the positive per-channel rate r, e.g. softplus of a learned parameter)"
         )
-    if check_values and rate is not None and bool((rate <= 0).any() | ~torch.isfinite(rate).all()):
-        raise ValueError("rate must be positive and finite (pass the activated rate, e.g. softplus(ρ))")
+    if rate is not None:
+        checks.add("rate", lambda: _rate_bad(rate), lambda: _check_rate(rate))
     n_seq = b
     if cu_seqlens is not None:
         if not isinstance(cu_seqlens, Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
@@ -102,6 +104,15 @@ def _validate(u, delta, A, B, C, D, z, delta_bias, integration_timesteps, rate, 
     if initial_state is not None:
         _shape("initial_state", initial_state, (n_seq, Dm, N),
                " (one state per packed sequence)" if cu_seqlens is not None else "")
+
+
+def _rate_bad(rate: Tensor) -> Tensor:
+    return (rate <= 0).any() | ~torch.isfinite(rate).all()
+
+
+def _check_rate(rate: Tensor) -> None:
+    if bool(_rate_bad(rate)):
+        raise ValueError("rate must be positive and finite (pass the activated rate, e.g. softplus(ρ))")
 
 
 def selective_scan(
@@ -148,7 +159,7 @@ def selective_scan(
             (requires ``batch == 1``); each sequence starts from its own initial state.
         backend: ``"auto" | "triton" | "torch" | "reference"``.
         check_values: check that ``integration_timesteps`` are finite and ``>= 0`` and ``rate``
-            positive and finite. Each check reads a flag back from the device (a host sync that
+            positive and finite. The checks read one flag back from the device (a host sync that
             stalls the launch queue and splits a ``torch.compile`` graph). ``False`` skips them:
             for values validated already, or inside a CUDA-graph-captured step. Shapes, dtypes
             and devices are always checked.
@@ -166,8 +177,9 @@ def selective_scan(
     disc = as_discretization(discretization)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    _validate(u, delta, A, B, C, D, z, delta_bias, integration_timesteps, rate, disc, initial_state,
-              cu_seqlens, check_values)
+    ValueChecks.at_door(check_values, lambda checks: _validate(
+        u, delta, A, B, C, D, z, delta_bias, integration_timesteps, rate, disc, initial_state,
+        cu_seqlens, checks))
     return path(backend, u.device).scan(
         u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
         integration_timesteps=integration_timesteps, rate=rate, discretization=disc,

@@ -203,12 +203,12 @@ class SelectiveSSM(SSMParts, nn.Module):
         mask: Tensor | None = None,
         initial_state: Tensor | None = None,
         return_last_state: bool = False,
-        check_values: bool = True,
     ):
         """Run the scan on ``u (B, L, D)`` with optional gate ``z (B, L, D)`` and gaps ``(B, L)``.
 
         ``mask (B, L)`` marks real steps: padded steps get Δ = 0 (and must have u = 0, τ = 0),
-        so they leave the state unchanged. ``check_values``: see :func:`~eventssm.selective_scan`.
+        so they leave the state unchanged. The inputs are validated once, by
+        :func:`~eventssm.selective_scan`.
         """
         delta, Bm, Cm = self.project(u)
         if mask is not None:
@@ -219,7 +219,7 @@ class SelectiveSSM(SSMParts, nn.Module):
             u, delta, A, Bm, Cm, D, z=z, delta_bias=delta_bias, delta_softplus=True,
             integration_timesteps=integration_timesteps, rate=rate,
             discretization=self.discretization, initial_state=initial_state,
-            return_last_state=return_last_state, backend=self.backend, check_values=check_values,
+            return_last_state=return_last_state, backend=self.backend,
         )
 
     def forward(self, u: Tensor, integration_timesteps: Tensor | None = None, z: Tensor | None = None) -> Tensor:

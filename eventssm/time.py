@@ -24,13 +24,19 @@ import numbers
 
 import torch
 
+from eventssm.checks import ValueChecks
+
 __all__ = [
     "check_time_scale",
     "timesteps_from_timestamps",
     "packed_timesteps",
     "check_timesteps",
+    "add_timesteps_check",
+    "timestamp_gaps",
     "int_difference",
     "length_mask",
+    "step_mask",
+    "real_mask",
 ]
 
 
@@ -120,31 +126,63 @@ def _last_time(last_time, batch: int, device) -> torch.Tensor:
     return _as_int64(lt, "last_time")
 
 
-def length_mask(lengths: torch.Tensor, L: int, name: str = "lengths",
-                check_values: bool = True) -> torch.Tensor:
-    """``(B,)`` lengths -> ``(B, L)`` bool mask of real steps; validates the lengths (shape and
-    dtype always; values in ``[0, L]`` with ``check_values``, a host sync)."""
+def _as_lengths(lengths, name: str) -> torch.Tensor:
+    """``lengths`` as a ``(B,)`` integer tensor (shape and dtype: known on the host)."""
     if not isinstance(lengths, torch.Tensor):
         lengths = torch.as_tensor(lengths)
     if lengths.dim() != 1:
         raise ValueError(f"{name} must have shape (batch,), got {tuple(lengths.shape)}")
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got {lengths.dtype}")
-    if check_values and lengths.numel() and bool((lengths.min() < 0) | (lengths.max() > L)):
+    return lengths
+
+
+def _lengths_outside(lengths: torch.Tensor, L: int) -> torch.Tensor:
+    if not lengths.numel():
+        return torch.zeros((), dtype=torch.bool, device=lengths.device)
+    return (lengths.min() < 0) | (lengths.max() > L)
+
+
+def _check_lengths(lengths: torch.Tensor, L: int, name: str) -> None:
+    if bool(_lengths_outside(lengths, L)):
         bad = int(torch.nonzero((lengths < 0) | (lengths > L))[0, 0])
         raise ValueError(
             f"{name}[{bad}] = {int(lengths[bad])} is outside [0, {L}] (sequence length {L})"
         )
+
+
+def step_mask(lengths, L: int, checks: ValueChecks, name: str = "lengths") -> torch.Tensor:
+    """``(B,)`` lengths -> ``(B, L)`` bool mask of real steps. Shape and dtype are checked now;
+    the check that every length lies in ``[0, L]`` goes to ``checks`` (see
+    :mod:`eventssm.checks`)."""
+    lengths = _as_lengths(lengths, name)
+    checks.add(name, lambda: _lengths_outside(lengths, L), lambda: _check_lengths(lengths, L, name))
+    return real_mask(lengths, L)
+
+
+def real_mask(lengths: torch.Tensor, L: int) -> torch.Tensor:
+    """``(B,)`` integer lengths, checked already -> ``(B, L)`` bool mask of real steps."""
     return torch.arange(L, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def length_mask(lengths: torch.Tensor, L: int, name: str = "lengths",
+                check_values: bool = True) -> torch.Tensor:
+    """``(B,)`` lengths -> ``(B, L)`` bool mask of real steps; validates the lengths (shape and
+    dtype always; values in ``[0, L]`` with ``check_values``, a host sync)."""
+    return ValueChecks.at_door(check_values, lambda checks: step_mask(lengths, L, checks, name))
+
+
+def _timesteps_bad(tau: torch.Tensor) -> torch.Tensor:
+    if not tau.dtype.is_floating_point:  # integer gaps are never NaN or Inf
+        return torch.zeros((), dtype=torch.bool, device=tau.device)
+    return (~torch.isfinite(tau) | (tau < 0)).any()
 
 
 def check_timesteps(tau: torch.Tensor, name: str = "integration_timesteps") -> None:
     """Raise ``ValueError`` if ``tau`` holds NaN, Inf or negative values (naming the position)."""
-    if not tau.dtype.is_floating_point:
-        return  # integer gaps can only be checked for sign
     # One host sync for both checks (each bool() waits for the device: on CUDA a second one
     # showed up as a visible share of a scan call).
-    if not bool((~torch.isfinite(tau) | (tau < 0)).any()):
+    if not bool(_timesteps_bad(tau)):
         return
     bad = ~torch.isfinite(tau)
     if bool(bad.any()):
@@ -159,10 +197,18 @@ def check_timesteps(tau: torch.Tensor, name: str = "integration_timesteps") -> N
         )
 
 
+def add_timesteps_check(checks: ValueChecks, tau: torch.Tensor,
+                        name: str = "integration_timesteps") -> None:
+    """Add :func:`check_timesteps` of ``tau`` to ``checks``."""
+    checks.add(name, lambda: _timesteps_bad(tau), lambda: check_timesteps(tau, name))
+
+
 def _sequence_starts(cu_seqlens: torch.Tensor, T: int) -> torch.Tensor:
     """``(T,)`` bool: True at the first step of each non-empty sequence of a packed row."""
     first = torch.zeros(T + 1, dtype=torch.bool, device=cu_seqlens.device)
-    first[cu_seqlens[:-1].long()] = True  # an empty sequence's start is the next one's (or T)
+    # an empty sequence's start is the next one's (or T); clamped because the door checks the
+    # values of cu_seqlens after the gaps are formed, and a bad one must reach that check
+    first[cu_seqlens[:-1].long().clamp(0, T)] = True
     return first[:T]
 
 
@@ -209,15 +255,18 @@ def _check_finite_gaps(gaps, name: str, where, time_scale: float) -> None:
         "large); subtract an origin or use a larger time unit")
 
 
-def _check_values(t, real, negative, gaps, *, name: str, where, cu_seqlens,
-                  time_scale: float) -> None:
-    """Raise for NaN/Inf times at real steps, times that decrease (``negative``: where the
-    unscaled gaps are below 0) or scaled gaps that overflow, in this order, naming the first bad
-    position. One host read when all is well (each read waits for the device)."""
+def _times_bad(t, real, negative, gaps) -> torch.Tensor:
     bad = negative.any() | ~torch.isfinite(gaps).all()
     if t.dtype.is_floating_point:
         bad = bad | ~(torch.isfinite(t) if real is None else torch.isfinite(t) | ~real).all()
-    if not bool(bad):
+    return bad
+
+
+def _check_times(t, real, negative, gaps, *, name: str, where, cu_seqlens, time_scale: float) -> None:
+    """Raise for NaN/Inf times at real steps, times that decrease (``negative``: where the
+    unscaled gaps are below 0) or scaled gaps that overflow, in this order, naming the first bad
+    position. One host read when all is well (each read waits for the device)."""
+    if not bool(_times_bad(t, real, negative, gaps)):
         return
     if t.dtype.is_floating_point:
         _check_finite_times(t, real, name, where)
@@ -225,23 +274,26 @@ def _check_values(t, real, negative, gaps, *, name: str, where, cu_seqlens,
     _check_finite_gaps(gaps, name, where, time_scale)
 
 
-def _real_steps(lengths, t: torch.Tensor, name: str, check_values: bool) -> torch.Tensor:
+def _real_steps(lengths, t: torch.Tensor, name: str, checks: ValueChecks) -> torch.Tensor:
     """``(B, L)`` mask of the real steps of right-padded times ``t (B, L)`` of ``lengths``."""
     lengths = torch.as_tensor(lengths, device=t.device)
     if lengths.dim() == 0:
         lengths = lengths[None]
     if lengths.shape[0] != t.shape[0]:
         raise ValueError(f"lengths has {lengths.shape[0]} entries but {name} has batch {t.shape[0]}")
-    return length_mask(lengths, t.shape[1], check_values=check_values)
+    return step_mask(lengths, t.shape[1], checks)
 
 
-def _gaps(timestamps, *, time_scale, last_time=None, lengths=None, cu_seqlens=None,
-          name: str, check_values: bool) -> torch.Tensor:
+def timestamp_gaps(timestamps, *, checks: ValueChecks, time_scale, last_time=None, lengths=None,
+                   cu_seqlens=None, name: str = "timestamps") -> torch.Tensor:
     """The one timestamps -> gaps implementation: of right-padded rows
     (:func:`timesteps_from_timestamps`) or of the sequences packed in one row
-    (:func:`packed_timesteps`). The two differ only in where a gap is reset to 0: at padding
-    (``lengths``), or at each sequence's first step (``cu_seqlens``), where the packed row's
-    times may drop (each sequence has its own clock)."""
+    (:func:`packed_timesteps`), and of the model doors. The two differ only in where a gap is
+    reset to 0: at padding (``lengths``), or at each sequence's first step (``cu_seqlens``),
+    where the packed row's times may drop (each sequence has its own clock).
+
+    Shapes and dtypes are checked now; the values (lengths in range, finite times that do not
+    decrease, gaps that fit float64) are checked by ``checks``, which the caller runs."""
     if not isinstance(timestamps, torch.Tensor):
         timestamps = torch.as_tensor(timestamps)
     if timestamps.dtype == torch.bool or timestamps.is_complex():
@@ -256,7 +308,7 @@ def _gaps(timestamps, *, time_scale, last_time=None, lengths=None, cu_seqlens=No
     unbatched = timestamps.dim() == 1
     where = functools.partial(_where, unbatched=unbatched, packed=packed)
     t = timestamps[None] if unbatched else timestamps
-    real = None if lengths is None else _real_steps(lengths, t, name, check_values)
+    real = None if lengths is None else _real_steps(lengths, t, name, checks)
     # Integer times: difference in integers (exact), then float64. Narrow integer types are
     # widened first: a uint8 difference wraps around (3 - 250 = 9) and an int16 one overflows
     # into a false "decreasing" error; int64 differences are split in halves (``int_difference``)
@@ -273,9 +325,9 @@ def _gaps(timestamps, *, time_scale, last_time=None, lengths=None, cu_seqlens=No
         gaps = gaps.masked_fill(~real, 0.0)
     negative = gaps < 0  # before scaling: a tiny negative gap times a small unit rounds to -0
     gaps = gaps * time_scale if time_scale != 1 else gaps
-    if check_values:
-        _check_values(t, real, negative, gaps, name=name, where=where, cu_seqlens=cu_seqlens,
-                      time_scale=time_scale)
+    checks.add(name, lambda: _times_bad(t, real, negative, gaps),
+               lambda: _check_times(t, real, negative, gaps, name=name, where=where,
+                                    cu_seqlens=cu_seqlens, time_scale=time_scale))
     return gaps[0] if unbatched else gaps
 
 
@@ -302,7 +354,7 @@ def timesteps_from_timestamps(
             hold anything, it is not validated).
         name: argument name used in error messages.
         check_values: check the values (finite times that do not decrease, lengths in
-            ``[0, L]``): host syncs. ``False`` only for times validated already, e.g. inside a
+            ``[0, L]``): one host sync. ``False`` only for times validated already, e.g. inside a
             CUDA-graph-captured training step.
 
     Returns:
@@ -312,8 +364,9 @@ def timesteps_from_timestamps(
         ValueError: non-tensor or wrong-rank input, NaN/Inf times, decreasing times (at the first
         bad position), a non-positive or non-finite ``time_scale``.
     """
-    return _gaps(timestamps, time_scale=time_scale, last_time=last_time, lengths=lengths,
-                 name=name, check_values=check_values)
+    return ValueChecks.at_door(check_values, lambda checks: timestamp_gaps(
+        timestamps, checks=checks, time_scale=time_scale, last_time=last_time, lengths=lengths,
+        name=name))
 
 
 def packed_timesteps(timestamps: torch.Tensor, cu_seqlens: torch.Tensor, *,
@@ -334,5 +387,6 @@ def packed_timesteps(timestamps: torch.Tensor, cu_seqlens: torch.Tensor, *,
         sequence (naming the sequence and the packed position), a gap that overflows float64.
     """
     t = torch.as_tensor(timestamps, device=cu_seqlens.device)
-    return _gaps(t[None] if t.dim() == 1 else t, cu_seqlens=cu_seqlens, time_scale=time_scale,
-                 name=name, check_values=check_values)
+    return ValueChecks.at_door(check_values, lambda checks: timestamp_gaps(
+        t[None] if t.dim() == 1 else t, checks=checks, cu_seqlens=cu_seqlens,
+        time_scale=time_scale, name=name))

@@ -41,6 +41,28 @@ def count_device_reads(monkeypatch) -> list[str]:
     return reads
 
 
+def spy_value_checks(monkeypatch) -> dict[str, list]:
+    """Record every :class:`~eventssm.checks.ValueChecks` for the rest of the test: ``added``
+    gets the name of each check a call gathers, ``runs`` the names of the checks of each run
+    (one list per run, in order)."""
+    from eventssm.checks import ValueChecks
+
+    seen: dict[str, list] = {"added": [], "runs": []}
+    add, run = ValueChecks.add, ValueChecks.run
+
+    def spy_add(self, what, flag, explain):
+        seen["added"].append(what)
+        return add(self, what, flag, explain)
+
+    def spy_run(self):
+        seen["runs"].append(self.names)
+        return run(self)
+
+    monkeypatch.setattr(ValueChecks, "add", spy_add)
+    monkeypatch.setattr(ValueChecks, "run", spy_run)
+    return seen
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max |b| (max-norm relative error, with a floor so zeros compare)."""
     a, b = a.detach().double(), b.detach().double()

@@ -5,7 +5,7 @@ import torch
 
 import eventssm.time as time_mod
 from eventssm import Asymmetric, EventEncoder, MambaLM, Scaled, SelectiveSSM, pool
-from tests.helpers import count_device_reads, rel_err
+from tests.helpers import count_device_reads, rel_err, spy_value_checks
 
 
 def test_lm_forward_generate_and_step_consistency():
@@ -110,10 +110,10 @@ def test_selective_ssm_standalone():
 
 
 def test_backbone_checks_values_once(monkeypatch):
-    """τ and lengths go unchanged to every layer: the backbone validates them once, at its door
-    (each value check is a host sync), the layers and their scans not at all; bad values still
-    raise, and check_values=False skips the checks without changing the outputs."""
-    import eventssm.inputs as inputs_mod
+    """τ and lengths go unchanged to every layer: the backbone gathers their value checks once,
+    at its door, and runs them there (one host sync for both), the layers and their scans check
+    nothing; bad values still raise, and check_values=False skips the checks without changing
+    the outputs."""
     import eventssm.scan as scan_mod
     from eventssm import MambaBackbone
 
@@ -122,26 +122,22 @@ def test_backbone_checks_values_once(monkeypatch):
     x = torch.randn(2, 9, 16, dtype=torch.float64)
     tau = torch.rand(2, 9, dtype=torch.float64)
     lengths = torch.tensor([9, 5])
-    calls = {"tau": 0, "lengths": 0, "timestamps": 0, "scan": 0}
+    scans = []
 
-    def counting(key, fn, checks=lambda *a, **k: True):
-        def wrapped(*a, **k):
-            calls[key] += bool(checks(*a, **k))
-            return fn(*a, **k)
-        return wrapped
+    def validate(*a, **k):
+        scans.append(1)
+        return real_validate(*a, **k)
 
-    value_checks = lambda *a, check_values=True, **k: check_values
-    monkeypatch.setattr(inputs_mod, "check_timesteps", counting("tau", inputs_mod.check_timesteps))
-    monkeypatch.setattr(inputs_mod, "length_mask",
-                        counting("lengths", inputs_mod.length_mask, value_checks))
-    monkeypatch.setattr(inputs_mod, "timesteps_from_timestamps",
-                        counting("timestamps", inputs_mod.timesteps_from_timestamps, value_checks))
-    monkeypatch.setattr(scan_mod, "_validate", counting("scan", scan_mod._validate))
+    real_validate = scan_mod._validate
+    monkeypatch.setattr(scan_mod, "_validate", validate)
+    seen = spy_value_checks(monkeypatch)
     y = m(x, tau, lengths)
-    print("value checks for 3 layers:", calls)
-    assert calls == {"tau": 1, "lengths": 1, "timestamps": 0, "scan": 0}
+    print("value checks for 3 layers:", seen)
+    assert seen == {"added": ["lengths", "integration_timesteps"],
+                    "runs": [["lengths", "integration_timesteps"]]}
+    assert scans == []
     y_unchecked = m(x, tau, lengths, check_values=False)
-    assert calls == {"tau": 1, "lengths": 1, "timestamps": 0, "scan": 0}
+    assert seen["runs"] == [["lengths", "integration_timesteps"]]  # gathered again, not run
     err = rel_err(y_unchecked, y)
     print("check_values=False vs True:", err)
     assert err == 0.0
@@ -150,11 +146,12 @@ def test_backbone_checks_values_once(monkeypatch):
     with pytest.raises(ValueError, match="lengths"):
         m(x, tau, torch.tensor([9, 12]))
     # gaps from timestamps: formed and checked once (lengths with them), not again in the layers
-    calls.update(tau=0, lengths=0)
+    seen["runs"].clear()
     ts = tau.cumsum(1)
     y_ts = m(x, lengths=lengths, timestamps=ts)
-    print("value checks with timestamps:", calls)
-    assert calls == {"tau": 0, "lengths": 0, "timestamps": 1, "scan": 0}
+    print("value checks with timestamps:", seen["runs"])
+    assert seen["runs"] == [["lengths", "timestamps"]]  # a float64 model keeps float64 gaps
+    assert scans == []
     assert torch.isfinite(y_ts).all()
     with pytest.raises(ValueError, match="timestamps"):
         m(x, lengths=lengths, timestamps=ts.flip(1))
@@ -162,10 +159,10 @@ def test_backbone_checks_values_once(monkeypatch):
 
 
 @pytest.mark.parametrize("model", ["backbone", "encoder", "lm"])
-def test_one_host_sync_per_value_check(model, monkeypatch):
+def test_one_host_sync_per_checked_call(model, monkeypatch):
     """Count what reads values back from the device during a forward of a 3-layer model: one
-    read per checked input (τ, lengths, marks or token ids), none in the layers, and none at all
-    with check_values=False (what a CUDA-graph-captured step needs)."""
+    read for all the checked inputs (τ, lengths, marks or token ids) together, none in the
+    layers, and none at all with check_values=False (what a CUDA-graph-captured step needs)."""
     from eventssm import MambaBackbone
 
     torch.manual_seed(0)
@@ -175,19 +172,19 @@ def test_one_host_sync_per_value_check(model, monkeypatch):
     if model == "backbone":
         m = MambaBackbone(16, n_layers=3, d_state=4, discretization=Asymmetric("zoh"))
         call = lambda **kw: m(torch.randn(B, L, 16), tau, lengths, **kw)
-        expected = 2  # τ, lengths
+        expected = 1  # τ and lengths, flagged together
     elif model == "encoder":
         m = EventEncoder(d_model=16, n_layers=3, d_input=2, num_marks=3, d_state=4,
                          discretization=Asymmetric("zoh"))
         marks = torch.randint(0, 3, (B, L))
         call = lambda **kw: m(torch.randn(B, L, 2), marks, integration_timesteps=tau,
                               lengths=lengths, **kw)
-        expected = 3  # marks, lengths, τ
+        expected = 1  # marks, values, lengths and τ, flagged together
     else:
         m = MambaLM(20, 16, d_state=4, n_layers=3, discretization=Asymmetric("zoh"))
         ids = torch.randint(0, 20, (B, L))
         call = lambda **kw: m(ids, tau, lengths=lengths, **kw)
-        expected = 3  # ids, lengths, τ
+        expected = 1  # ids, lengths and τ, flagged together
     reads = count_device_reads(monkeypatch)
     call().sum().backward()
     print(model, "reads with checks:", reads)

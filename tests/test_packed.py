@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from eventssm import Asymmetric, EventEncoder, Mamba, MambaLM, Scaled, Standard
+from eventssm.checks import ValueChecks
 from eventssm.datasets import (
     EventCollator,
     PointProcessDataModule,
@@ -33,7 +34,7 @@ from eventssm.packing import (
     unpack_sequences,
 )
 from eventssm.tasks import EncoderConfig, EventClassifier, EventRegressor, EventTPP, splice_queries
-from tests.helpers import DEVICES
+from tests.helpers import DEVICES, spy_value_checks
 
 DISCS = [Asymmetric("zoh"), Scaled("mamba"), Standard("bilinear"), "mamba"]
 DISC_IDS = ["asym-zoh", "scaled-mamba", "std-bilinear", "str-mamba"]
@@ -188,29 +189,31 @@ def test_packed_validation_errors():
     with pytest.raises(ValueError, match="finite"):
         m(x, timestamps=torch.tensor([[0.0, 5.0, 0.0, float("nan"), 1.0, 9.0]]), cu_seqlens=cu)
     with pytest.raises(ValueError, match="cu_seqlens"):
-        check_cu_seqlens([0, 6], 6)
+        check_cu_seqlens([0, 6], 6, 1, ValueChecks())
 
 
 def test_packed_inputs_are_validated_once(monkeypatch):
-    """The backbone checks cu_seqlens and the gaps at its door, not again in every layer."""
+    """The encoder checks cu_seqlens, the gaps and the values at its door (one run of its value
+    checks), not again in every layer."""
     import eventssm.packing as packing
 
-    calls = {"cu": 0, "ts": 0}
+    calls = []
 
-    def counting(key, fn):
-        def wrapped(*a, **k):
-            calls[key] += 1
-            return fn(*a, **k)
-        return wrapped
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
 
-    monkeypatch.setattr(packing, "check_cu_seqlens", counting("cu", packing.check_cu_seqlens))
-    monkeypatch.setattr(packing, "packed_timesteps", counting("ts", packing.packed_timesteps))
+    real = packing.check_cu_seqlens
+    monkeypatch.setattr(packing, "check_cu_seqlens", counting)
+    seen = spy_value_checks(monkeypatch)
     enc = EventEncoder(8, 3, d_input=2)
     lens = torch.tensor([4, 2, 5])
     V, ts = torch.randn(3, 5, 2), _times(3, 5)
     enc(pack_sequences(V, lens), timestamps=pack_sequences(ts, lens),
         cu_seqlens=cu_seqlens_from_lengths(lens))
-    assert calls == {"cu": 1, "ts": 1}
+    print("value checks:", seen["runs"])
+    assert calls == [1]
+    assert seen["runs"] == [["cu_seqlens", "timestamps", "timestamps in torch.float32", "values"]]
 
 
 def test_packed_timesteps_within_sequences():
