@@ -476,6 +476,11 @@ def _with_batch_dim(inputs: _EventInputs) -> tuple[_EventInputs, bool]:
     ref = inputs.values if inputs.values is not None else inputs.marks
     if ref is None:
         raise ValueError("pass values (B, L, C) and/or marks (B, L)")
+    for name, t, dims in (("values", inputs.values, "(B, L, C) or unbatched (L, C)"),
+                          ("marks", inputs.marks, "(B, L) or unbatched (L,)")):
+        want = (2, 3) if name == "values" else (1, 2)
+        if t is not None and t.dim() not in want:
+            raise ValueError(f"{name} must be {dims}, got shape {tuple(t.shape)}")
     if ref.dim() != (2 if inputs.values is not None else 1):
         return inputs, False
     _check_unbatched("values" if inputs.values is not None else "marks", ref, marks=inputs.marks,

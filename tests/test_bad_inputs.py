@@ -100,3 +100,15 @@ def test_uint64_times_across_2_63_in_a_table():
     df = pd.DataFrame({"id": [0, 0], "time": wide, "x": [1.0, 2.0], "y": [0, 0]})
     with pytest.raises(ValueError, match="uint64 times span 2\\^63 or more"):
         EventTable.from_frame(df, id_col="id", time_col="time", value_cols=["x"], label_col="y")
+
+
+@pytest.mark.parametrize("values,marks,match", [
+    (torch.randn(5), None, r"values must be \(B, L, C\) or unbatched \(L, C\), got shape \(5,\)"),
+    (torch.randn(1, 2, 5, 3), None, r"values must be .*got shape \(1, 2, 5, 3\)"),
+    (None, torch.zeros(1, 2, 5, dtype=torch.long), r"marks must be \(B, L\) or unbatched \(L,\)"),
+])
+def test_encoder_inputs_of_the_wrong_rank_name_the_argument(values, marks, match):
+    enc = EventEncoder(d_input=3 if values is not None else 0, num_marks=4 if marks is not None else 0,
+                       d_model=8, n_layers=1, d_state=4)
+    with pytest.raises(ValueError, match=match):
+        enc(values, marks)
