@@ -52,15 +52,13 @@ def test_datetimes_time_scale_and_precision():
         "t": [base, base + pd.Timedelta(hours=1), base + pd.Timedelta(hours=3, microseconds=1),
               base, base + pd.Timedelta(minutes=30)],
         "v": [1.0, 2.0, 3.0, 4.0, 5.0], "y": [0, 0, 0, 1, 1]})
-    tb = EventTable.from_frame(df, id_col="sid", time_col="t", value_cols=["v"], label_col="y",
-                               time_scale=1 / 3600)
-    np.testing.assert_allclose(tb.times[0], [0.0, 1.0, 3.0 + 1e-6 / 3600], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(tb.times[1], [0.0, 0.5])
+    tb = EventTable.from_frame(df, id_col="sid", time_col="t", value_cols=["v"], label_col="y")
+    np.testing.assert_allclose(tb.times[0], [0.0, 3600.0, 3 * 3600 + 1e-6], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(tb.times[1], [0.0, 1800.0])
     # ISO strings (as read from a CSV) and tz-aware datetimes work too.
     df2 = df.assign(t=df.t.dt.tz_localize("Europe/Paris").astype(str))
-    tb2 = EventTable.from_frame(df2, id_col="sid", time_col="t", value_cols=["v"], label_col="y",
-                                time_scale=1 / 3600)
-    np.testing.assert_allclose(tb2.times[0], tb.times[0], atol=1e-12)
+    tb2 = EventTable.from_frame(df2, id_col="sid", time_col="t", value_cols=["v"], label_col="y")
+    np.testing.assert_allclose(tb2.times[0], tb.times[0], atol=1e-9)
 
 
 def test_large_integer_times_are_exact():
@@ -188,7 +186,10 @@ def test_bad_regression_target_marks_and_ids():
 
 def test_other_bad_arguments():
     df = long_frame()
-    check_raises(df, r"time_scale must be a positive", time_scale=0)
+    # the unit is the model's: a table-level factor would multiply with it
+    for scale in (0, 1 / 3600, 1.0):
+        check_raises(df, r"takes no time_scale .*model's time_scale is the only factor",
+                     time_scale=scale)
     check_raises(df, r"task must be one of", task="ranking")
     check_raises(df, r"needs value_cols, a mark_col", value_cols=[])
     check_raises(df.assign(a=np.inf), r"value column 'a' has Inf")

