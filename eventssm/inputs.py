@@ -75,7 +75,6 @@ def validate_steps(
     timestamps: Tensor | None = None,
     lengths: Tensor | None = None,
     time_scale: float = 1.0,
-    scale_gaps: bool = False,
     last_time: Tensor | None = None,
 ) -> Steps:
     """Check and convert the step inputs of a call on ``(batch, L, ·)`` activations.
@@ -86,12 +85,11 @@ def validate_steps(
         integration_timesteps: ``(B, L)`` (or ``(L,)`` when ``batch == 1``) gaps τ ≥ 0; any
             value at padding is replaced by 0 before the check.
         timestamps: ``(B, L)`` absolute times (float or integer); gaps are backward differences
-            formed in float64 (:func:`~eventssm.time.timesteps_from_timestamps`), times
-            ``time_scale``. Exclusive with ``integration_timesteps``.
+            formed in float64 (:func:`~eventssm.time.timesteps_from_timestamps`). Exclusive with
+            ``integration_timesteps``.
         lengths: ``(B,)`` real steps per right-padded sequence.
-        time_scale: factor applied to gaps formed from ``timestamps`` (a unit conversion).
-        scale_gaps: multiply given ``integration_timesteps`` by ``time_scale`` too (a model whose
-            time unit applies to gaps however they come in, as ``EventEncoder``'s does).
+        time_scale: the model's time unit: the one factor applied to every gap, whether formed
+            from ``timestamps`` or given as ``integration_timesteps``.
         last_time: ``(B,)`` time of the last step already absorbed (a warm cache): the first
             gap is ``t[0] - last_time`` instead of 0.
         checks: receives the value checks (lengths in ``[0, L]``, times finite and
@@ -126,7 +124,7 @@ def validate_steps(
         raise ValueError(f"integration_timesteps must be a real float or integer tensor, got {tau.dtype}")
     if not tau.dtype.is_floating_point:
         tau = tau.double()
-    if scale_gaps and time_scale != 1:
+    if time_scale != 1:
         tau = tau * time_scale
     if mask is not None:  # padding may hold anything: zero it, then validate the rest
         tau = tau.masked_fill(~mask, 0.0)

@@ -43,7 +43,8 @@ class Mamba(SSMParts, nn.Module):
     Args follow mamba-ssm; ``discretization`` is a :class:`~eventssm.Discretization`
     (``Standard``/``Asymmetric``/``Scaled`` with a scheme) or an lrnnx string (``"mamba"``,
     ``"zoh"``, ``"bilinear"``, ``"dirac"``: asymmetric coupling whenever timesteps are passed);
-    ``time_scale`` multiplies gaps computed from ``timestamps``; ``use_fast_path`` picks the
+    ``time_scale`` (the time unit) multiplies every gap, formed from ``timestamps`` or given as
+    ``integration_timesteps`` (1: lrnnx's behaviour); ``use_fast_path`` picks the
     Triton kernels on CUDA (``False``: the PyTorch path everywhere); ``backend`` (``"auto" |
     "triton" | "torch" | "reference"``) overrides it, for ``forward`` and ``step`` alike.
 

@@ -671,7 +671,7 @@ class EventEncoder(nn.Module):
             else:
                 tau = step_column(integration_timesteps, "integration_timesteps", Bsz, device)
                 steps = validate_steps(Bsz, 1, device, wdt, checks=checks, integration_timesteps=tau,
-                                       lengths=lengths, time_scale=self.time_scale, scale_gaps=True)
+                                       lengths=lengths, time_scale=self.time_scale)
             return (steps, *self._real_events(col(values), col(marks), steps.mask, wdt, checks))
 
         steps, real_values, real_marks = ValueChecks.at_door(check_values, convert)
@@ -718,11 +718,10 @@ class EventEncoder(nn.Module):
                 ts = torch.as_tensor(ts, device=device)
                 if ts.dim() == 2 and ts.shape[0] == Bsz and L > 0:  # else model_steps says why
                     last_time = _carried_time(cache, ts[:, 0], "timestamps")
-        # the model's time unit applies to gaps however they come in
         steps = model_steps(Bsz, L, device, wdt, cu_seqlens, checks=checks, cache=cache,
                             last_time=last_time, integration_timesteps=events.integration_timesteps,
                             timestamps=events.timestamps, lengths=events.lengths,
-                            time_scale=self.time_scale, scale_gaps=True)
+                            time_scale=self.time_scale)
         values, marks = self._real_events(events.values, events.marks, steps.mask, wdt, checks)
         return _Converted(values, marks, events.observed, steps, unbatched)
 

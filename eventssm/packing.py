@@ -100,7 +100,6 @@ def validate_packed_steps(
     timestamps: Tensor | None = None,
     lengths: Tensor | None = None,
     time_scale: float = 1.0,
-    scale_gaps: bool = False,
 ) -> Steps:
     """The packed counterpart of :func:`eventssm.inputs.validate_steps`: one :class:`Steps` for
     ``(1, T, ·)`` activations holding the sequences of ``cu_seqlens``.
@@ -140,7 +139,7 @@ def validate_packed_steps(
                              f"got {tuple(tau.shape)}")
         if not tau.dtype.is_floating_point:
             tau = tau.double()
-        if scale_gaps and time_scale != 1:
+        if time_scale != 1:
             tau = tau * time_scale
         add_timesteps_check(checks, tau, "integration_timesteps")
     if tau is not None:

@@ -141,3 +141,36 @@ def test_gaps_are_checked_with_one_device_read(monkeypatch):
     packed_timesteps(t, cu, time_scale=0.5)
     print("packed reads:", reads)
     assert len(reads) == 1
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_time_scale_is_the_one_factor_on_every_gap(packed):
+    """A block's time_scale applies to gaps however they come in (timestamps or the gaps
+    themselves), in forward and step, padded and packed, as EventEncoder's does."""
+    from eventssm import Asymmetric, Mamba
+
+    torch.manual_seed(0)
+    scale = 0.25
+    kw = dict(d_state=4, discretization=Asymmetric("zoh"), backend="torch")
+    scaled = Mamba(8, time_scale=scale, **kw).double()
+    unit = Mamba(8, **kw).double()
+    unit.load_state_dict(scaled.state_dict())
+    x = torch.randn(1 if packed else 2, 9, 8, dtype=torch.float64)
+    t = torch.cumsum(torch.rand(x.shape[:2], dtype=torch.float64), 1)
+    tau = torch.cat([torch.zeros_like(t[:, :1]), t.diff(dim=1)], 1)
+    extra = dict(cu_seqlens=torch.tensor([0, 4, 9])) if packed else {}
+    if packed:
+        tau[0, 4] = 0.0  # a sequence's first gap
+    want = unit(x, integration_timesteps=tau * scale, **extra)
+    got_gaps = scaled(x, integration_timesteps=tau, **extra)
+    got_times = scaled(x, timestamps=t, **extra)
+    err = max((got_gaps - want).abs().max().item(), (got_times - want).abs().max().item())
+    print(f"max |Δ| = {err:.2e}")
+    assert err < 1e-12
+    if not packed:  # one recurrent step with its gap
+        c1, c2 = scaled.allocate_inference_cache(2), unit.allocate_inference_cache(2)
+        scaled(x[:, :5], integration_timesteps=tau[:, :5], inference_cache=c1)
+        unit(x[:, :5], integration_timesteps=tau[:, :5] * scale, inference_cache=c2)
+        y1, _ = scaled.step(x[:, 5], c1, integration_timesteps=tau[:, 5])
+        y2, _ = unit.step(x[:, 5], c2, integration_timesteps=tau[:, 5] * scale)
+        assert (y1 - y2).abs().max().item() < 1e-12
