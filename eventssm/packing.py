@@ -18,7 +18,7 @@ from torch import Tensor
 
 from eventssm.checks import ValueChecks
 from eventssm.inputs import Steps, tau_dtype, validate_steps
-from eventssm.time import add_timesteps_check, check_time_scale, length_mask, packed_timesteps, timestamp_gaps
+from eventssm.time import add_timesteps_check, check_time_scale, packed_timesteps, real_mask, timestamp_gaps
 
 __all__ = [
     "check_cu_seqlens",
@@ -225,7 +225,7 @@ def _ends(cu_seqlens: Tensor, T: int) -> Tensor:
 def pack_sequences(x: Tensor, lengths: Tensor) -> Tensor:
     """Right-padded ``x (B, L, ...)`` -> packed ``(1, Σ lengths, ...)`` (the real steps, in order)."""
     L = x.shape[1]
-    return x[length_mask(lengths.to(x.device), L, check_values=False)][None]
+    return x[real_mask(lengths.to(x.device), L)][None]
 
 
 def unpack_sequences(x: Tensor, cu_seqlens: Tensor, fill=0) -> Tensor:
@@ -239,5 +239,5 @@ def unpack_sequences(x: Tensor, cu_seqlens: Tensor, fill=0) -> Tensor:
     n = lengths.numel()
     Lmax = int(lengths.max()) if n else 0
     out = x2.new_full((n, Lmax, *x2.shape[1:]), fill)
-    out[length_mask(lengths, Lmax, check_values=False)] = x2[:T]
+    out[real_mask(lengths, Lmax)] = x2[:T]
     return out

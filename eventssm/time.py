@@ -67,16 +67,20 @@ def _first_bad(bad: torch.Tensor) -> tuple[int, ...]:
     return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), bad.shape))
 
 
-def _as_int64(t: torch.Tensor, name: str) -> torch.Tensor:
+def _as_int64(t: torch.Tensor, name: str, checks: ValueChecks) -> torch.Tensor:
     """Integer times as int64 (exact for every integer dtype torch has; uint64 beyond int64's
-    range is refused rather than wrapped around)."""
+    range is refused by a check added to ``checks`` rather than wrapped around)."""
     if t.dtype == torch.int64:
         return t
     if t.dtype == torch.uint64:
         s = t.view(torch.int64)  # the same bits; negative exactly where the value is >= 2^63
-        if s.numel() and bool((s < 0).any()):
-            raise ValueError(f"{name}: uint64 times of 2^63 or more are not supported; subtract "
-                             "an origin (e.g. the first time) first")
+
+        def explain() -> None:
+            if s.numel() and bool((s < 0).any()):
+                raise ValueError(f"{name}: uint64 times of 2^63 or more are not supported; "
+                                 "subtract an origin (e.g. the first time) first")
+
+        checks.add(f"{name} below 2^63", lambda: (s < 0).any(), explain)
         return s
     return t.to(torch.int64)
 
@@ -103,15 +107,17 @@ def _gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if not a.dtype.is_floating_point:  # integer times, float b: floor(b) exactly, then its fraction
         bf = b.to(torch.float64)
         whole = torch.floor(bf)
-        if bool((whole.abs() >= 2.0**63).any()):  # beyond int64: halves of a, two roundings
-            lo = 0xFFFFFFFF
-            return ((a >> 32).to(torch.float64) * 4294967296.0 - bf) + (a & lo).to(torch.float64)
-        return int_difference(a, whole.to(torch.int64)) - (bf - whole)
+        beyond = whole.abs() >= 2.0**63  # beyond int64: halves of a, two roundings
+        lo = 0xFFFFFFFF
+        far = ((a >> 32).to(torch.float64) * 4294967296.0 - bf) + (a & lo).to(torch.float64)
+        near = int_difference(a, torch.where(beyond, 0.0, whole).to(torch.int64)) - (bf - whole)
+        return torch.where(beyond, far, near)
     return a.to(torch.float64) - b.to(torch.float64)
 
 
-def _last_time(last_time, batch: int, device) -> torch.Tensor:
-    """``last_time`` as a ``(batch,)`` real tensor in its own dtype (integers widened to int64)."""
+def _last_time(last_time, batch: int, device, checks: ValueChecks) -> torch.Tensor:
+    """``last_time`` as a ``(batch,)`` real tensor in its own dtype (integers widened to int64);
+    its values (finite, below 2^63) are checked by ``checks``."""
     lt = torch.as_tensor(last_time, device=device)
     if lt.dtype == torch.bool or lt.is_complex():
         raise ValueError(f"last_time must be a real float or integer tensor, got {lt.dtype}")
@@ -120,10 +126,13 @@ def _last_time(last_time, batch: int, device) -> torch.Tensor:
     if lt.shape != (batch,):
         raise ValueError(f"last_time must have shape ({batch},), got {tuple(lt.shape)}")
     if lt.dtype.is_floating_point:
-        if not bool(torch.isfinite(lt).all()):
-            raise ValueError(f"last_time must be finite, got {lt.tolist()}")
+        def explain() -> None:
+            if not bool(torch.isfinite(lt).all()):
+                raise ValueError(f"last_time must be finite, got {lt.tolist()}")
+
+        checks.add("last_time", lambda: ~torch.isfinite(lt).all(), explain)
         return lt.to(torch.float64)
-    return _as_int64(lt, "last_time")
+    return _as_int64(lt, "last_time", checks)
 
 
 def _as_lengths(lengths, name: str) -> torch.Tensor:
@@ -165,11 +174,11 @@ def real_mask(lengths: torch.Tensor, L: int) -> torch.Tensor:
     return torch.arange(L, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def length_mask(lengths: torch.Tensor, L: int, name: str = "lengths",
-                check_values: bool = True) -> torch.Tensor:
-    """``(B,)`` lengths -> ``(B, L)`` bool mask of real steps; validates the lengths (shape and
-    dtype always; values in ``[0, L]`` with ``check_values``, a host sync)."""
-    return ValueChecks.at_door(check_values, lambda checks: step_mask(lengths, L, checks, name))
+def length_mask(lengths: torch.Tensor, L: int, name: str = "lengths") -> torch.Tensor:
+    """``(B,)`` lengths -> ``(B, L)`` bool mask of real steps: the public door, which validates
+    the lengths (shape, dtype, values in ``[0, L]``: one host sync). Lengths checked already go
+    to :func:`real_mask`."""
+    return ValueChecks.at_door(True, lambda checks: step_mask(lengths, L, checks, name))
 
 
 def _timesteps_bad(tau: torch.Tensor) -> torch.Tensor:
@@ -313,12 +322,12 @@ def timestamp_gaps(timestamps, *, checks: ValueChecks, time_scale, last_time=Non
     # widened first: a uint8 difference wraps around (3 - 250 = 9) and an int16 one overflows
     # into a false "decreasing" error; int64 differences are split in halves (``int_difference``)
     # so that times near the ends of the range (a gap beyond 2^63) do not wrap around either.
-    t = t.to(torch.float64) if t.dtype.is_floating_point else _as_int64(t, name)
+    t = t.to(torch.float64) if t.dtype.is_floating_point else _as_int64(t, name, checks)
     gaps = torch.zeros_like(t, dtype=torch.float64)
     if t.shape[1] > 1:
         gaps[:, 1:] = _gap(t[:, 1:], t[:, :-1])
     if last_time is not None:
-        gaps[:, 0] = _gap(t[:, 0], _last_time(last_time, t.shape[0], t.device))
+        gaps[:, 0] = _gap(t[:, 0], _last_time(last_time, t.shape[0], t.device, checks))
     if packed:
         gaps = gaps.masked_fill(_sequence_starts(cu_seqlens.to(t.device), t.shape[1])[None], 0.0)
     elif real is not None:

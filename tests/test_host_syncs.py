@@ -66,3 +66,30 @@ def test_generate_reads_nothing_per_token_beyond_sampling(monkeypatch):
     lm.generate(ids, max_new_tokens=12, temperature=0)
     print("reads for 2 tokens:", short, "for 12:", reads)
     assert len(reads) == len(short) == 1  # the prefill's checks only, none per sampled token
+
+
+@pytest.mark.parametrize("time_dtype", [torch.float64, torch.int64])
+def test_steps_with_timestamps_read_nothing_back_unchecked(monkeypatch, time_dtype):
+    """A warm step with timestamps (its first gap measured from the cache's last time) reads
+    nothing back with ``check_values=False``, what capturing it in a CUDA graph needs, and
+    reads once with the checks (last_time and the times together)."""
+    from eventssm import EventEncoder, Mamba
+
+    torch.manual_seed(0)
+    enc = EventEncoder(d_model=16, n_layers=2, d_input=2, d_state=4, pooling="mean",
+                       discretization=Asymmetric("zoh")).eval()
+    block = Mamba(16, d_state=4, discretization=Asymmetric("zoh")).eval()
+    t = torch.cumsum(torch.randint(1, 5, (3, 7)), 1).to(time_dtype)
+    v = torch.randn(3, 7, 2)
+    x = torch.randn(3, 7, 16)
+    cache, bcache = enc.allocate_inference_cache(3), block.allocate_inference_cache(3)
+    with torch.no_grad():
+        enc.encode(v[:, :5], timestamps=t[:, :5], inference_cache=cache)
+        block(x[:, :5], timestamps=t[:, :5], inference_cache=bcache)
+        for i, check in ((5, False), (6, True)):
+            reads = count_device_reads(monkeypatch)
+            enc.step(v[:, i], cache=cache, timestamps=t[:, i], check_values=check)
+            block.step(x[:, i], bcache, timestamps=t[:, i], check_values=check)
+            monkeypatch.undo()
+            print(f"check_values={check} ({time_dtype}): reads {reads}")
+            assert len(reads) == (2 if check else 0)  # one per door with the checks

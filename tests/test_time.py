@@ -1,5 +1,7 @@
 """timestamps -> integration timesteps."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -174,3 +176,23 @@ def test_time_scale_is_the_one_factor_on_every_gap(packed):
         y1, _ = scaled.step(x[:, 5], c1, integration_timesteps=tau[:, 5])
         y2, _ = unit.step(x[:, 5], c2, integration_timesteps=tau[:, 5] * scale)
         assert (y1 - y2).abs().max().item() < 1e-12
+
+
+def test_last_time_and_uint64_checks_and_far_float_last_time():
+    """The value checks that moved into the door's checks still fire; an integer time after a
+    float last_time beyond int64's range still gets its gap (computed without a host read)."""
+    t = torch.tensor([[3.0, 4.0]])
+    with pytest.raises(ValueError, match=r"last_time must be finite"):
+        timesteps_from_timestamps(t, last_time=torch.tensor([float("nan")]))
+    big = torch.from_numpy(np.array([[2**63, 2**63 + 5]], dtype=np.uint64))
+    with pytest.raises(ValueError, match=r"timestamps: uint64 times of 2\^63 or more"):
+        timesteps_from_timestamps(big)
+    with pytest.raises(ValueError, match=r"last_time: uint64 times of 2\^63 or more"):
+        timesteps_from_timestamps(torch.tensor([[1, 2]]), last_time=big[:, 0])
+    ints = torch.tensor([[2**62, 2**62 + 2**40]], dtype=torch.int64)
+    for last in (-3.0e19, -0.5, 2.0**62 - 1.5):
+        tau = timesteps_from_timestamps(ints, last_time=torch.tensor([last], dtype=torch.float64))
+        want = float(2**62 - Fraction(last))
+        print(f"last_time {last:.3g}: first gap {tau[0, 0].item():.17g} vs {want:.17g}")
+        assert tau[0, 0].item() == pytest.approx(want, rel=1e-15)
+        assert tau[0, 1].item() == 2.0**40

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from eventssm.packing import cu_seqlens_from_lengths, pack_sequences, unpack_sequences
-from eventssm.time import length_mask, timesteps_from_timestamps
+from eventssm.time import real_mask, timesteps_from_timestamps
 
 __all__ = ["collate_events", "pack_batch", "unpack_batch", "padding_share", "EventCollator",
            "AUTO_PACK_PADDING"]
@@ -80,7 +80,7 @@ def collate_events(samples: Sequence[dict], *, use_observed: bool | None = None)
     timestamps = torch.from_numpy(ts)
     batch["timestamps"] = timestamps
     batch["integration_timesteps"] = timesteps_from_timestamps(timestamps, lengths=lengths)
-    mask = length_mask(lengths, L, check_values=False)
+    mask = real_mask(lengths, L)
     batch["mask"] = mask
     batch["lengths"] = lengths
     if samples[0].get("values") is not None:
@@ -104,8 +104,7 @@ def collate_events(samples: Sequence[dict], *, use_observed: bool | None = None)
             qt[i, : len(q)] = q
             qt[i, len(q):] = q[-1] if len(q) else ts[i, lengths[i] - 1]
         batch["query_times"] = torch.from_numpy(qt)
-        batch["query_mask"] = length_mask(torch.tensor([len(s["query_times"]) for s in samples]), Q,
-                                          check_values=False)
+        batch["query_mask"] = real_mask(torch.tensor([len(s["query_times"]) for s in samples]), Q)
         tgt = _pad([s["target"] for s in samples], Q, np.nan, np.float32)
         tmask = ~torch.isnan(tgt) & batch["query_mask"][..., None]
         batch["target"] = torch.where(tmask, tgt, torch.zeros((), dtype=tgt.dtype))
@@ -206,7 +205,7 @@ def unpack_batch(batch: dict) -> dict:
         raise ValueError("unpack_batch: the batch is not packed (no cu_seqlens)")
     cu = batch["cu_seqlens"].long()
     lengths = cu[1:] - cu[:-1]
-    mask = length_mask(lengths, int(lengths.max()) if lengths.numel() else 0, check_values=False)
+    mask = real_mask(lengths, int(lengths.max()) if lengths.numel() else 0)
     per_step = _per_step_keys(batch) - {"mask"}
     out = {}
     for k, v in batch.items():

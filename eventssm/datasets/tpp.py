@@ -251,8 +251,8 @@ def load_nafld3(seed: int = 0, days_per_unit: float = 365.25, min_events: int = 
     Times are days; events of one subject on the same day tie, and a tie has no density. Every
     event is therefore dequantised to a seeded uniform time within its day (``days + U[0, 1)``,
     order then by that time), the usual treatment of integer-valued times; the times are then
-    divided by ``days_per_unit`` (default: years), the table's native unit. Subjects with fewer than ``min_events`` events are
-    dropped (a single event has nothing to predict).
+    divided by ``days_per_unit`` (default: years), the table's native unit. Subjects with fewer
+    than ``min_events`` events are dropped (a single event has nothing to predict).
     """
     if not (isinstance(days_per_unit, (int, float)) and math.isfinite(days_per_unit)
             and days_per_unit > 0) or isinstance(days_per_unit, bool):

@@ -14,7 +14,7 @@ from torch import Tensor
 from eventssm.packing import packed_timesteps, seq_index
 from eventssm.tasks.base import EventTask, _encoder
 from eventssm.tasks.config import EncoderConfig
-from eventssm.time import check_time_scale, length_mask, timesteps_from_timestamps
+from eventssm.time import check_time_scale, real_mask, timesteps_from_timestamps
 
 __all__ = ["EventClassifier", "EventRegressor", "splice_queries", "splice_queries_packed"]
 
@@ -111,7 +111,7 @@ def splice_queries(batch: dict) -> tuple[dict, Tensor]:
     real_q = qm
     last_q = torch.where(q_count > 0, q_count - 1, torch.zeros_like(q_count))
     Lp = L + Q
-    hist = length_mask(lengths, Lp, check_values=False)  # (B, Lp)
+    hist = real_mask(lengths, Lp)  # (B, Lp)
     t = torch.zeros(Bsz, Lp, dtype=ts.dtype, device=dev)
     t[:, :L] = ts
     t = t.masked_fill(~hist, 0)
