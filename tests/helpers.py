@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import itertools
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,6 +41,21 @@ def count_device_reads(monkeypatch) -> list[str]:
         monkeypatch.setattr(torch.Tensor, name, spy)
     return reads
 
+
+
+def count_calls(monkeypatch, owner, name: str) -> list[int]:
+    """Spy on ``owner.<name>`` (a module's function) for the rest of the test (or until
+    ``monkeypatch.undo()``); returns the list each call appends ``1`` to, the real function
+    still running."""
+    calls: list[int] = []
+    real = getattr(owner, name)
+
+    def spy(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(owner, name, spy)
+    return calls
 
 def spy_value_checks(monkeypatch) -> dict[str, list]:
     """Record every :class:`~eventssm.checks.ValueChecks` for the rest of the test: ``added``
@@ -169,3 +185,17 @@ def load_script(path: str):
         del sys.modules[name]
         raise
     return mod
+
+
+def bench_table_rows(script: str, *args: str, out: Path, timeout: float) -> list[str]:
+    """Run the benchmark ``script`` (``"experiments/bench/fit.py"``) with ``args`` and
+    ``--out out`` in a subprocess (one thread, kernels compiled, not interpreted), assert it
+    exits 0 and return the body rows of the markdown table it wrote (``| ...`` lines, the header
+    and separator dropped)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("TRITON_INTERPRET", None)
+    proc = subprocess.run([sys.executable, str(ROOT / script), *args, "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+    print(proc.stdout[-4000:], proc.stderr[-3000:])
+    assert proc.returncode == 0
+    return [r for r in out.read_text().splitlines() if r.startswith("| ") and "---" not in r][1:]

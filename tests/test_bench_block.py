@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from tests.helpers import load_script
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import bench_table_rows, load_script
 
 
 @pytest.mark.slow
 def test_block_bench_cpu_smoke(tmp_path):
-    out = tmp_path / "block.md"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("TRITON_INTERPRET", None)
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "experiments/bench/block.py"), "--device", "cpu", "--small",
-         "--depths", "1", "2", "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=600)
-    print(proc.stdout[-3000:], proc.stderr[-3000:])
-    assert proc.returncode == 0
-    rows = [r for r in out.read_text().splitlines() if r.startswith("| ") and "---" not in r][1:]
+    rows = bench_table_rows("experiments/bench/block.py", "--device", "cpu", "--small",
+                            "--depths", "1", "2", out=tmp_path / "block.md", timeout=600)
     sections = {r.split(" | ")[0][2:] for r in rows}
     print(len(rows), "rows", sections)
     assert sections == {"block", "launches", "conv", "scan"}

@@ -3,29 +3,15 @@ writes one table with a row per model and mode."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from tests.helpers import load_script
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import bench_table_rows, load_script
 
 
 @pytest.mark.slow
 def test_fit_bench_dry_run(tmp_path):
-    out = tmp_path / "fit.md"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("TRITON_INTERPRET", None)
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "experiments/bench/fit.py"), "--dry-run", "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=900)
-    print(proc.stdout[-4000:], proc.stderr[-3000:])
-    assert proc.returncode == 0
-    rows = [r for r in out.read_text().splitlines() if r.startswith("| ") and "---" not in r][1:]
+    rows = bench_table_rows("experiments/bench/fit.py", "--dry-run", out=tmp_path / "fit.md",
+                            timeout=900)
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
     bench = load_script("experiments/bench/fit.py")
     assert [(c[1], c[2]) for c in cells] == [(r.model, r.mode) for r in bench.ROWS]

@@ -5,7 +5,7 @@ import torch
 
 import eventssm.time as time_mod
 from eventssm import Asymmetric, EventEncoder, MambaLM, Scaled, SelectiveSSM, pool
-from tests.helpers import count_device_reads, rel_err, spy_value_checks
+from tests.helpers import count_calls, count_device_reads, rel_err, spy_value_checks
 
 
 def test_lm_forward_generate_and_step_consistency():
@@ -122,14 +122,7 @@ def test_backbone_checks_values_once(monkeypatch):
     x = torch.randn(2, 9, 16, dtype=torch.float64)
     tau = torch.rand(2, 9, dtype=torch.float64)
     lengths = torch.tensor([9, 5])
-    scans = []
-
-    def validate(*a, **k):
-        scans.append(1)
-        return real_validate(*a, **k)
-
-    real_validate = scan_mod._validate
-    monkeypatch.setattr(scan_mod, "_validate", validate)
+    scans = count_calls(monkeypatch, scan_mod, "_validate")
     seen = spy_value_checks(monkeypatch)
     y = m(x, tau, lengths)
     print("value checks for 3 layers:", seen)

@@ -34,7 +34,7 @@ from eventssm.packing import (
     unpack_sequences,
 )
 from eventssm.tasks import EncoderConfig, EventClassifier, EventRegressor, EventTPP, splice_queries
-from tests.helpers import DEVICES, spy_value_checks
+from tests.helpers import DEVICES, count_calls, spy_value_checks
 
 DISCS = [Asymmetric("zoh"), Scaled("mamba"), Standard("bilinear"), "mamba"]
 DISC_IDS = ["asym-zoh", "scaled-mamba", "std-bilinear", "str-mamba"]
@@ -197,14 +197,7 @@ def test_packed_inputs_are_validated_once(monkeypatch):
     checks), not again in every layer."""
     import eventssm.packing as packing
 
-    calls = []
-
-    def counting(*a, **k):
-        calls.append(1)
-        return real(*a, **k)
-
-    real = packing.check_cu_seqlens
-    monkeypatch.setattr(packing, "check_cu_seqlens", counting)
+    calls = count_calls(monkeypatch, packing, "check_cu_seqlens")
     seen = spy_value_checks(monkeypatch)
     enc = EventEncoder(8, 3, d_input=2)
     lens = torch.tensor([4, 2, 5])

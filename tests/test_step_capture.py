@@ -6,21 +6,10 @@ import pytest
 import torch
 
 from eventssm import Mamba, MambaLM
-from tests.helpers import count_device_reads
+from tests.helpers import count_device_reads, load_script
 
-
-def _capture(step) -> torch.cuda.CUDAGraph:
-    """``step()`` warmed up on a side stream (compiles the kernels, as capture needs), then
-    captured once; the returned graph replays it."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        step()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        step()
-    return g
+# the benchmark's capture: warm-up on a side stream, then one capture
+_capture = load_script("experiments/bench/stream.py").capture
 
 
 def test_step_without_value_checks_reads_nothing_back(monkeypatch):

@@ -147,49 +147,59 @@ def host_overhead(calls=200):
     return out
 
 
-def scan_table(bw, quick, rep=200, with_torch=True, fwd_only=False, shapes=None):
-    rows = []
-    head = ("| B, L, D, N | dtype | mode | fwd ms | floor ms | fwd % floor | fwd+bwd ms | "
-            "floor ms | fwd+bwd % floor | peak extra MiB | fwd ms with value checks | "
-            "torch path fwd / fwd+bwd ms |")
+def _table(head: str, quick: bool, shapes, row) -> list[str]:
+    """Print and return a markdown table: ``head``, its separator, then ``row(shape, dtype,
+    event)`` for each shape (the first only with ``quick``, else those at the indices
+    ``shapes``, all by default), fp32 and bf16, standard and event mode; the GPU memory is freed
+    after each row (``row``'s inputs go with its frame)."""
     sep = "|" + "---|" * (head.count("|") - 1)
     print(head)
     print(sep)
-    rows += [head, sep]
+    rows = [head, sep]
     for shape in SHAPES[:1] if quick else [SHAPES[i] for i in (shapes or range(len(SHAPES)))]:
-        B, L, D, N = shape
         for dtype in (torch.float32, torch.bfloat16):
             for event in (False, True):
-                disc = Asymmetric("mamba") if event else Standard("mamba")
-                kw = make_inputs(B, L, D, N, dtype, event, grad=not fwd_only)
-                t_f, t_fb, peak = time_scan(kw, disc, "triton", grad=not fwd_only, rep=rep)
-                fb_f, fb_fb = floor_bytes(B, L, D, N, dtype, event)
-                fl_f, fl_fb = fb_f / bw * 1e3, fb_fb / bw * 1e3
-                torch_col = "-"
-                checked = "-"
-                if event:
-                    checked = f"{time_scan(kw, disc, 'triton', grad=False, rep=rep, check_values=True)[0]:.3f}"
-                if with_torch and not quick and not fwd_only and dtype == torch.float32 and not event:
-                    try:
-                        tt_f, tt_fb, _ = time_scan(kw, disc, "torch", grad=True, rep=3)
-                        torch_col = f"{tt_f:.2f} / {tt_fb:.2f}"
-                    except torch.OutOfMemoryError:
-                        torch_col = "OOM"
-                    gc.collect()
-                    torch.cuda.empty_cache()
-                row = (f"| {B}, {L}, {D}, {N} | {str(dtype)[6:]} | "
-                       f"{'event' if event else 'standard'} | {t_f:.3f} | {fl_f:.3f} | "
-                       + (f"{100 * fl_f / t_f:.0f} % | - | {fl_fb:.3f} | - | - | {checked} | - |"
-                          if fwd_only else
-                          f"{100 * fl_f / t_f:.0f} % | {t_fb:.3f} | {fl_fb:.3f} | "
-                          f"{100 * fl_fb / t_fb:.0f} % | {peak / 2**20:.0f} | {checked} | "
-                          f"{torch_col} |"))
-                print(row, flush=True)
-                rows.append(row)
-                del kw
+                r = row(shape, dtype, event)
+                print(r, flush=True)
+                rows.append(r)
                 gc.collect()
                 torch.cuda.empty_cache()
     return rows
+
+
+def scan_table(bw, quick, rep=200, with_torch=True, fwd_only=False, shapes=None):
+    head = ("| B, L, D, N | dtype | mode | fwd ms | floor ms | fwd % floor | fwd+bwd ms | "
+            "floor ms | fwd+bwd % floor | peak extra MiB | fwd ms with value checks | "
+            "torch path fwd / fwd+bwd ms |")
+
+    def row(shape, dtype, event):
+        B, L, D, N = shape
+        disc = Asymmetric("mamba") if event else Standard("mamba")
+        kw = make_inputs(B, L, D, N, dtype, event, grad=not fwd_only)
+        t_f, t_fb, peak = time_scan(kw, disc, "triton", grad=not fwd_only, rep=rep)
+        fb_f, fb_fb = floor_bytes(B, L, D, N, dtype, event)
+        fl_f, fl_fb = fb_f / bw * 1e3, fb_fb / bw * 1e3
+        torch_col = "-"
+        checked = "-"
+        if event:
+            checked = f"{time_scan(kw, disc, 'triton', grad=False, rep=rep, check_values=True)[0]:.3f}"
+        if with_torch and not quick and not fwd_only and dtype == torch.float32 and not event:
+            try:
+                tt_f, tt_fb, _ = time_scan(kw, disc, "torch", grad=True, rep=3)
+                torch_col = f"{tt_f:.2f} / {tt_fb:.2f}"
+            except torch.OutOfMemoryError:
+                torch_col = "OOM"
+            gc.collect()
+            torch.cuda.empty_cache()
+        return (f"| {B}, {L}, {D}, {N} | {str(dtype)[6:]} | "
+                f"{'event' if event else 'standard'} | {t_f:.3f} | {fl_f:.3f} | "
+                + (f"{100 * fl_f / t_f:.0f} % | - | {fl_fb:.3f} | - | - | {checked} | - |"
+                   if fwd_only else
+                   f"{100 * fl_f / t_f:.0f} % | {t_fb:.3f} | {fl_fb:.3f} | "
+                   f"{100 * fl_fb / t_fb:.0f} % | {peak / 2**20:.0f} | {checked} | "
+                   f"{torch_col} |"))
+
+    return _table(head, quick, shapes, row)
 
 
 @contextlib.contextmanager
@@ -242,30 +252,22 @@ def deterministic_table(quick, rep=200, rounds=3, shapes=None):
     """The cost of deterministic mode for the scan's backward (see the module docstring)."""
     head = ("| B, L, D, N | dtype | mode | bwd ms | bwd ms deterministic | ratio | fwd+bwd ms | "
             "fwd+bwd ms deterministic | ratio | bwd peak extra MiB, off / on |")
-    sep = "|" + "---|" * (head.count("|") - 1)
-    print(head)
-    print(sep)
-    rows = [head, sep]
-    for B, L, D, N in SHAPES[:1] if quick else [SHAPES[i] for i in (shapes or range(len(SHAPES)))]:
-        for dtype in (torch.float32, torch.bfloat16):
-            for event in (False, True):
-                disc = Asymmetric("mamba") if event else Standard("mamba")
-                kw = make_inputs(B, L, D, N, dtype, event, grad=True)
-                if event:
-                    kw["integration_timesteps"].requires_grad_(True)
-                t, peak = time_deterministic(kw, disc, rounds, rep)
-                row = (f"| {B}, {L}, {D}, {N} | {str(dtype)[6:]} | "
-                       f"{'event' if event else 'standard'} | {t[('bwd', False)]:.3f} | "
-                       f"{t[('bwd', True)]:.3f} | {t[('bwd', True)] / t[('bwd', False)]:.2f} | "
-                       f"{t[('fwd+bwd', False)]:.3f} | {t[('fwd+bwd', True)]:.3f} | "
-                       f"{t[('fwd+bwd', True)] / t[('fwd+bwd', False)]:.2f} | "
-                       f"{peak[False]:.0f} / {peak[True]:.0f} |")
-                print(row, flush=True)
-                rows.append(row)
-                del kw
-                gc.collect()
-                torch.cuda.empty_cache()
-    return rows
+
+    def row(shape, dtype, event):
+        B, L, D, N = shape
+        disc = Asymmetric("mamba") if event else Standard("mamba")
+        kw = make_inputs(B, L, D, N, dtype, event, grad=True)
+        if event:
+            kw["integration_timesteps"].requires_grad_(True)
+        t, peak = time_deterministic(kw, disc, rounds, rep)
+        return (f"| {B}, {L}, {D}, {N} | {str(dtype)[6:]} | "
+                f"{'event' if event else 'standard'} | {t[('bwd', False)]:.3f} | "
+                f"{t[('bwd', True)]:.3f} | {t[('bwd', True)] / t[('bwd', False)]:.2f} | "
+                f"{t[('fwd+bwd', False)]:.3f} | {t[('fwd+bwd', True)]:.3f} | "
+                f"{t[('fwd+bwd', True)] / t[('fwd+bwd', False)]:.2f} | "
+                f"{peak[False]:.0f} / {peak[True]:.0f} |")
+
+    return _table(head, quick, shapes, row)
 
 
 def mamba_step(fast: bool, steps=10):

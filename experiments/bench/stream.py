@@ -45,6 +45,21 @@ def _timer(device: str):
     return run
 
 
+def capture(step) -> torch.cuda.CUDAGraph:
+    """``step()`` warmed up on a side stream (compiles the kernels, as capture needs), then
+    captured once in a CUDA graph; the returned graph replays it (tests/test_step_capture.py
+    uses this too)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        step()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        step()
+    return g
+
+
 def bench(args, batch: int, event: bool, graph: bool) -> tuple[float, float, float]:
     dev = args.device
     torch.manual_seed(0)
@@ -65,14 +80,7 @@ def bench(args, batch: int, event: bool, graph: bool) -> tuple[float, float, flo
             step()
         fn = step
         if graph:
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                step()
-            torch.cuda.current_stream().wait_stream(s)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                step()
+            g = capture(step)
             new_x, new_tau = torch.randn_like(x), None if tau is None else torch.rand_like(tau)
 
             def fn():
