@@ -207,7 +207,7 @@ DOCS_RUN: dict[str, Run] = {
 # Every ```bash command of README.md and docs/*.md that no test runs, and why.
 DOCS_SKIP: dict[str, str] = {
     # README.md
-    "make test": "the whole suite, this file included: CI runs it",
+    "make test": "the default suite, this file included: CI runs it (then make test-slow)",
     # docs/results.md
     "python experiments/run_suite.py --workers 2 --out suite.md --plot suite.png":
         "the full results suite: 7 discretizations x 8 datasets x 3 seeds, hours of CPU",
