@@ -256,7 +256,8 @@ def _job(job):
     return job, m, err, time.time() - t0
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The suite's options: what to run, where, and what to write."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", nargs="+", default=DEFAULT_DATASETS, choices=list(DATASETS))
     p.add_argument("--discs", nargs="*", default=DISCS)
@@ -273,27 +274,36 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--paired", nargs="*", default=[], metavar="MODEL",
                    help="also print, per model, the per-seed difference to each MODEL (the same "
                         "split and seed: paired), mean ± std, and on how many seeds it is ahead")
-    a = p.parse_args(argv)
-    os.environ["EVENTSSM_SUITE_ACCELERATOR"] = a.accelerator  # read by the spawned workers
-    jobs = [(d, m, s, a.epochs) for d in a.datasets for m in [*a.discs, *a.baselines] for s in a.seeds]
-    results: dict[tuple, dict] = {}
-    if a.from_log:
-        # rebuild the table from the "done" lines of an earlier (possibly interrupted) run's log
-        for line in a.from_log.read_text().splitlines():
-            if line.startswith("done ("):
-                head, rest = line[5:].split(") ", 1)
-                d, m, s = ast.literal_eval(head + ")")
-                results[(d, m, s, a.epochs)] = ast.literal_eval(rest[:rest.index("}") + 1])
-    else:
-        print(f"{len(jobs)} runs on {a.workers} worker processes", flush=True)
-        with mp.get_context("spawn").Pool(a.workers, maxtasksperchild=1) as pool:
-            for job, m, err, dt in pool.imap_unordered(_job, jobs):
-                results[job] = m
-                print("done", job[:3], {k: round(v, 4) for k, v in m.items()}, err or "", f"{dt:.0f} s",
-                      flush=True)
-    cmd = "python experiments/run_suite.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    lines = [f"Command: `{cmd}`", "",
-             "| dataset | model | metric | test mean ± std | seeds | runs ok |", "|---|---|---|---|---|---|"]
+    return p.parse_args(argv)
+
+
+def read_log(path: Path, epochs: int | None) -> dict[tuple, dict]:
+    """{(dataset, model, seed, epochs): metrics} from the "done" lines of an earlier (possibly
+    interrupted) run's log."""
+    results = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("done ("):
+            head, rest = line[5:].split(") ", 1)
+            d, m, s = ast.literal_eval(head + ")")
+            results[(d, m, s, epochs)] = ast.literal_eval(rest[:rest.index("}") + 1])
+    return results
+
+
+def run_jobs(jobs: list[tuple], workers: int) -> dict[tuple, dict]:
+    """{job: metrics} of every job, each in its own spawned process; a line per finished run."""
+    results = {}
+    print(f"{len(jobs)} runs on {workers} worker processes", flush=True)
+    with mp.get_context("spawn").Pool(workers, maxtasksperchild=1) as pool:
+        for job, m, err, dt in pool.imap_unordered(_job, jobs):
+            results[job] = m
+            print("done", job[:3], {k: round(v, 4) for k, v in m.items()}, err or "", f"{dt:.0f} s",
+                  flush=True)
+    return results
+
+
+def summary_table(a: argparse.Namespace, results: dict) -> tuple[list[str], dict]:
+    """The markdown rows of mean ± std over the seeds, and {(dataset, model): (mean, std)}."""
+    lines = ["| dataset | model | metric | test mean ± std | seeds | runs ok |", "|---|---|---|---|---|---|"]
     summary = {}
     for d in a.datasets:
         metric = DATASETS[d][2]
@@ -308,51 +318,73 @@ def main(argv: list[str] | None = None) -> None:
             if a.from_log and not ok:
                 continue  # not reached before the run was stopped
             lines.append(f"| {d} | {m} | {metric} | {cell} | {len(a.seeds)} | {len(ok)} |")
+    return lines, summary
+
+
+def paired_table(a: argparse.Namespace, results: dict, ref: str) -> list[str]:
+    """The markdown lines of each model's per-seed differences to ``ref``."""
+    lines = ["", f"Paired by seed against {ref} (points of the metric; ahead = seeds where "
+             "the model scores higher):", "",
+             f"| dataset | model | minus {ref}, mean ± std | ahead on |", "|---|---|---|---|"]
+    for d in a.datasets:
+        metric = DATASETS[d][2]
+        for m in [*a.discs, *a.baselines]:
+            pairs = [(results.get((d, m, s, a.epochs), {}).get(metric),
+                      results.get((d, ref, s, a.epochs), {}).get(metric)) for s in a.seeds]
+            diffs = [100 * (x - y) for x, y in pairs if x is not None and y is not None]
+            if diffs and m != ref:
+                lines.append(f"| {d} | {m} | {np.mean(diffs):+.1f} ± {np.std(diffs):.1f} | "
+                             f"{sum(x > 0 for x in diffs)} of {len(diffs)} |")
+    return lines
+
+
+def plot_summary(a: argparse.Namespace, summary: dict) -> None:
+    """A panel per dataset of mean ± std per model, saved to ``a.plot``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # one panel per dataset with its own y range (the differences are a point or two, a
+    # shared 0-100 axis hides them): mean ± std per model, models in the same order
+    models = [*a.discs, *a.baselines]
+    shown = [d for d in a.datasets if any((d, m) in summary for m in models)]
+    cols = min(4, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, d in zip(axes.flat, shown):
+        for j, m in enumerate(models):
+            if (d, m) in summary:
+                mu, sd = summary[(d, m)]
+                ax.errorbar([j], [100 * mu], yerr=[100 * sd], fmt="o", capsize=3,
+                            color=colors[j % len(colors)], label=m)
+        ax.set_title(f"{d} ({DATASETS[d][2]})", fontsize=9)
+        ax.set_xticks(range(len(models)), models, rotation=60, fontsize=7, ha="right")
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("test metric (%), mean ± std over seeds")
+    fig.tight_layout()
+    fig.savefig(a.plot, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
+    os.environ["EVENTSSM_SUITE_ACCELERATOR"] = a.accelerator  # read by the spawned workers
+    jobs = [(d, m, s, a.epochs) for d in a.datasets for m in [*a.discs, *a.baselines] for s in a.seeds]
+    results = read_log(a.from_log, a.epochs) if a.from_log else run_jobs(jobs, a.workers)
+    cmd = "python experiments/run_suite.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    table, summary = summary_table(a, results)
+    lines = [f"Command: `{cmd}`", "", *table]
     for ref in a.paired:
-        lines += ["", f"Paired by seed against {ref} (points of the metric; ahead = seeds where "
-                  "the model scores higher):", "",
-                  f"| dataset | model | minus {ref}, mean ± std | ahead on |", "|---|---|---|---|"]
-        for d in a.datasets:
-            metric = DATASETS[d][2]
-            for m in [*a.discs, *a.baselines]:
-                pairs = [(results.get((d, m, s, a.epochs), {}).get(metric),
-                          results.get((d, ref, s, a.epochs), {}).get(metric)) for s in a.seeds]
-                diffs = [100 * (x - y) for x, y in pairs if x is not None and y is not None]
-                if diffs and m != ref:
-                    lines.append(f"| {d} | {m} | {np.mean(diffs):+.1f} ± {np.std(diffs):.1f} | "
-                                 f"{sum(x > 0 for x in diffs)} of {len(diffs)} |")
+        lines += paired_table(a, results, ref)
     text = "\n".join(lines)
     print(text, flush=True)
     if a.out:
         a.out.write_text(text + "\n")
     if a.plot and summary:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        # one panel per dataset with its own y range (the differences are a point or two, a
-        # shared 0-100 axis hides them): mean ± std per model, models in the same order
-        models = [*a.discs, *a.baselines]
-        shown = [d for d in a.datasets if any((d, m) in summary for m in models)]
-        cols = min(4, len(shown))
-        rows = -(-len(shown) // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
-        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        for ax, d in zip(axes.flat, shown):
-            for j, m in enumerate(models):
-                if (d, m) in summary:
-                    mu, sd = summary[(d, m)]
-                    ax.errorbar([j], [100 * mu], yerr=[100 * sd], fmt="o", capsize=3,
-                                color=colors[j % len(colors)], label=m)
-            ax.set_title(f"{d} ({DATASETS[d][2]})", fontsize=9)
-            ax.set_xticks(range(len(models)), models, rotation=60, fontsize=7, ha="right")
-            ax.grid(axis="y", alpha=0.3)
-        for ax in list(axes.flat)[len(shown):]:
-            ax.axis("off")
-        axes[0][0].set_ylabel("test metric (%), mean ± std over seeds")
-        fig.tight_layout()
-        fig.savefig(a.plot, dpi=120)
+        plot_summary(a, summary)
 
 
 if __name__ == "__main__":

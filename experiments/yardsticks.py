@@ -288,7 +288,8 @@ def main_csv(args, argv: list[str] | None) -> None:
         print(f"\nwritten to {args.out}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of the config runs and of ``--csv``'s own table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", nargs="+", default=None,
                     help="classification configs (default: time_frequency and time_decay)")
@@ -319,6 +320,72 @@ def main(argv: list[str] | None = None) -> None:
     csv.add_argument("--test-fraction", type=float, default=0.15)
     csv.add_argument("--model-class", default="eventssm.tasks.EventClassifier",
                      help="the task class of --ckpt")
+    return ap
+
+
+def config_row(config: str, args, log) -> list[str]:
+    """One table row of a config (and ``--ckpt``'s summary, ``--classical``'s table printed)."""
+    name = Path(config).stem
+    log(f"{name}: building data")
+    dm, cfg = datamodule_from_config(config)
+    n = {s: len(dm.split_index[s]) for s in ("train", "val", "test")}
+    yt = dm.table.labels[dm.split_index["test"]]
+    chance = float(np.bincount(yt).max() / len(yt))
+    res = yardsticks(dm, args.seeds, gru=args.gru,
+                     lomb_scargle=not args.no_lomb_scargle, log=log)
+    tf, tt = res["time-free"], res["uses times"]
+    key = tf["key"]
+    gap = 100 * (np.mean([r[key] for r in tt["test"]]) - np.mean([r[key] for r in tf["test"]]))
+    row = [name, f"{n['train']}/{n['val']}/{n['test']}", key, f"{chance:.3f}",
+           f"{fmt(tf['test'], 'acc')} ({tf['model']})", f"{fmt(tt['test'], 'acc')} ({tt['model']})",
+           f"{gap:+.1f}", fmt(tf["test"], "auroc"), fmt(tt["test"], "auroc")]
+    if args.ckpt:
+        m = evaluate_checkpoint(args.ckpt, cfg, dm)
+        row.append(f"{m['acc']:.3f}" + (f" (AUROC {m['auroc']:.3f})" if "auroc" in m else ""))
+        auroc = lambda r: f"   AUROC {fmt(r, 'auroc')}" if "auroc" in r[0] else ""
+        print(f"\n{name}: test accuracy on {n['test']} sequences\n"
+              f"  event model ({args.ckpt})  {m['acc']:.3f}" + auroc([m]) + "\n"
+              f"  best without the times ({tf['model']})  {fmt(tf['test'], 'acc')}"
+              + auroc(tf["test"]) + "\n"
+              f"  best with the times ({tt['model']})  {fmt(tt['test'], 'acc')}"
+              + auroc(tt["test"]) + "\n"
+              f"  majority class  {chance:.3f}")
+    if args.classical:
+        log(f"{name}: classical yardsticks")
+        per = classical_seeds(dm, args.seeds, log=log, n_grid=args.grid,
+                              dtw_max_len=args.dtw_max_len,
+                              lomb_scargle=not args.no_lomb_scargle)
+        print(f"\n{name}\n" + classical_table(per) + "\n", flush=True)
+    return row
+
+
+def results_table(rows: list[list[str]], ckpt: str | None) -> str:
+    """The markdown table of the config rows."""
+    head = ["config", "train/val/test", "selected by", "majority class",
+            "time-free: test acc (model)",
+            "uses times: test acc (model)", "points", "time-free AUROC", "uses times AUROC"]
+    if ckpt:
+        head.append(f"event model ({Path(ckpt).name})")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(out: str, table: str, logged: list[str], args, argv: list[str] | None) -> None:
+    """The markdown file: the command, how to read the table, the table, every candidate's line."""
+    cmd = "python experiments/yardsticks.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    Path(out).write_text(
+        "# Yardsticks: how much the times are worth\n\n"
+        f"Printed by `{cmd.strip()}` (seeds {args.seeds}; test scores mean ± std over seeds "
+        "of the candidate with the best mean validation score in each family: AUROC for two "
+        "classes, accuracy otherwise (`selected by`); the split is the config's). `points` = "
+        "uses times − time-free in that score, × 100.\n\n"
+        + table + "\n\nEvery candidate (validation and test scores, mean over seeds; fit "
+        "time):\n\n```\n" + "\n".join(logged) + "\n```\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = build_parser()
     args = ap.parse_args(argv)
     if args.csv:
         if args.config:
@@ -336,58 +403,12 @@ def main(argv: list[str] | None = None) -> None:
         logged.append(msg)
 
     for config in configs:
-        name = Path(config).stem
-        log(f"{name}: building data")
-        dm, cfg = datamodule_from_config(config)
-        n = {s: len(dm.split_index[s]) for s in ("train", "val", "test")}
-        yt = dm.table.labels[dm.split_index["test"]]
-        chance = float(np.bincount(yt).max() / len(yt))
-        res = yardsticks(dm, args.seeds, gru=args.gru,
-                         lomb_scargle=not args.no_lomb_scargle, log=log)
-        tf, tt = res["time-free"], res["uses times"]
-        key = tf["key"]
-        gap = 100 * (np.mean([r[key] for r in tt["test"]]) - np.mean([r[key] for r in tf["test"]]))
-        row = [name, f"{n['train']}/{n['val']}/{n['test']}", key, f"{chance:.3f}",
-               f"{fmt(tf['test'], 'acc')} ({tf['model']})", f"{fmt(tt['test'], 'acc')} ({tt['model']})",
-               f"{gap:+.1f}", fmt(tf["test"], "auroc"), fmt(tt["test"], "auroc")]
-        if args.ckpt:
-            m = evaluate_checkpoint(args.ckpt, cfg, dm)
-            row.append(f"{m['acc']:.3f}" + (f" (AUROC {m['auroc']:.3f})" if "auroc" in m else ""))
-            auroc = lambda r: f"   AUROC {fmt(r, 'auroc')}" if "auroc" in r[0] else ""
-            print(f"\n{name}: test accuracy on {n['test']} sequences\n"
-                  f"  event model ({args.ckpt})  {m['acc']:.3f}" + auroc([m]) + "\n"
-                  f"  best without the times ({tf['model']})  {fmt(tf['test'], 'acc')}"
-                  + auroc(tf["test"]) + "\n"
-                  f"  best with the times ({tt['model']})  {fmt(tt['test'], 'acc')}"
-                  + auroc(tt["test"]) + "\n"
-                  f"  majority class  {chance:.3f}")
-        rows.append(row)
-        if args.classical:
-            log(f"{name}: classical yardsticks")
-            per = classical_seeds(dm, args.seeds, log=log, n_grid=args.grid,
-                                  dtw_max_len=args.dtw_max_len,
-                                  lomb_scargle=not args.no_lomb_scargle)
-            print(f"\n{name}\n" + classical_table(per) + "\n", flush=True)
-    head = ["config", "train/val/test", "selected by", "majority class",
-            "time-free: test acc (model)",
-            "uses times: test acc (model)", "points", "time-free AUROC", "uses times AUROC"]
-    if args.ckpt:
-        head.append(f"event model ({Path(args.ckpt).name})")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    table = "\n".join(lines)
+        rows.append(config_row(config, args, log))
+    table = results_table(rows, args.ckpt)
     print()
     print(table)
     if out:
-        cmd = "python experiments/yardsticks.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        Path(out).write_text(
-            "# Yardsticks: how much the times are worth\n\n"
-            f"Printed by `{cmd.strip()}` (seeds {args.seeds}; test scores mean ± std over seeds "
-            "of the candidate with the best mean validation score in each family: AUROC for two "
-            "classes, accuracy otherwise (`selected by`); the split is the config's). `points` = "
-            "uses times − time-free in that score, × 100.\n\n"
-            + table + "\n\nEvery candidate (validation and test scores, mean over seeds; fit "
-            "time):\n\n```\n" + "\n".join(logged) + "\n```\n")
+        write_report(out, table, logged, args, argv)
         print(f"\nwritten to {out}")
 
 

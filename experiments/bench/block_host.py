@@ -103,7 +103,8 @@ def top_functions(step, steps: int, top: int) -> str:
     return "\n".join(lines[start:start + top + 1]).replace(str(ROOT) + "/", "")
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None):
+    """The block-step options plus this script's rounds, depths, schemes and profile sizes."""
     ap = block_args(__doc__)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--depths", type=int, nargs="+", default=[1, 4])
@@ -112,9 +113,88 @@ def main(argv=None) -> None:
     ap.add_argument("--no-graphs", dest="graphs", action="store_false",
                     help="skip the CUDA-graph replay column")
     ap.add_argument("--top", type=int, default=18)
-    args = ap.parse_args(argv)
-    import triton
+    return ap.parse_args(argv)
+
+
+def make_steps(makers, depth: int, x, dy) -> dict:
+    """{name: one training step (forward + backward of ``x``, cotangent ``dy``) of a ``depth``-block
+    stack}."""
     from block import Stack
+
+    steps = {}
+    for name, make, kw in makers:
+        model = Stack(make, depth)
+        params = [x, *model.parameters()]
+
+        def step(model=model, kw=kw, params=params):
+            for p in params:
+                p.grad = None
+            model(x, **kw).backward(dy)
+
+        steps[name] = step
+    return steps
+
+
+def measure(steps: dict, modes: dict, rounds: int, host_steps: int, bench) -> dict:
+    """{name: device ms, launches, host (ms, syncs) and wall ms per round, per engine mode}."""
+    info = {}
+    for name, step in steps.items():
+        dev_table, _ = profile(step, 5)
+        device = sum(v[0] for v in dev_table.values())
+        launches = sum(v[1] for v in dev_table.values())
+        host = {}
+        for mode, flag in modes.items():
+            with torch.autograd.set_multithreading_enabled(flag):
+                host[mode] = host_ms(step, host_steps)
+        info[name] = dict(device=device, launches=launches, host=host,
+                          wall={m: [] for m in modes}, graph=[], why="")
+    for _ in range(rounds):
+        for name, step in steps.items():
+            for mode, flag in modes.items():
+                with torch.autograd.set_multithreading_enabled(flag):
+                    info[name]["wall"][mode].append(bench(step))
+    return info
+
+
+def add_graphs(steps: dict, info: dict, bench) -> None:
+    """Fill ``info[name]["graph"]`` and ``["why"]`` with each step's CUDA-graph replay."""
+    # ours first: a failed capture (a sync inside a step) can leave the context unusable for
+    # what follows
+    for name in list(steps)[::-1]:
+        g, why = graph_ms(steps[name], bench)
+        info[name]["graph"], info[name]["why"] = ([] if g is None else [g]), why
+
+
+def print_table(info: dict, modes: dict, label: str, rounds: int) -> None:
+    """The markdown table of one depth: a row per model, ratios to the first (captured) row."""
+    ref = {m: statistics.median(next(iter(info.values()))["wall"][m]) for m in modes}
+    print(f"\n## {label}: ms per training step (forward + backward); wall = median (range) of "
+          f"{rounds} interleaved rounds; ratio to the first row (graphs: to the first captured row)\n")
+    g_ref = next((d["graph"][0] for d in info.values() if d["graph"]), None)
+    print("| model | device ms | launches | host ms, threaded / single-thread | syncs | "
+          "wall ms, threaded engine | ratio | wall ms, single-thread | ratio | "
+          "CUDA-graph replay ms | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, d in info.items():
+        cells = []
+        for m in modes:
+            w = d["wall"][m]
+            med = statistics.median(w)
+            cells += [f"{med:.3f} ({min(w):.2f}-{max(w):.2f})", f"{med / ref[m]:.2f}"]
+        if d["graph"]:
+            g = d["graph"][0]
+            cells += [f"{g:.3f}", f"{g / g_ref:.2f}" if g_ref else "-"]
+        else:
+            cells += [d["why"] or "-", "-"]
+        h = d["host"]
+        print(f"| {name} | {d['device']:.3f} | {d['launches']} | {h['threaded'][0]:.3f} / "
+              f"{h['single-thread'][0]:.3f} | {h['threaded'][1]} / {h['single-thread'][1]} | "
+              + " | ".join(cells) + " |", flush=True)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    import triton
 
     es, anchors, x, dy, tau, dims = block_setup(args)
     discs = [(es.Standard("mamba"), {})] + [
@@ -125,70 +205,19 @@ def main(argv=None) -> None:
     for note in anchors.get("notes", []):
         print("-", note)
     modes = {"threaded": True, "single-thread": False}
+    bench = lambda f: triton.testing.do_bench(f, warmup=10, rep=60, return_mode="median")
     for depth in args.depths:
-        steps = {}
-        for name, make, kw in makers:
-            model = Stack(make, depth)
-            params = [x, *model.parameters()]
-
-            def step(model=model, kw=kw, params=params):
-                for p in params:
-                    p.grad = None
-                model(x, **kw).backward(dy)
-
-            steps[name] = step
-        info = {}
-        for name, step in steps.items():
-            dev_table, _ = profile(step, 5)
-            device = sum(v[0] for v in dev_table.values())
-            launches = sum(v[1] for v in dev_table.values())
-            host = {}
-            for mode, flag in modes.items():
-                with torch.autograd.set_multithreading_enabled(flag):
-                    host[mode] = host_ms(step, max(1, 4 // depth))
-            info[name] = dict(device=device, launches=launches, host=host,
-                              wall={m: [] for m in modes}, graph=[], why="")
-        for _ in range(args.rounds):
-            for name, step in steps.items():
-                for mode, flag in modes.items():
-                    with torch.autograd.set_multithreading_enabled(flag):
-                        info[name]["wall"][mode].append(triton.testing.do_bench(
-                            step, warmup=10, rep=60, return_mode="median"))
+        steps = make_steps(makers, depth, x, dy)
+        info = measure(steps, modes, args.rounds, max(1, 4 // depth), bench)
         texts = {}
         if depth == args.depths[0]:
             with torch.autograd.set_multithreading_enabled(False):
                 texts = {name: top_functions(step, args.profile_steps, args.top)
                          for name, step in steps.items()}
-        # CUDA graphs last, ours first: a failed capture (a sync inside a step) can leave the
-        # context unusable for what follows
-        for name in (list(steps)[::-1] if args.graphs else []):
-            g, why = graph_ms(steps[name], lambda f: triton.testing.do_bench(
-                f, warmup=10, rep=60, return_mode="median"))
-            info[name]["graph"], info[name]["why"] = ([] if g is None else [g]), why
+        if args.graphs:  # CUDA graphs last: a failed capture can spoil what follows
+            add_graphs(steps, info, bench)
         label = "1 block" if depth == 1 else f"{depth}-layer stack"
-        ref = {m: statistics.median(next(iter(info.values()))["wall"][m]) for m in modes}
-        print(f"\n## {label}: ms per training step (forward + backward); wall = median (range) of "
-              f"{args.rounds} interleaved rounds; ratio to the first row (graphs: to the first captured row)\n")
-        g_ref = next((d["graph"][0] for d in info.values() if d["graph"]), None)
-        print("| model | device ms | launches | host ms, threaded / single-thread | syncs | "
-              "wall ms, threaded engine | ratio | wall ms, single-thread | ratio | "
-              "CUDA-graph replay ms | ratio |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
-        for name, d in info.items():
-            cells = []
-            for m in modes:
-                w = d["wall"][m]
-                med = statistics.median(w)
-                cells += [f"{med:.3f} ({min(w):.2f}-{max(w):.2f})", f"{med / ref[m]:.2f}"]
-            if d["graph"]:
-                g = d["graph"][0]
-                cells += [f"{g:.3f}", f"{g / g_ref:.2f}" if g_ref else "-"]
-            else:
-                cells += [d["why"] or "-", "-"]
-            h = d["host"]
-            print(f"| {name} | {d['device']:.3f} | {d['launches']} | {h['threaded'][0]:.3f} / "
-                  f"{h['single-thread'][0]:.3f} | {h['threaded'][1]} / {h['single-thread'][1]} | "
-                  + " | ".join(cells) + " |", flush=True)
+        print_table(info, modes, label, args.rounds)
         for name, text in texts.items():
             print(f"\n### cProfile, {name}, {label}: {args.profile_steps} steps "
                   f"single-threaded, top {args.top} by own time\n")

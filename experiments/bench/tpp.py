@@ -207,7 +207,8 @@ def easytpp_available() -> str | None:
 
 # ---------------------------------------------------------------------------- main
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The bench's options: datasets, models, training and model sizes, device, output."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["hawkes", "nafld"])
     p.add_argument("--models", nargs="+", default=[*OURS, *EASYTPP])
@@ -228,7 +229,70 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="cuda: every model on GPU 0 (eventssm through Lightning, EasyTPP gpu: 0)")
     p.add_argument("--out", default=None, help="also write the table (markdown) here")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def bench_model(model: str, name: str, dm, args, work: Path) -> tuple:
+    """Train and test one model on one dataset: its table row (a failure is a row with a note)."""
+    t0 = time.perf_counter()
+    try:
+        if model in OURS:
+            r = run_ours(model, dm, args, work)
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):
+                r = run_easytpp(model, dm, args, work)
+        note = r.pop("note", "")
+    except Exception as err:  # a failing rival is a result, not a crash
+        tb_txt = traceback.format_exc().strip().splitlines()
+        note = f"failed: {type(err).__name__}: {err} ({tb_txt[-3].strip()})"
+        r = dict(ll=math.nan, time_ll=math.nan, type_ll=math.nan, rmse=math.nan,
+                 acc=math.nan, epoch_s=math.nan, params=0)
+    label = f"eventssm {model}" if model in OURS else f"EasyTPP {model}"
+    print(f"  {name} {label}: ll {r['ll']:.4f} rmse {r['rmse']:.4f} acc {r['acc']:.4f} "
+          f"{r['epoch_s']:.2f} s/epoch ({time.perf_counter() - t0:.0f} s) {note}",
+          file=sys.stderr, flush=True)
+    return (name, label, r["ll"], r["time_ll"], r["type_ll"], r["rmse"], r["acc"],
+            r["epoch_s"], r["params"], note)
+
+
+def bench_dataset(name: str, args, missing: str | None, work: Path, lines: list, rows: list) -> None:
+    """Every model of ``--models`` on one dataset: its description to ``lines``, its rows to ``rows``."""
+    try:
+        dm = make_data(name, args)
+        dm.build()
+    except ImportError as err:
+        lines.append(f"{name}: skipped ({err})")
+        return
+    (work / "easytpp_data").mkdir(parents=True)
+    for split, key in (("train", "train"), ("val", "dev"), ("test", "test")):
+        tb = dm.datasets[split].table
+        write_easytpp(work / "easytpp_data" / f"{key}.pkl", tb.times, tb.marks, dm.num_marks, split)
+    n_ev = {s: int(sum(len(t) - 1 for t in dm.datasets[s].table.times)) for s in dm.datasets}
+    lines.append(f"{name}: {len(dm.table)} sequences, {dm.num_marks} types, scored events "
+                 f"train/val/test {n_ev['train']}/{n_ev['val']}/{n_ev['test']}")
+    true = dm.true_log_likelihood("test")
+    if true is not None:
+        rows.append((name, "true process", true["ll"], true["time_ll"], true["type_ll"],
+                     math.nan, math.nan, math.nan, 0, ""))
+    for model in args.models:
+        if model not in OURS and missing:
+            continue
+        rows.append(bench_model(model, name, dm, args, work))
+
+
+def results_table(rows: list) -> list[str]:
+    """The markdown table of the rows (NaN cells left empty)."""
+    f = lambda x, d=4: "" if isinstance(x, float) and math.isnan(x) else f"{x:.{d}f}"
+    table = ["| data | model | test LL/event | time LL | type LL | RMSE | type acc | s/epoch | params | note |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        table.append(f"| {r[0]} | {r[1]} | {f(r[2])} | {f(r[3])} | {f(r[4])} | {f(r[5])} | {f(r[6])} | "
+                     f"{f(r[7], 2)} | {r[8] or ''} | {r[9]} |")
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.device == "cpu":
         torch.set_num_threads(1)
     logging.getLogger("easy_tpp").setLevel(logging.ERROR)
@@ -245,46 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
-            try:
-                dm = make_data(name, args)
-                dm.build()
-            except ImportError as err:
-                lines.append(f"{name}: skipped ({err})")
-                continue
-            work = Path(tmp) / name
-            (work / "easytpp_data").mkdir(parents=True)
-            for split, key in (("train", "train"), ("val", "dev"), ("test", "test")):
-                tb = dm.datasets[split].table
-                write_easytpp(work / "easytpp_data" / f"{key}.pkl", tb.times, tb.marks, dm.num_marks, split)
-            n_ev = {s: int(sum(len(t) - 1 for t in dm.datasets[s].table.times)) for s in dm.datasets}
-            lines.append(f"{name}: {len(dm.table)} sequences, {dm.num_marks} types, scored events "
-                         f"train/val/test {n_ev['train']}/{n_ev['val']}/{n_ev['test']}")
-            true = dm.true_log_likelihood("test")
-            if true is not None:
-                rows.append((name, "true process", true["ll"], true["time_ll"], true["type_ll"],
-                             math.nan, math.nan, math.nan, 0, ""))
-            for model in args.models:
-                if model not in OURS and missing:
-                    continue
-                t0 = time.perf_counter()
-                try:
-                    if model in OURS:
-                        r = run_ours(model, dm, args, work)
-                    else:
-                        with contextlib.redirect_stdout(io.StringIO()):
-                            r = run_easytpp(model, dm, args, work)
-                    note = r.pop("note", "")
-                except Exception as err:  # a failing rival is a result, not a crash
-                    tb_txt = traceback.format_exc().strip().splitlines()
-                    note = f"failed: {type(err).__name__}: {err} ({tb_txt[-3].strip()})"
-                    r = dict(ll=math.nan, time_ll=math.nan, type_ll=math.nan, rmse=math.nan,
-                             acc=math.nan, epoch_s=math.nan, params=0)
-                label = f"eventssm {model}" if model in OURS else f"EasyTPP {model}"
-                rows.append((name, label, r["ll"], r["time_ll"], r["type_ll"], r["rmse"], r["acc"],
-                             r["epoch_s"], r["params"], note))
-                print(f"  {name} {label}: ll {r['ll']:.4f} rmse {r['rmse']:.4f} acc {r['acc']:.4f} "
-                      f"{r['epoch_s']:.2f} s/epoch ({time.perf_counter() - t0:.0f} s) {note}",
-                      file=sys.stderr, flush=True)
+            bench_dataset(name, args, missing, Path(tmp) / name, lines, rows)
     lines.append(f"EasyTPP test LL: compensator on {args.easytpp_eval_points} grid points per gap "
                  f"(IntensityFree: exact); eventssm: exact (mixture) / Gauss-Legendre to ~1e-7 (intensity)")
     if args.device == "cpu":
@@ -292,13 +317,7 @@ def main(argv: list[str] | None = None) -> None:
                      f"{tuple(round(x, 1) for x in os.getloadavg())}: the CPU is shared with other "
                      f"jobs, so times are indicative; every model ran in the same conditions, one "
                      f"after another")
-    f = lambda x, d=4: "" if isinstance(x, float) and math.isnan(x) else f"{x:.{d}f}"
-    table = ["| data | model | test LL/event | time LL | type LL | RMSE | type acc | s/epoch | params | note |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        table.append(f"| {r[0]} | {r[1]} | {f(r[2])} | {f(r[3])} | {f(r[4])} | {f(r[5])} | {f(r[6])} | "
-                     f"{f(r[7], 2)} | {r[8] or ''} | {r[9]} |")
-    text = "\n".join(lines + [""] + table)
+    text = "\n".join(lines + [""] + results_table(rows))
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
