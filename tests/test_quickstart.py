@@ -194,6 +194,9 @@ DOCS_RUN: dict[str, Run] = {
         Run(("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
              "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false"), slow=True),
     "python experiments/stream_csv.py": Run(("--steps", "2"), slow=True),
+    "python experiments/tpp_multistep.py":
+        Run(("--sequences", "48", "--max-events", "24", "--epochs", "1", "--d-model", "8", "--layers", "1",
+             "--samples", "4", "--cuts", "2", "--seeds", "0"), slow=True),
     # docs/panel.md: the time estimate from the committed rows of a tiny run, nothing trained
     "python experiments/panel.py --out experiments/results/panel_tiny_estimate.jsonl --estimate 150": Run(),
     # docs/reliability.md: the precision probe at a length the CPU runs in seconds
@@ -225,6 +228,9 @@ DOCS_SKIP: dict[str, str] = {
     "runs/tpp_hawkes/version_0/checkpoints/last.ckpt":
         "needs your CSV and the checkpoint of a full tpp_hawkes run; tests/test_stream_csv.py "
         "replays a given CSV with the script",
+    "python experiments/tpp_multistep.py --head intensity --out experiments/results/tpp_multistep_intensity.md":
+        "trains three models (minutes of CPU) and rewrites the committed "
+        "experiments/results/tpp_multistep_intensity.md; the command above runs the script small",
     "python experiments/bench/event_stream.py":
         "a benchmark: a minute of CPU filling 64 streams to 10,000 events, its times mean nothing "
         "on a shared test machine; tests/test_bench_event_stream.py runs it small",
