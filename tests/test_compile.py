@@ -108,6 +108,7 @@ def _break_reasons(model, batch) -> list[str]:
     return [b.reason.splitlines()[0] for b in explained.break_reasons]
 
 
+@pytest.mark.slow  # compiles the whole model: about 30 s on 2 cores
 def test_graph_breaks_only_at_the_cpu_scan():
     """On the CPU the chunked scan (an autograd.Function that calls torch.autograd.grad) runs
     eagerly between compiled graphs: every break is there, none is a host sync, which the

@@ -162,8 +162,9 @@ _QUICK_FIT = ("--trainer.max_epochs", "1", *_QUICK)
 # runs in one fresh folder, so a command may use what the previous one wrote).
 DOCS_RUN: dict[str, Run] = {
     # docs/training.md
-    "eventssm fit --help": Run(),
-    "eventssm fit --config experiments/configs/quickstart.yaml --print_config": Run(),
+    # two CLI processes (about 15 s together on 2 cores)
+    "eventssm fit --help": Run(slow=True),
+    "eventssm fit --config experiments/configs/quickstart.yaml --print_config": Run(slow=True),
     "eventssm fit --config experiments/configs/quickstart.yaml --model.backbone.discretization Scaled":
         Run(_QUICK_FIT, slow=True),
     "eventssm fit --config experiments/configs/quickstart.yaml --model.backbone.discretization Standard "
@@ -197,14 +198,16 @@ DOCS_RUN: dict[str, Run] = {
     "python experiments/tpp_multistep.py":
         Run(("--sequences", "48", "--max-events", "24", "--epochs", "1", "--d-model", "8", "--layers", "1",
              "--samples", "4", "--cuts", "2", "--seeds", "0"), slow=True),
-    # docs/panel.md: the time estimate from the committed rows of a tiny run, nothing trained
-    "python experiments/panel.py --out experiments/results/panel_tiny_estimate.jsonl --estimate 150": Run(),
+    # docs/panel.md: the time estimate from the committed rows of a tiny run, nothing trained (the
+    # panel's imports take about 13 s a process on 2 cores, so these are slow too)
+    "python experiments/panel.py --out experiments/results/panel_tiny_estimate.jsonl --estimate 150":
+        Run(slow=True),
     # docs/reliability.md: the precision probe at a length the CPU runs in seconds
     "python experiments/probe_precision.py --L 4096": Run(slow=True),
     # docs/panel.md: the first search's table from its committed rows, nothing trained
-    "python experiments/panel.py --rank --out experiments/results/panel_search_round1.jsonl": Run(),
+    "python experiments/panel.py --rank --out experiments/results/panel_search_round1.jsonl": Run(slow=True),
     "python experiments/panel.py --table --out experiments/results/panel_cpu_defaults.jsonl --also "
-    "experiments/results/panel_yardsticks.jsonl": Run(),
+    "experiments/results/panel_yardsticks.jsonl": Run(slow=True),
 }
 
 # Every ```bash command of README.md and docs/*.md that no test runs, and why.

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+# each test trains a model for two steps in a subprocess: about 13 s on 2 cores
+pytestmark = pytest.mark.slow
 
 
 def _run(*args) -> str:
