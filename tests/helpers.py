@@ -141,11 +141,14 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def device_cases(interpret: dict | None = None, gpu: dict | None = None) -> list:
+def device_cases(interpret: dict | None = None, gpu: dict | None = None,
+                 slow: frozenset[str] = frozenset()) -> list:
     """pytest params ``(device, case)`` for ``parametrize("device, case", ...)``: each value of
     ``interpret`` on the interpreter, each of ``gpu`` on CUDA, with ids ``interpret-<key>`` and
-    ``gpu-<key>``, for checks whose cases (sizes, dtypes) differ per device."""
-    return ([pytest.param("cpu", c, marks=pytest.mark.interpret, id=f"interpret-{k}")
+    ``gpu-<key>``, for checks whose cases (sizes, dtypes) differ per device. The interpreter cases
+    named in ``slow`` are also marked ``slow`` (``make test-slow``, not ``make test``)."""
+    return ([pytest.param("cpu", c, marks=[pytest.mark.interpret, *([pytest.mark.slow] if k in slow else [])],
+                          id=f"interpret-{k}")
              for k, c in (interpret or {}).items()]
             + [pytest.param("cuda", c, marks=pytest.mark.gpu, id=f"gpu-{k}")
                for k, c in (gpu or {}).items()])

@@ -149,7 +149,13 @@ EVERY_DISCRETIZATION = {  # per device: the sizes of test_scan_every_discretizat
 }
 
 
-@pytest.mark.parametrize("disc", ALL_DISCRETIZATIONS, ids=DISC_IDS)
+# `make test` keeps a diagonal (each coupling and each scheme once; 10-17 s a case under the
+# interpreter); the other cases are marked slow (`make test-slow`, CI)
+DIAGONAL = {"Standard-mamba", "Asymmetric-zoh", "Scaled-bilinear", "Additive-dirac"}
+
+
+@pytest.mark.parametrize("disc", [pytest.param(d, id=i, marks=[] if i in DIAGONAL else [pytest.mark.slow])
+                                  for d, i in zip(ALL_DISCRETIZATIONS, DISC_IDS)])
 @pytest.mark.parametrize("device", DEVICES)
 def test_scan_every_discretization(device, disc):
     check_scan(disc, device, **EVERY_DISCRETIZATION[device])
@@ -193,7 +199,14 @@ REAL_SIZES = {  # on the GPU only
 }
 
 
-@pytest.mark.parametrize("device, case", device_cases(interpret=CASES, gpu={**CASES, **REAL_SIZES}))
+# the interpreter cases over 15 s (on 2 cores), for `make test-slow`: the wider rows (D = 32) and
+# the longer sequences; every feature they cross has a smaller case in `make test`
+SLOW_CASES = frozenset({"B2-T41-D32-even", "B2-T41-D32-even-event", "B2-T41-D32-strided-G2",
+                        "B2-T64-packed-chunks", "B1-T70-D16-N4-G2", "B1-T128-no-tau-grad"})
+
+
+@pytest.mark.parametrize("device, case", device_cases(interpret=CASES, gpu={**CASES, **REAL_SIZES},
+                                                      slow=SLOW_CASES))
 def test_scan_cases(device, case):
     disc, kw = case
     check_scan(disc, device, **kw)
@@ -312,7 +325,8 @@ DETERMINISTIC_CASES = {
 }
 
 
-@pytest.mark.parametrize("device, case", device_cases(interpret=DETERMINISTIC_CASES))
+@pytest.mark.parametrize("device, case", device_cases(
+    interpret=DETERMINISTIC_CASES, slow=frozenset(DETERMINISTIC_CASES) - {"B1-T20-D32-G2-Scaled-bilinear"}))
 def test_scan_backward_deterministic_mode(monkeypatch, device, case):
     """Under torch's deterministic mode the backward sums per-program partials in a fixed order
     instead of adding atomically: every gradient within the usual bound of float64, and a
@@ -402,7 +416,7 @@ def test_mamba_block_backward_bit_identical_gpu(monkeypatch, device):
     assert not differ
 
 
-@pytest.mark.parametrize("distance", [0, 64])
+@pytest.mark.parametrize("distance", [0, pytest.param(64, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("device", DEVICES)
 def test_scan_prefetch_distance(device, distance):
     """Both kernels without L2 prefetch (PF_DIST = 0 compiles the prefetches out) and with a
