@@ -94,7 +94,7 @@ def test_forward_and_step_honour_the_backend(kw, expected, monkeypatch):
 
 
 def test_step_with_triton_backend_needs_cuda(no_interpreter):
-    """step used to fall back to the reference silently when the backend could not run."""
+    """A step whose backend cannot run on its tensors raises instead of falling back silently."""
     m = Mamba(8, d_state=4, backend="triton")
     cache = m.allocate_inference_cache(2)
     with pytest.raises(ValueError, match="needs CUDA tensors"):

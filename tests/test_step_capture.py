@@ -1,5 +1,5 @@
 """A decoding step with event times is captured in a CUDA graph and replays the eager step's
-numbers (a host sync inside ``step`` used to invalidate the capture). The capture tests are
+numbers (a host sync inside ``step`` would invalidate the capture). The capture tests are
 ``gpu``-marked: tests/conftest.py skips them without CUDA."""
 
 import pytest
