@@ -3,6 +3,7 @@ event) and regression/forecasting at query times."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -33,6 +34,10 @@ class EventClassifier(EventTask):
         time_scale: the model's time unit, as the factor applied to every gap of the batches
             (linked from ``data.time_scale``: by default 1 / the median training gap).
         label_smoothing: of the cross-entropy.
+        ensemble: members trained side by side, each an encoder and head of its own from its
+            own initialisation, on the same batches, each on its own loss; the prediction
+            averages their class probabilities (what several seeds' models averaged give, in
+            one run, at ``ensemble`` times the cost). 1: a single model.
         **optim: :class:`EventTask` options (lr, weight_decay, warmup_steps, scheduler,
             min_lr_ratio, compile). The classifier's defaults (lr 3e-3, weight decay 0.05, 20
             warm-up steps) were chosen on the panel of docs/panel.md.
@@ -41,20 +46,28 @@ class EventClassifier(EventTask):
     def __init__(self, num_classes: int = 2, d_input: int = 0, num_marks: int = 0,
                  use_observed: bool = False, per_event: bool = False,
                  backbone: EncoderConfig | None = None, time_scale: float = 1.0,
-                 label_smoothing: float = 0.0,
+                 label_smoothing: float = 0.0, ensemble: int = 1,
                  lr: float = 3e-3, weight_decay: float = 0.05, warmup_steps: int = 20,
                  scheduler: Literal["cosine", "constant"] = "cosine", min_lr_ratio: float = 0.1,
                  compile: bool = False):
         super().__init__(lr, weight_decay, warmup_steps, scheduler, min_lr_ratio, compile)
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if not isinstance(ensemble, int) or isinstance(ensemble, bool) or ensemble < 1:
+            raise ValueError(f"ensemble must be a positive integer (members), got {ensemble!r}")
         backbone = backbone if backbone is not None else EncoderConfig()
         self._save_hparams()
         self.per_event = per_event
         self.num_classes = num_classes
-        self.encoder = _encoder(backbone, d_input, num_marks, use_observed,
-                                check_time_scale(time_scale))
+        self.ensemble = ensemble
+        time_scale = check_time_scale(time_scale)
+        self.encoder = _encoder(backbone, d_input, num_marks, use_observed, time_scale)
         self.head = nn.Linear(backbone.d_model, num_classes)
+        # the first member keeps the names of a single model (its checkpoints, EventStream)
+        self.members = nn.ModuleList(
+            nn.ModuleDict(dict(encoder=_encoder(backbone, d_input, num_marks, use_observed, time_scale),
+                               head=nn.Linear(backbone.d_model, num_classes)))
+            for _ in range(ensemble - 1))
         self.label_smoothing = label_smoothing
         kw = dict(task="multiclass", num_classes=num_classes, ignore_index=-100)
         self.train_acc = torchmetrics.Accuracy(**kw)
@@ -65,17 +78,32 @@ class EventClassifier(EventTask):
 
     def forward(self, batch: dict) -> Tensor:
         """Logits ``(B, K)``, or ``(B, L, K)`` with ``per_event`` (``(1, T, K)`` for a packed
-        batch, whose per-event targets are packed alike)."""
+        batch, whose per-event targets are packed alike). With ``ensemble > 1``: the log of the
+        members' mean class probabilities (a softmax of them gives that mean)."""
+        return _mean_probs_log(self.member_logits(batch))
+
+    def member_logits(self, batch: dict) -> list[Tensor]:
+        """Each member's logits, shaped as :meth:`forward`'s (one entry without an ensemble)."""
+        kw = self._encoder_kwargs(batch)
+        pairs = [(self.encoder, self.head), *((m["encoder"], m["head"]) for m in self.members)]
         if self.per_event:
-            return self.head(self.encoder.encode(**self._encoder_kwargs(batch)))
-        return self.head(self.encoder(**self._encoder_kwargs(batch)))
+            return [head(enc.encode(**kw)) for enc, head in pairs]
+        return [head(enc(**kw)) for enc, head in pairs]
 
     def _step(self, batch: dict, stage: str) -> Tensor:
         acc = getattr(self, f"{stage}_acc")
-        logits = self(batch)
+        members = self.member_logits(batch)
+        logits = _mean_probs_log(members)
         y = batch["target"]
-        loss = F.cross_entropy(logits.reshape(-1, self.num_classes).float(), y.reshape(-1),
-                               ignore_index=-100, label_smoothing=self.label_smoothing)
+
+        def ce(z: Tensor) -> Tensor:
+            return F.cross_entropy(z.reshape(-1, self.num_classes).float(), y.reshape(-1),
+                                   ignore_index=-100, label_smoothing=self.label_smoothing)
+
+        # training: each member on its own loss (their mean), as if trained alone; evaluation:
+        # the ensemble's own loss, which early stopping and the best checkpoint then follow
+        loss = (torch.stack([ce(z) for z in members]).mean() if stage == "train" and len(members) > 1
+                else ce(logits))
         acc(logits.reshape(-1, self.num_classes), y.reshape(-1))
         # one label per sequence: the count is the batch size, known without reading the device
         n = int((y != -100).sum()) if self.per_event else y.shape[0]
@@ -87,6 +115,14 @@ class EventClassifier(EventTask):
     def predict_step(self, batch, batch_idx) -> dict:
         probs = self(batch).float().softmax(-1)
         return {"index": batch.get("index"), "probs": probs, "pred": probs.argmax(-1)}
+
+
+def _mean_probs_log(logits: list[Tensor]) -> Tensor:
+    """``log(mean_m softmax(logits_m))`` of a list of ``(..., K)`` logits; one entry as it is."""
+    if len(logits) == 1:
+        return logits[0]
+    logp = torch.stack([z.float().log_softmax(-1) for z in logits])
+    return torch.logsumexp(logp, 0) - math.log(len(logits))
 
 
 def splice_queries(batch: dict) -> tuple[dict, Tensor]:

@@ -58,6 +58,9 @@ class EventStream:
                             f"EventEncoder, got {type(model).__name__}")
         if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
             raise ValueError(f"capacity must be a positive int or None, got {capacity!r}")
+        if getattr(model, "ensemble", 1) > 1:
+            raise ValueError(f"EventStream streams one encoder; this classifier is an ensemble of "
+                             f"{model.ensemble} members (train it with ensemble=1 to stream it)")
         self.model = model.eval()
         self.encoder: EventEncoder = model if isinstance(model, EventEncoder) else model.encoder
         self.capacity = capacity
