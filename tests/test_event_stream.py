@@ -314,3 +314,28 @@ def test_bad_arguments_are_named():
         clf.next_event(["a"])
     with pytest.raises(ValueError, match="integer_times=True"):
         EventStream(model, integer_times=True).push(["a"], [1.5], marks=[0])
+
+
+@pytest.mark.slow  # compiles the step: about 40 s on 2 cores
+def test_compiled_step_gives_the_eager_answers():
+    model = _tpp("intensity")
+    eager, compiled = EventStream(model), EventStream(model, compile=True)
+    g = torch.Generator().manual_seed(3)
+    t = {k: 0.0 for k in "abc"}
+    for i in range(12):
+        ids = ["a", "b", "c"] if i % 3 else ["b"]  # one stream, then three, at once
+        times = []
+        for k in ids:
+            t[k] += float(torch.rand((), generator=g)) + 0.1
+            times.append(t[k])
+        marks = torch.randint(0, model.encoder.num_marks, (len(ids),), generator=g)
+        eager.push(ids, times, marks=marks)
+        compiled.push(ids, times, marks=marks)
+    ids = ["a", "b", "c"]
+    err = rel_err(compiled.pooled(ids), eager.pooled(ids))
+    s = torch.tensor([t["a"] + 0.3, t["b"] + 1.0, t["c"] + 2.5], dtype=torch.float64)
+    err_lam = rel_err(compiled.intensity(ids, s), eager.intensity(ids, s))
+    print(f"compiled vs eager: pooled {err:.1e}, intensity {err_lam:.1e}")
+    assert err < 1e-5 and err_lam < 1e-5
+    with pytest.raises(TypeError, match="compile must be True or False"):
+        EventStream(model, compile="yes")

@@ -47,12 +47,18 @@ class EventStream:
             the state grows (doubling) as new streams arrive.
         integer_times: times are integers (int64, e.g. nanoseconds since an epoch: gaps exact);
             otherwise every time is taken as float64. One kind for the stream's lifetime.
+        compile: run the one-event step (a push with one event per stream) under
+            ``torch.compile``: its few dozen small tensor ops per block fuse into a few kernels,
+            which is most of a push's cost at small batch sizes (docs/tpp.md gives the measured
+            latency). The first push compiles (tens of seconds on a small CPU); the answers are
+            the eager step's to float rounding.
 
     A stream's times must not decrease (a tie is a gap of 0, as in a batch). Every push is
     checked before any state changes, so a push that raises leaves every stream as it was.
     """
 
-    def __init__(self, model, *, capacity: int | None = None, integer_times: bool = False) -> None:
+    def __init__(self, model, *, capacity: int | None = None, integer_times: bool = False,
+                 compile: bool = False) -> None:
         if not isinstance(model, _MODELS):
             raise TypeError("model must be an EventTPP, EventClassifier, EventRegressor or "
                             f"EventEncoder, got {type(model).__name__}")
@@ -61,8 +67,13 @@ class EventStream:
         if getattr(model, "ensemble", 1) > 1:
             raise ValueError(f"EventStream streams one encoder; this classifier is an ensemble of "
                              f"{model.ensemble} members (train it with ensemble=1 to stream it)")
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False, got {compile!r}")
         self.model = model.eval()
         self.encoder: EventEncoder = model if isinstance(model, EventEncoder) else model.encoder
+        # dynamic: the number of streams in a push varies, and should not recompile the step
+        self._encoder_step = (torch.compile(self.encoder.step, dynamic=True) if compile
+                              else self.encoder.step)
         self.capacity = capacity
         self.time_dtype = torch.int64 if integer_times else torch.float64
         w = self.encoder.backbone.norm_f.weight
@@ -149,7 +160,7 @@ class EventStream:
         """One event for each of the streams ``rows`` (distinct): a recurrent step on their rows."""
         idx = torch.tensor(rows, device=self.device)
         sub = self.cache.select(idx)
-        self.encoder.step(values=val, marks=mk, observed=obs, cache=sub, timestamps=t,
+        self._encoder_step(values=val, marks=mk, observed=obs, cache=sub, timestamps=t,
                           check_values=False)
         self.cache.put(idx, sub)
 

@@ -14,6 +14,8 @@ length of ``--history`` (in bulk pushes, which encode the chunk), then, at that 
   its checks and moving the stream's row out of the shared state and back);
 * all streams: ``--repeats`` pushes of one event into every stream at once, each timed alone
   (per event: the push's time over the number of streams);
+* ``--compile``: the same with ``EventStream(compile=True)``; the step-alone column stays the
+  eager step;
 * next event: ``--repeats`` reads of one stream's next-event prediction after its push (the
   mixture head's predictive median, found by bisection).
 
@@ -93,18 +95,22 @@ def main(argv=None) -> None:
     p.add_argument("--chunk", type=int, default=500, help="events per stream per bulk push")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (an event's ops are too small to split; 0: torch's default)")
+    p.add_argument("--compile", action="store_true",
+                   help="EventStream(compile=True): the one-event step under torch.compile (the "
+                        "warm-up pushes compile it)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     K, n = 3, args.streams
     torch.manual_seed(0)
     model = EventTPP(num_marks=K, log_gap_stats=(0.0, 1.0), backbone=EncoderConfig()).to(args.device)
-    stream = EventStream(model, capacity=n)
+    stream = EventStream(model, capacity=n, compile=args.compile)
     clock = _Clock(n, K)
     name = torch.cuda.get_device_name() if args.device == "cuda" else (
         f"CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
     print(f"# EventStream push latency: {n} streams, untrained EventTPP (d_model 64, 2 layers, "
-          f"d_state 16), {args.repeats} repeats; {name}; torch {torch.__version__}\n")
+          f"d_state 16), {args.repeats} repeats; {name}; torch {torch.__version__}"
+          f"{'; compiled step' if args.compile else ''}\n")
     print("| history | one stream: push ms | one stream: push CPU ms | one stream: step alone ms "
           "| all streams: push ms | all streams: per event µs | one stream: next_event ms |")
     print("|---|---|---|---|---|---|---|")
