@@ -206,6 +206,8 @@ DOCS_RUN: dict[str, Run] = {
     "python experiments/probe_precision.py --L 4096": Run(slow=True),
     # docs/panel.md: the first search's table from its committed rows, nothing trained
     "python experiments/panel.py --rank --out experiments/results/panel_search_round1.jsonl": Run(slow=True),
+    "python experiments/panel.py --rank --out experiments/results/panel_search_round2_cpu.jsonl": Run(slow=True),
+    "python experiments/panel.py --table --out experiments/results/panel_search_round2_cpu.jsonl": Run(slow=True),
     "python experiments/panel.py --table --out experiments/results/panel_cpu_defaults.jsonl --also "
     "experiments/results/panel_yardsticks.jsonl": Run(slow=True),
 }
@@ -234,6 +236,9 @@ DOCS_SKIP: dict[str, str] = {
     "python experiments/tpp_multistep.py --head intensity --out experiments/results/tpp_multistep_intensity.md":
         "trains three models (minutes of CPU) and rewrites the committed "
         "experiments/results/tpp_multistep_intensity.md; the command above runs the script small",
+    "python experiments/bench/event_stream.py --compile":
+        "a benchmark (the compiled stream): a minute or two of CPU, its times mean nothing on a "
+        "shared test machine; tests/test_event_stream.py checks the compiled answers",
     "python experiments/bench/event_stream.py":
         "a benchmark: a minute of CPU filling 64 streams to 10,000 events, its times mean nothing "
         "on a shared test machine; tests/test_bench_event_stream.py runs it small",

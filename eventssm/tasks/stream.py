@@ -71,9 +71,10 @@ class EventStream:
             raise TypeError(f"compile must be True or False, got {compile!r}")
         self.model = model.eval()
         self.encoder: EventEncoder = model if isinstance(model, EventEncoder) else model.encoder
-        # dynamic: the number of streams in a push varies, and should not recompile the step
-        self._encoder_step = (torch.compile(self.encoder.step, dynamic=True) if compile
-                              else self.encoder.step)
+        # torch's automatic dynamic shapes: a second number of streams per push recompiles once
+        # with symbolic sizes. (dynamic=True would also make the model's float constants
+        # symbolic, and their checks would split the step into graphs again.)
+        self._advance = torch.compile(self._advance_rows) if compile else self._advance_rows
         self.capacity = capacity
         self.time_dtype = torch.int64 if integer_times else torch.float64
         w = self.encoder.backbone.norm_f.weight
@@ -158,9 +159,13 @@ class EventStream:
 
     def _step(self, rows: list[int], t, mk, val, obs) -> None:
         """One event for each of the streams ``rows`` (distinct): a recurrent step on their rows."""
-        idx = torch.tensor(rows, device=self.device)
+        self._advance(torch.tensor(rows, device=self.device), t, mk, val, obs)
+
+    def _advance_rows(self, idx: Tensor, t, mk, val, obs) -> None:
+        """The step of :meth:`_step` on rows ``idx (n,)``: their states out of the shared cache,
+        one event each, and back (what ``compile`` compiles as one graph)."""
         sub = self.cache.select(idx)
-        self._encoder_step(values=val, marks=mk, observed=obs, cache=sub, timestamps=t,
+        self.encoder.step(values=val, marks=mk, observed=obs, cache=sub, timestamps=t,
                           check_values=False)
         self.cache.put(idx, sub)
 
