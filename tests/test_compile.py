@@ -62,6 +62,9 @@ def _fit(compile: bool, steps: int = 3):
 @pytest.mark.slow
 def test_compiled_training_matches_eager():
     eager, eager_losses, dm = _fit(compile=False)
+    # a graph another test of this process compiled for the same code would be reused: start
+    # from an empty cache, so that the count below sees this run's compilation
+    torch._dynamo.reset()
     graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     compiled, compiled_losses, _ = _fit(compile=True)
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before

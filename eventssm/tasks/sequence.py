@@ -76,23 +76,32 @@ class EventClassifier(EventTask):
         self.val_loss = torchmetrics.MeanMetric()
         self.test_loss = torchmetrics.MeanMetric()
 
-    def forward(self, batch: dict) -> Tensor:
+    def forward(self, batch: dict, members: bool = False) -> Tensor:
         """Logits ``(B, K)``, or ``(B, L, K)`` with ``per_event`` (``(1, T, K)`` for a packed
         batch, whose per-event targets are packed alike). With ``ensemble > 1``: the log of the
-        members' mean class probabilities (a softmax of them gives that mean)."""
-        return _mean_probs_log(self.member_logits(batch))
+        members' mean class probabilities (a softmax of them gives that mean). ``members``:
+        each member's logits instead, stacked ``(ensemble, ...)``. The steps call this (not
+        :meth:`member_logits`) so that the ``compile`` option, which compiles ``__call__``,
+        covers training too."""
+        logits = self.member_logits(batch)
+        return torch.stack(logits) if members else _mean_probs_log(logits)
 
     def member_logits(self, batch: dict) -> list[Tensor]:
         """Each member's logits, shaped as :meth:`forward`'s (one entry without an ensemble)."""
         kw = self._encoder_kwargs(batch)
-        pairs = [(self.encoder, self.head), *((m["encoder"], m["head"]) for m in self.members)]
-        if self.per_event:
-            return [head(enc.encode(**kw)) for enc, head in pairs]
-        return [head(enc(**kw)) for enc, head in pairs]
+        logits = [self._logits(self.encoder, self.head, kw)]
+        # No loop around a single model: under the ``compile`` option a loop whose body breaks
+        # the graph (the CPU scan does) runs eagerly, its callees compiled one by one.
+        for member in self.members:
+            logits.append(self._logits(member["encoder"], member["head"], kw))
+        return logits
+
+    def _logits(self, encoder, head, kw: dict) -> Tensor:
+        return head(encoder.encode(**kw) if self.per_event else encoder(**kw))
 
     def _step(self, batch: dict, stage: str) -> Tensor:
         acc = getattr(self, f"{stage}_acc")
-        members = self.member_logits(batch)
+        members = list(self(batch, members=True))
         logits = _mean_probs_log(members)
         y = batch["target"]
 
