@@ -147,6 +147,11 @@ class Path:
         step: ``step(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False,
             integration_timesteps=None, rate=None, discretization="mamba")``: one recurrence
             step updating ``state`` in place, see :func:`eventssm.selective_state_update_ref`.
+        block: the Triton path only (None elsewhere): ``block(xz, conv_weight, conv_bias,
+            x_proj_weight, dt_proj_weight, dt_bias, A_log, D, rho, out_proj_weight,
+            out_proj_bias, discretization=..., integration_timesteps=None, mask=None,
+            cu_seqlens=None)``, a Mamba block after ``in_proj`` as one autograd node, see
+            :func:`eventssm.kernels.mamba_inner.mamba_inner_triton`.
     """
 
     name: str
@@ -154,6 +159,7 @@ class Path:
     conv: Callable
     conv_step: Callable
     step: Callable
+    block: Callable | None = None
 
 
 def path(backend: str, device: torch.device) -> Path:
@@ -216,4 +222,9 @@ def _build(name: str) -> Path:
             return selective_state_update_ref(state, *args, **kw)
         return K.selective_state_update_triton(state, *args, **disc_args(kw))
 
-    return Path(name, scan, conv, conv_step, step)
+    def block(xz, *weights, **kw):
+        return K.mamba_inner_triton(xz, *weights, **disc_args(kw))
+
+    if not hasattr(K, "mamba_inner_triton"):
+        block = None
+    return Path(name, scan, conv, conv_step, step, block)

@@ -46,7 +46,11 @@ class Mamba(SSMParts, nn.Module):
     ``time_scale`` (the time unit) multiplies every gap, formed from ``timestamps`` or given as
     ``integration_timesteps`` (1: lrnnx's behaviour); ``use_fast_path`` picks the
     Triton kernels on CUDA (``False``: the PyTorch path everywhere); ``backend`` (``"auto" |
-    "triton" | "torch" | "reference"``) overrides it, for ``forward`` and ``step`` alike.
+    "triton" | "torch" | "reference"``) overrides it, for ``forward`` and ``step`` alike;
+    ``fused`` runs ``forward`` without a cache on the Triton path in eager mode as one autograd
+    node from ``in_proj``'s output to ``out_proj``'s
+    (:func:`eventssm.kernels.mamba_inner.mamba_inner_triton`, the same numbers with a fraction
+    of the host time; ``False``: the separate pieces, a node each).
 
     An asymmetric block (the lrnnx strings too) called without timesteps falls back to the
     standard rule, where the rate ``rho`` does not enter; it still gets an exact zero gradient
@@ -74,6 +78,7 @@ class Mamba(SSMParts, nn.Module):
         discretization: Discretization | str = "mamba",
         time_scale: float = 1.0,
         backend: str | None = None,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         for name, v in (("d_model", d_model), ("d_conv", d_conv), ("expand", expand)):
@@ -91,6 +96,7 @@ class Mamba(SSMParts, nn.Module):
                        discretization=discretization,
                        backend=backend_of(use_fast_path, backend), device=device, dtype=dtype)
         self.time_scale = check_time_scale(time_scale)
+        self.fused = bool(fused)
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias, **fk)
         # nn.Conv1d holds the weights under mamba-ssm's names; the conv itself runs channel-last
         # through the backend's causal_conv1d (weight[:, 0] is (D, K)).
@@ -153,6 +159,13 @@ class Mamba(SSMParts, nn.Module):
         fns = path(self.backend, hidden_states.device)
         warm = cache is not None and cache.seqlen_offset > 0
         mask = steps.mask
+        if self._fuses(fns, hidden_states, cache):
+            return fns.block(self.in_proj(hidden_states), self.conv1d.weight, self.conv1d.bias,
+                             self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias,
+                             self.A_log, self.D, self.rho, self.out_proj.weight,
+                             self.out_proj.bias, discretization=self.discretization,
+                             integration_timesteps=steps.tau, mask=mask,
+                             cu_seqlens=steps.cu_seqlens)
         # 1. x (conv branch) and z (gate): two (B, L, D) views of one in_proj output. On the
         # Triton path in eager training, the conv's and the scan's backward write ∂x and ∂z
         # straight into one (B, L, 2D) buffer that becomes in_proj's output gradient.
@@ -193,6 +206,14 @@ class Mamba(SSMParts, nn.Module):
         # 5. back to d_model; padded outputs are 0
         y = self.out_proj(y)
         return y if mask is None else y.masked_fill(~mask[..., None], 0.0)
+
+    def _fuses(self, fns, hidden_states: Tensor, cache: InferenceCache | None) -> bool:
+        """Whether ``_forward`` runs as one node: the Triton path, eager, no cache, fp32/bf16/fp16
+        (float64 goes to the reference) and a conv width the Triton conv compiles (2..4)."""
+        return (self.fused and fns.block is not None and cache is None
+                and not torch.compiler.is_compiling() and 2 <= self.d_conv <= 4
+                and torch.float64 not in (hidden_states.dtype, self.in_proj.weight.dtype,
+                                          self.A_log.dtype))
 
     @torch.no_grad()
     def _update_cache(self, cache: InferenceCache, conv_state, ssm_state, last_time, L: int) -> None:

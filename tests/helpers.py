@@ -165,7 +165,7 @@ def load_kernels():
         return K
     if type(K.selective_scan_fwd.selective_scan_fwd_kernel.fn.fn).__name__ != "InterpretedFunction":
         for name in ("utils", "selective_scan_fwd", "selective_scan_bwd", "selective_state_update",
-                     "selective_scan", "causal_conv1d"):
+                     "selective_scan", "causal_conv1d", "mamba_inner"):
             importlib.reload(importlib.import_module(f"eventssm.kernels.{name}"))
         K = importlib.reload(K)
     return K

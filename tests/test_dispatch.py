@@ -45,13 +45,14 @@ def test_paths_of_the_cpu_backends():
     torch_path = dispatch.path("auto", CPU)
     # the chunked scan behind torch.compiler.disable (tests/test_compile.py says why)
     assert torch_path.scan.__wrapped__ is selective_scan_chunked
+    # no fused block (None): the CPU paths run the pieces, each its own autograd node
     assert dataclasses.astuple(torch_path) == (
         "torch", torch_path.scan, causal_conv1d, causal_conv1d_update,
-        selective_state_update_ref)
+        selective_state_update_ref, None)
     ref = dispatch.path("reference", CPU)
     assert dataclasses.astuple(ref) == (
         "reference", selective_scan_ref, causal_conv1d, causal_conv1d_update,
-        selective_state_update_ref)
+        selective_state_update_ref, None)
 
 
 def _spy(monkeypatch):

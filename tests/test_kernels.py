@@ -623,15 +623,17 @@ def test_step_matches_scan(device):
 @pytest.mark.parametrize("timesteps", [False, True], ids=["standard", "event"])
 @pytest.mark.parametrize("device", DEVICES)
 def test_mamba_block_gradients_in_place(monkeypatch, device, timesteps):
-    """A Mamba block on the Triton path against the same block on the torch path: outputs and
-    every parameter's gradient, with ∂x and ∂z written straight into one ∂xz buffer
-    (eventssm.shared_grad): concatenating there would raise."""
+    """A Mamba block on the Triton path as separate pieces (``fused=False``) against the same
+    block on the torch path: outputs and every parameter's gradient, with ∂x and ∂z written
+    straight into one ∂xz buffer (eventssm.shared_grad): concatenating there would raise. (The
+    fused block writes its ∂xz buffer itself: tests/test_fused_block.py.)"""
     import eventssm.shared_grad as sg
     from eventssm import Mamba
 
     torch.manual_seed(0)
     disc = Asymmetric("zoh") if timesteps else Standard("mamba")
-    tri = Mamba(8, d_state=4, d_conv=4, expand=2, discretization=disc, backend="triton")
+    tri = Mamba(8, d_state=4, d_conv=4, expand=2, discretization=disc, backend="triton",
+                fused=False)
     ref = Mamba(8, d_state=4, d_conv=4, expand=2, discretization=disc, backend="torch")
     ref.load_state_dict(tri.state_dict())
     tri, ref = tri.to(device), ref.to(device)

@@ -76,15 +76,15 @@ class EventClassifier(EventTask):
         self.val_loss = torchmetrics.MeanMetric()
         self.test_loss = torchmetrics.MeanMetric()
 
-    def forward(self, batch: dict, members: bool = False) -> Tensor:
+    def forward(self, batch: dict, members: bool = False) -> Tensor | list[Tensor]:
         """Logits ``(B, K)``, or ``(B, L, K)`` with ``per_event`` (``(1, T, K)`` for a packed
         batch, whose per-event targets are packed alike). With ``ensemble > 1``: the log of the
         members' mean class probabilities (a softmax of them gives that mean). ``members``:
-        each member's logits instead, stacked ``(ensemble, ...)``. The steps call this (not
+        each member's logits instead, a list of ``ensemble`` tensors. The steps call this (not
         :meth:`member_logits`) so that the ``compile`` option, which compiles ``__call__``,
         covers training too."""
         logits = self.member_logits(batch)
-        return torch.stack(logits) if members else _mean_probs_log(logits)
+        return logits if members else _mean_probs_log(logits)
 
     def member_logits(self, batch: dict) -> list[Tensor]:
         """Each member's logits, shaped as :meth:`forward`'s (one entry without an ensemble)."""
@@ -101,7 +101,7 @@ class EventClassifier(EventTask):
 
     def _step(self, batch: dict, stage: str) -> Tensor:
         acc = getattr(self, f"{stage}_acc")
-        members = list(self(batch, members=True))
+        members = self(batch, members=True)
         logits = _mean_probs_log(members)
         y = batch["target"]
 

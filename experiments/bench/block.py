@@ -14,6 +14,15 @@ Sections (each row has its time, what it is compared with, and the ratio):
 * ``conv``: the causal depthwise conv (+bias, SiLU) alone at (8, 2048, 1536), K 4, forward and
   forward + backward: ours (x a slice of a (B, L, 2D) tensor, as in the block) against
   causal-conv1d's kernel (x (B, D, L), as mamba-ssm feeds it) and ``nn.Conv1d``.
+* ``steps`` (not in the default ``--sections``; issue 24's protocol): at four shapes (batch, L,
+  d_model) = (16, 4096, 1024), (8, 2048, 768), (32, 1024, 256), (64, 256, 128), 30 block steps
+  (forward + ``backward(dy)``, the input requiring grad) issued back to back as a training loop
+  issues them (the host may run ahead of the device), timed with CUDA events: the median ms per
+  step over ``--rounds`` interleaved rounds (min-max), and the host's ms to issue one step (a
+  step timed on the host clock after a synchronisation, median of 10). Rows: mamba-ssm's fast
+  path, ours in standard mode and ``Asymmetric(mamba)``/``Asymmetric(zoh)``/``Additive(zoh)``
+  with τ (``check_values=False``), ``Asymmetric(zoh)`` with the default ``check_values=True``,
+  and ours as separate autograd nodes (``fused=False``) beside the one-node block.
 * ``scan``: the selective scan alone at the block's shape (8, 2048, 1536, 16) with z, D skip,
   Δ bias and softplus, every scheme in every mode against the mamba scheme in the same mode
   (the issue's 1.15× target), and our mamba scheme against mamba-ssm's ``selective_scan_fn``.
@@ -47,6 +56,17 @@ SCHEMES = ("mamba", "zoh", "bilinear", "dirac")
 COUPLINGS = ("Standard", "Asymmetric", "Scaled", "Additive")
 FULL = dict(B=8, L=2048, d_model=768, expand=2, N=16, K=4)
 SMALL = dict(B=2, L=32, d_model=16, expand=2, N=4, K=4)
+STEP_SHAPES = ((16, 4096, 1024), (8, 2048, 768), (32, 1024, 256), (64, 256, 128))
+# (label, coupling, scheme, with τ, check_values, fused) of the ``steps`` section's own rows
+STEP_ROWS = (
+    ("Standard(mamba)", "Standard", "mamba", False, False, True),
+    ("Standard(mamba), separate nodes", "Standard", "mamba", False, False, False),
+    ("Asymmetric(mamba) + τ", "Asymmetric", "mamba", True, False, True),
+    ("Asymmetric(zoh) + τ", "Asymmetric", "zoh", True, False, True),
+    ("Asymmetric(zoh) + τ, check_values=True", "Asymmetric", "zoh", True, True, True),
+    ("Asymmetric(zoh) + τ, separate nodes", "Asymmetric", "zoh", True, False, False),
+    ("Additive(zoh) + τ", "Additive", "zoh", True, False, True),
+)
 
 
 def bootstrap_eventssm():
@@ -260,6 +280,83 @@ def launch_section(table, launch_info):
         print("| " + " | ".join(table.rows[-1]) + " |", flush=True)
 
 
+def _back_to_back(step, n: int, device: str) -> float:
+    """ms per step of ``n`` steps issued back to back (CUDA events around them on a GPU)."""
+    if device != "cuda":
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        return (time.perf_counter() - t0) * 1e3 / n
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(n):
+        step()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / n
+
+
+def _host_issue_ms(step, device: str, n: int = 10) -> float:
+    """Median host ms to issue one step with the device idle (nothing queued to wait behind)."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    runs = []
+    for _ in range(n):
+        sync()
+        t0 = time.perf_counter()
+        step()
+        runs.append((time.perf_counter() - t0) * 1e3)
+    sync()
+    return statistics.median(runs)
+
+
+def steps_section(es, anchors, table, shapes, dtypes, depths, device, rounds, n_steps=30):
+    for dtype in dtypes:
+        for depth in depths:
+            for B, L, dm in shapes:
+                _steps_rows(es, anchors, table, dict(FULL, B=B, L=L, d_model=dm), dtype, depth,
+                            device, rounds, n_steps)
+
+
+def _steps_rows(es, anchors, table, shape, dtype, depth, device, rounds, n_steps):
+    B, L, dm = shape["B"], shape["L"], shape["d_model"]
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    x = torch.randn(B, L, dm, device=dev, dtype=dtype, requires_grad=True)
+    dy = torch.randn(B, L, dm, device=dev, dtype=dtype)
+    tau = torch.rand(B, L, device=dev) * 2
+    size = dict(d_state=shape["N"], d_conv=shape["K"], expand=shape["expand"], device=dev,
+                dtype=dtype)
+    steps = {}  # label -> step function; one model per row, kept for the interleaved rounds
+    if "Mamba" in anchors:
+        m = Stack(lambda: anchors["Mamba"](dm, use_fast_path=True, **size), depth)
+        steps["mamba-ssm 2.3.2.post1 fast path"] = lambda m=m: m(x).backward(dy)
+    for label, coupling, scheme, with_tau, check, fused in STEP_ROWS:
+        disc = getattr(es, coupling)(scheme=scheme)
+        m = Stack(lambda disc=disc, fused=fused: es.Mamba(dm, discretization=disc, fused=fused,
+                                                          **size), depth)
+        kw = {"check_values": check, **({"integration_timesteps": tau} if with_tau else {})}
+        steps[f"eventssm {label}"] = lambda m=m, kw=kw: m(x, **kw).backward(dy)
+    walls = {k: [] for k in steps}
+    host = {}
+    for k, step in steps.items():  # warm-up: compile, autotune, allocate
+        for _ in range(3):
+            step()
+        host[k] = _host_issue_ms(step, device)
+    for _ in range(rounds):
+        for k, step in steps.items():
+            x.grad = None
+            walls[k].append(_back_to_back(step, n_steps, device))
+    ref = next(iter(steps))
+    ref_ms = statistics.median(walls[ref])
+    where = f"({B}, {L}, {dm})" + ("" if depth == 1 else f", {depth} layers")
+    for k in steps:
+        ms = statistics.median(walls[k])
+        note = (f"{min(walls[k]):.3f}-{max(walls[k]):.3f} over {rounds} rounds; host ms to issue "
+                f"a step {host[k]:.2f} (vs {host[ref]:.2f}: {host[k] / host[ref]:.2f})")
+        table.add("steps", f"{where}: {k}", _dtype_name(dtype), ms, ref, ref_ms, note)
+
+
 def conv_section(es, anchors, table, shape, dtypes, device, timed):
     for dtype in dtypes:
         _conv_rows(anchors, table, shape, dtype, device, timed)
@@ -384,7 +481,10 @@ def main(argv=None):
     ap.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=SCHEMES)
     ap.add_argument("--couplings", nargs="+", default=list(COUPLINGS), choices=COUPLINGS)
     ap.add_argument("--sections", nargs="+", default=["block", "conv", "scan"],
-                    choices=["block", "conv", "scan"])
+                    choices=["block", "conv", "scan", "steps"])
+    ap.add_argument("--shapes", nargs="+", default=None, metavar="B,L,D",
+                    help="the steps section's (batch, L, d_model) shapes (default: issue 24's four)")
+    ap.add_argument("--rounds", type=int, default=5, help="the steps section's interleaved rounds")
     ap.add_argument("--anchors", default=str(ROOT / ".anchors"), help="prepared anchors (py/)")
     ap.add_argument("--builds", default="/tmp/anchors", help="built extensions (mamba/, causal/)")
     ap.add_argument("--rep", type=int, default=200, help="do_bench rep (ms) per measurement")
@@ -417,6 +517,10 @@ def main(argv=None):
         block_section(es, anchors, table, shape, dtypes, args.depths, args.schemes,
                       args.couplings, args.device, timed, launch_info)
         launch_section(table, launch_info)
+    if "steps" in args.sections:
+        shapes = [tuple(int(v) for v in sh.split(",")) for sh in args.shapes] if args.shapes \
+            else [(SMALL["B"], SMALL["L"], SMALL["d_model"])] if args.small else STEP_SHAPES
+        steps_section(es, anchors, table, shapes, dtypes, args.depths, args.device, args.rounds)
     if "conv" in args.sections:
         conv_section(es, anchors, table, shape, dtypes, args.device, timed)
     if "scan" in args.sections:

@@ -8,7 +8,8 @@
 #     dataset, held-out ones included, one process per dataset; resumes from and returns
 #     experiments/results/panel.jsonl.
 #   PANEL_MODE=both (default): the two side by side.
-# Beside them, the yardstick rows of PANEL_YSEEDS on the CPU cores (panel_yardsticks.jsonl).
+# Beside them, the yardstick rows of PANEL_YSEEDS on the CPU cores (panel_yardsticks.jsonl;
+# PANEL_YARDSTICKS=0: none, for when they run elsewhere).
 # PANEL_DROPS / PANEL_SEEDS (search) / PANEL_BUDGET (seconds before no new row starts) override.
 source experiments/gpu/setup.sh
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
@@ -44,8 +45,10 @@ if [ "$MODE" != search ]; then
   done
 fi
 resume panel_yardsticks.jsonl /tmp/ys/ys.jsonl
-$T python3 experiments/panel.py --yardsticks-only --drops 0.0 0.3 0.6 --seeds ${PANEL_YSEEDS:-0 1 2} \
-  --threads 2 --budget-s $BUDGET --out /tmp/ys/ys.jsonl > /tmp/ys/ys.log 2>&1 &
+if [ "${PANEL_YARDSTICKS:-1}" = 1 ]; then
+  $T python3 experiments/panel.py --yardsticks-only --drops 0.0 0.3 0.6 --seeds ${PANEL_YSEEDS:-0 1 2} \
+    --threads 2 --budget-s $BUDGET --out /tmp/ys/ys.jsonl > /tmp/ys/ys.log 2>&1 &
+fi
 wait
 if compgen -G "/tmp/search/*.jsonl" > /dev/null; then cat /tmp/search/*.jsonl | sort -u > "$OUT/panel_search.jsonl"; fi
 if compgen -G "/tmp/final/*.jsonl" > /dev/null; then cat /tmp/final/*.jsonl | sort -u > "$OUT/panel.jsonl"; fi
