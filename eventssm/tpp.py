@@ -10,7 +10,7 @@ type ``k = m_{i+1}``. The log-likelihood of one event splits into a time part an
 
     log p(τ, k | H_i) = log p(τ | H_i) + log p(k | τ, H_i)
 
-Two heads:
+Three heads:
 
 * :class:`LogNormalMixtureHead` (intensity-free, Shchur et al. 2020): ``log τ`` is a Gaussian
   mixture (in units normalised by the training gaps' log-mean and log-std), the type a
@@ -30,6 +30,10 @@ Two heads:
   below 1e-6 for ``δτ`` from 1e-3 to 1e3 with the defaults). Sampling is by thinning with an
   exact bound: each state coordinate moves monotonically between ``x_i`` and ``x̄_i``, so
   ``b_k + Σ_j max(W_kj x_j, W_kj x̄_j)`` bounds the pre-activation for all ``s ≥ 0``.
+* :class:`eventssm.tpp_state.StateIntensityHead` (continuous time, ``head="state"``): the same
+  readout, but from the encoder's last SSM state itself, evolved between events under the
+  block's own discretization with no input (see :mod:`eventssm.tpp_state`). Both continuous-time
+  heads share :class:`DecayingIntensityHead` (compensator, likelihood, prediction, thinning).
 
 This module is core: it imports torch and numpy only (no Lightning, no pandas).
 """
@@ -45,10 +49,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["TPPHead", "LogNormalMixtureHead", "IntensityHead", "make_head", "HEADS",
-           "gauss_legendre_panels"]
+__all__ = ["TPPHead", "LogNormalMixtureHead", "DecayingIntensityHead", "IntensityHead",
+           "make_head", "HEADS", "gauss_legendre_panels", "softplus_beta"]
 
-HEADS = ("mixture", "intensity")
+HEADS = ("mixture", "intensity", "state")
 
 
 def _check_gap_stats(gap_stats) -> tuple[float, float]:
@@ -238,55 +242,45 @@ def gauss_legendre_panels(n_nodes: int, n_panels: int, ratio: float = 0.25) -> t
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ws))
 
 
-class IntensityHead(TPPHead):
-    """Continuous-time head: intensities from a state decayed in closed form (module docstring).
+class DecayingIntensityHead(TPPHead):
+    """Base of the continuous-time heads: type intensities ``λ_k(t_i + s)`` in closed form in the
+    time ``s`` since the event, from a per-event tuple of tensors ``st`` (:meth:`states`, each
+    ``(..., X)``: one trailing feature axis, so that rows can be flattened and gathered).
+
+    A subclass gives :meth:`states`, ``_intensity(st, s (..., Q)) -> (..., Q, K)``,
+    ``_bound(st) -> (..., K)`` (an upper bound of every ``λ_k(s)``, ``s >= 0``) and
+    ``_asymptote(st) -> (..., K)`` (``λ_k(s)`` as ``s -> ∞``); this class gives the compensator
+    (composite Gauss-Legendre), the log-likelihood, :meth:`predict` and thinning.
 
     Args:
-        d_model, num_marks, log_gap_stats: see :class:`TPPHead`.
-        d_hidden: size ``H`` of the decaying state.
+        d_model, num_marks, log_gap_stats, time_prediction: see :class:`TPPHead`.
         n_quad, n_panels: Gauss-Legendre nodes per panel and panels of the compensator.
-        decay_range: initial decay rates ``δ`` (per time unit) are log-spaced over this range.
-        n_grid: points of the log-spaced grid of :meth:`predict` (mean gap and type
-            probabilities integrated to infinity; the tail beyond the grid is closed-form).
+        n_grid: points of the log-spaced grid of :meth:`predict`.
     """
 
-    def __init__(self, d_model: int, num_marks: int, log_gap_stats=None, d_hidden: int = 16,
-                 n_quad: int = 8, n_panels: int = 6, decay_range: tuple[float, float] = (0.1, 10.0),
-                 n_grid: int = 128, time_prediction: str = "mean") -> None:
+    def __init__(self, d_model: int, num_marks: int, log_gap_stats=None, n_quad: int = 8,
+                 n_panels: int = 6, n_grid: int = 128, time_prediction: str = "mean") -> None:
         super().__init__(d_model, num_marks, log_gap_stats, time_prediction)
-        if not isinstance(d_hidden, int) or d_hidden < 1:
-            raise ValueError(f"d_hidden must be a positive int, got {d_hidden!r}")
-        lo, hi = decay_range
-        if not (0 < lo <= hi):
-            raise ValueError(f"decay_range must satisfy 0 < low <= high, got {decay_range!r}")
-        self.d_hidden, self.n_grid = d_hidden, n_grid
-        self.state_proj = nn.Linear(d_model, 3 * d_hidden)
-        self.out = nn.Linear(d_hidden, num_marks)
-        self.log_beta = nn.Parameter(torch.zeros(num_marks))  # softplus sharpness per type
-        with torch.no_grad():  # δ = softplus(bias) log-spaced over decay_range
-            rates = torch.exp(torch.linspace(math.log(lo), math.log(hi), d_hidden))
-            self.state_proj.bias[2 * d_hidden:] = rates + torch.log(-torch.expm1(-rates))
+        self.n_grid = n_grid
         x, w = gauss_legendre_panels(n_quad, n_panels)
         # float64 nodes (cast at use), not moved by .float()/.half(): they are not parameters
         self.quad_x, self.quad_w = x, w
 
-    def states(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(x, x̄, δ)``, each ``(..., H)``: the state right after the event, its asymptote and
-        its decay rates per time unit."""
-        x, xbar, d = _f(self.state_proj(h)).chunk(3, dim=-1)
-        return x, xbar, F.softplus(d)
+    @abstractmethod
+    def states(self, h: Tensor) -> tuple[Tensor, ...]:
+        """The per-event tensors the intensity is read from, each ``(..., X)``."""
 
-    def _act(self, pre: Tensor) -> Tensor:
-        beta = self.log_beta.exp()
-        return beta * F.softplus(pre / beta)
-
+    @abstractmethod
     def _intensity(self, st, s: Tensor) -> Tensor:
         """``st`` from :meth:`states`, ``s (..., Q)`` in data time -> ``(..., Q, K)``."""
-        x, xbar, d = st
-        u = self.time_unit
-        decay = torch.exp(-d[..., None, :] * (s[..., None] / u))  # (..., Q, H)
-        state = xbar[..., None, :] + (x - xbar)[..., None, :] * decay
-        return self._act(self.out(state)) / u
+
+    @abstractmethod
+    def _bound(self, st) -> Tensor:
+        """``(..., K)``: an upper bound of every ``λ_k(s)``, ``s >= 0``."""
+
+    @abstractmethod
+    def _asymptote(self, st) -> Tensor:
+        """``(..., K)``: ``λ_k(s)`` as ``s -> ∞``."""
 
     def intensity(self, h: Tensor, s: Tensor) -> Tensor:
         return self._intensity(self.states(h), _f(s))
@@ -330,7 +324,7 @@ class IntensityHead(TPPHead):
         mean = (0.5 * (S[..., 1:] + S[..., :-1]) * ds).sum(-1)
         f = lam * S[..., None]  # density of (time, type)
         probs = (0.5 * (f[..., 1:, :] + f[..., :-1, :]) * ds[:, None]).sum(-2)
-        lam_inf = self._act(self.out(st[1])) / u  # (..., K), s -> ∞
+        lam_inf = self._asymptote(st)  # (..., K), s -> ∞
         tail = S[..., -1]
         mean = mean + tail / lam_inf.sum(-1)
         probs = probs + tail[..., None] * lam_inf / lam_inf.sum(-1, keepdim=True)
@@ -347,14 +341,8 @@ class IntensityHead(TPPHead):
         return torch.where(Lam[..., -1] >= half, inside, past), probs
 
     def intensity_bound(self, h: Tensor) -> Tensor:
-        """``(..., K)``: an upper bound of every ``λ_k(s)``, ``s >= 0`` (module docstring)."""
+        """``(..., K)``: an upper bound of every ``λ_k(s)``, ``s >= 0``."""
         return self._bound(self.states(h))
-
-    def _bound(self, st) -> Tensor:
-        x, xbar, _ = st
-        W = self.out.weight  # (K, H)
-        hi = torch.maximum(x[..., None, :] * W, xbar[..., None, :] * W).sum(-1) + self.out.bias
-        return self._act(hi) / self.time_unit
 
     @torch.no_grad()
     def sample(self, h: Tensor, generator: torch.Generator | None = None,
@@ -395,10 +383,78 @@ class IntensityHead(TPPHead):
         return gap.reshape(lead), mark.reshape(lead)
 
 
+class IntensityHead(DecayingIntensityHead):
+    """Continuous-time head: intensities from a state decayed in closed form (module docstring).
+
+    Args:
+        d_model, num_marks, log_gap_stats: see :class:`TPPHead`.
+        d_hidden: size ``H`` of the decaying state.
+        n_quad, n_panels: Gauss-Legendre nodes per panel and panels of the compensator.
+        decay_range: initial decay rates ``δ`` (per time unit) are log-spaced over this range.
+        n_grid: points of the log-spaced grid of :meth:`predict` (mean gap and type
+            probabilities integrated to infinity; the tail beyond the grid is closed-form).
+    """
+
+    def __init__(self, d_model: int, num_marks: int, log_gap_stats=None, d_hidden: int = 16,
+                 n_quad: int = 8, n_panels: int = 6, decay_range: tuple[float, float] = (0.1, 10.0),
+                 n_grid: int = 128, time_prediction: str = "mean") -> None:
+        super().__init__(d_model, num_marks, log_gap_stats, n_quad, n_panels, n_grid, time_prediction)
+        if not isinstance(d_hidden, int) or d_hidden < 1:
+            raise ValueError(f"d_hidden must be a positive int, got {d_hidden!r}")
+        lo, hi = decay_range
+        if not (0 < lo <= hi):
+            raise ValueError(f"decay_range must satisfy 0 < low <= high, got {decay_range!r}")
+        self.d_hidden = d_hidden
+        self.state_proj = nn.Linear(d_model, 3 * d_hidden)
+        self.out = nn.Linear(d_hidden, num_marks)
+        self.log_beta = nn.Parameter(torch.zeros(num_marks))  # softplus sharpness per type
+        with torch.no_grad():  # δ = softplus(bias) log-spaced over decay_range
+            rates = torch.exp(torch.linspace(math.log(lo), math.log(hi), d_hidden))
+            self.state_proj.bias[2 * d_hidden:] = rates + torch.log(-torch.expm1(-rates))
+
+    def states(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(x, x̄, δ)``, each ``(..., H)``: the state right after the event, its asymptote and
+        its decay rates per time unit."""
+        x, xbar, d = _f(self.state_proj(h)).chunk(3, dim=-1)
+        return x, xbar, F.softplus(d)
+
+    def _act(self, pre: Tensor) -> Tensor:
+        return softplus_beta(pre, self.log_beta)
+
+    def _intensity(self, st, s: Tensor) -> Tensor:
+        x, xbar, d = st
+        u = self.time_unit
+        decay = torch.exp(-d[..., None, :] * (s[..., None] / u))  # (..., Q, H)
+        state = xbar[..., None, :] + (x - xbar)[..., None, :] * decay
+        return self._act(self.out(state)) / u
+
+    def _asymptote(self, st) -> Tensor:
+        return self._act(self.out(st[1])) / self.time_unit
+
+    def _bound(self, st) -> Tensor:
+        # each state coordinate moves monotonically between x and x̄ (module docstring)
+        x, xbar, _ = st
+        W = self.out.weight  # (K, H)
+        hi = torch.maximum(x[..., None, :] * W, xbar[..., None, :] * W).sum(-1) + self.out.bias
+        return self._act(hi) / self.time_unit
+
+
+def softplus_beta(pre: Tensor, log_beta: Tensor) -> Tensor:
+    """``f_k(x) = β_k log(1 + exp(x / β_k))``, ``β = exp(log_beta) (K,)``: positive, increasing."""
+    beta = log_beta.exp()
+    return beta * F.softplus(pre / beta)
+
+
 def make_head(kind: str, d_model: int, num_marks: int, log_gap_stats=None, **kwargs) -> TPPHead:
-    """``"mixture"`` -> :class:`LogNormalMixtureHead`, ``"intensity"`` -> :class:`IntensityHead`."""
+    """``"mixture"`` -> :class:`LogNormalMixtureHead`, ``"intensity"`` -> :class:`IntensityHead`,
+    ``"state"`` -> :class:`eventssm.tpp_state.StateIntensityHead` (unbound: call its ``bind``
+    with the encoder it reads)."""
     if kind == "mixture":
         return LogNormalMixtureHead(d_model, num_marks, log_gap_stats, **kwargs)
     if kind == "intensity":
         return IntensityHead(d_model, num_marks, log_gap_stats, **kwargs)
+    if kind == "state":
+        from eventssm.tpp_state import StateIntensityHead  # it builds on this module
+
+        return StateIntensityHead(d_model, num_marks, log_gap_stats, **kwargs)
     raise ValueError(f"head must be one of {HEADS}, got {kind!r}")

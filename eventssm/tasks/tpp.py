@@ -41,13 +41,17 @@ class EventTPP(EventTask):
         d_input, use_observed: value channels and their mask, when events carry values.
         log_gap_stats: ``(mean, std)`` of the training log gaps (``data.log_gap_stats``); sets
             the heads' time unit. None: ``(0, 1)``.
-        head: ``"mixture"`` (log-normal mixture, intensity-free) or ``"intensity"`` (continuous
-            time, decaying state; see :mod:`eventssm.tpp`).
+        head: ``"mixture"`` (log-normal mixture, intensity-free), ``"intensity"`` (continuous
+            time, a decaying projection of the features; see :mod:`eventssm.tpp`) or ``"state"``
+            (continuous time, read out of the last block's own SSM state evolved between events;
+            see :mod:`eventssm.tpp_state`: needs an Asymmetric or Additive discretization, and
+            its futures are sampled by re-encoding, ``method="reencode"``).
         n_components: mixture components (mixture head).
-        d_hidden, n_quad, n_panels: decaying state size and compensator quadrature (intensity head).
+        d_hidden, n_quad, n_panels: decaying state size (intensity head) and compensator
+            quadrature (intensity and state heads).
         time_prediction: the predicted next gap (for ``rmse`` and ``predict``): the predictive
             ``"mean"`` or ``"median"`` (None: the median for the mixture, whose log-normal tails
-            make the mean unstable, and the mean for the intensity head).
+            make the mean unstable, and the mean for the intensity and state heads).
         backbone: the encoder architecture and discretization.
         time_scale: the encoder's time unit (see :class:`~eventssm.tasks.EventClassifier`;
             linked from ``data.time_scale``). The heads work in the data's own time unit, set by
@@ -61,7 +65,7 @@ class EventTPP(EventTask):
 
     def __init__(self, num_marks: int = 1, d_input: int = 0, use_observed: bool = False,
                  log_gap_stats: tuple[float, float] | None = None,
-                 head: Literal["mixture", "intensity"] = "mixture", n_components: int = 8,
+                 head: Literal["mixture", "intensity", "state"] = "mixture", n_components: int = 8,
                  d_hidden: int = 16, n_quad: int = 8, n_panels: int = 6,
                  time_prediction: Literal["mean", "median"] | None = None,
                  backbone: EncoderConfig | None = None, time_scale: float = 1.0,
@@ -84,12 +88,16 @@ class EventTPP(EventTask):
         self.max_future_events = max_future_events
         self.encoder = _encoder(backbone, d_input, num_marks, use_observed,
                                 check_time_scale(time_scale))
-        kw = (dict(n_components=n_components) if head == "mixture"
-              else dict(d_hidden=d_hidden, n_quad=n_quad, n_panels=n_panels))
+        kw = {"mixture": dict(n_components=n_components),
+              "intensity": dict(d_hidden=d_hidden, n_quad=n_quad, n_panels=n_panels),
+              "state": dict(n_quad=n_quad, n_panels=n_panels)}[head]
         # the mixture's log-normal tails make its mean unstable (one wide component dominates the
         # squared error): its default is the median; the intensity head's mean is well behaved
         kw["time_prediction"] = time_prediction or ("median" if head == "mixture" else "mean")
         self.head = make_head(head, backbone.d_model, num_marks, log_gap_stats, **kw)
+        if head == "state":  # it reads the encoder's last block (checks its discretization)
+            self.head.bind(self.encoder)
+        self.head_kind = head
         for stage in ("train", "val", "test"):
             for name in ("ll", "time_ll", "type_ll"):
                 setattr(self, f"{stage}_{name}", torchmetrics.MeanMetric())
@@ -102,12 +110,15 @@ class EventTPP(EventTask):
 
     def forward(self, batch: dict) -> Tensor:
         """Per-event features ``(B, L, d_model)`` (padding 0), or ``(1, T, d_model)`` for a
-        packed batch (``cu_seqlens``)."""
+        packed batch (``cu_seqlens``); for the state head its ``F`` features per event
+        (:meth:`eventssm.tpp_state.StateIntensityHead.encode`)."""
         if "integration_timesteps" not in batch:  # e.g. a sampled future: form the gaps once here
             tau = (packed_timesteps(batch["timestamps"], batch["cu_seqlens"])
                    if "cu_seqlens" in batch
                    else timesteps_from_timestamps(batch["timestamps"], lengths=batch["lengths"]))
             batch = {**batch, "integration_timesteps": tau}
+        if self.head_kind == "state":
+            return self.head.encode(**self._encoder_kwargs(batch))
         return self.encoder.encode(**self._encoder_kwargs(batch))
 
     def log_likelihood(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -165,7 +176,7 @@ class EventTPP(EventTask):
     @torch.no_grad()
     def sample_futures(self, batch: dict, horizon: float, n_samples: int = 1,
                        max_events: int = 64, generator: torch.Generator | None = None,
-                       method: Literal["step", "reencode"] = "step") -> dict:
+                       method: Literal["step", "reencode"] | None = None) -> dict:
         """Sample ``n_samples`` futures of every sequence up to ``horizon`` after its last event.
 
         Each step draws the next event from the head (thinning for the intensity head, direct
@@ -173,7 +184,8 @@ class EventTPP(EventTask):
         history once and each sampled event with the encoder's recurrent step
         (:mod:`eventssm.tpp_sampler`: O(1) per sampled event); ``"reencode"`` encodes the whole
         history again at every sampled event (O(steps · L)). With the same ``generator`` both
-        draw the same futures (in float64; tested).
+        draw the same futures (in float64; tested). None: ``"step"``, but ``"reencode"`` for the
+        state head (the recurrent step does not expose the last block's readout ``C``, ``z``).
 
         Returns ``{"times" (B, S, E) float64, "marks" (B, S, E) long, "mask" (B, S, E) bool}``:
         absolute times (the batch's clock), ``E = max_events``; ``mask`` marks real events.
@@ -181,6 +193,12 @@ class EventTPP(EventTask):
         if horizon <= 0 or n_samples < 1 or max_events < 1:
             raise ValueError(f"need horizon > 0, n_samples >= 1, max_events >= 1; got {horizon}, "
                              f"{n_samples}, {max_events}")
+        if method is None:
+            method = "reencode" if self.head_kind == "state" else "step"
+        if method == "step" and self.head_kind == "state":
+            raise NotImplementedError("sample_futures(method='step') is not available for "
+                                      "head='state': the encoder's recurrent step does not expose the "
+                                      "last block's C and z; use method='reencode'")
         if method not in ("step", "reencode"):
             raise ValueError(f"method must be 'step' or 'reencode', got {method!r}")
         if "cu_seqlens" in batch:  # a growing history is simplest padded: unpack it
