@@ -50,9 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["TPPHead", "LogNormalMixtureHead", "DecayingIntensityHead", "IntensityHead",
-           "make_head", "HEADS", "gauss_legendre_panels", "softplus_beta"]
-
-HEADS = ("mixture", "intensity", "state")
+           "gauss_legendre_panels", "softplus_beta"]
 
 
 def _check_gap_stats(gap_stats) -> tuple[float, float]:
@@ -444,17 +442,3 @@ def softplus_beta(pre: Tensor, log_beta: Tensor) -> Tensor:
     beta = log_beta.exp()
     return beta * F.softplus(pre / beta)
 
-
-def make_head(kind: str, d_model: int, num_marks: int, log_gap_stats=None, **kwargs) -> TPPHead:
-    """``"mixture"`` -> :class:`LogNormalMixtureHead`, ``"intensity"`` -> :class:`IntensityHead`,
-    ``"state"`` -> :class:`eventssm.tpp_state.StateIntensityHead` (unbound: call its ``bind``
-    with the encoder it reads)."""
-    if kind == "mixture":
-        return LogNormalMixtureHead(d_model, num_marks, log_gap_stats, **kwargs)
-    if kind == "intensity":
-        return IntensityHead(d_model, num_marks, log_gap_stats, **kwargs)
-    if kind == "state":
-        from eventssm.tpp_state import StateIntensityHead  # it builds on this module
-
-        return StateIntensityHead(d_model, num_marks, log_gap_stats, **kwargs)
-    raise ValueError(f"head must be one of {HEADS}, got {kind!r}")

@@ -10,7 +10,8 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from eventssm.tpp import IntensityHead, LogNormalMixtureHead, gauss_legendre_panels, make_head
+from eventssm.tpp import IntensityHead, LogNormalMixtureHead, gauss_legendre_panels
+from eventssm.tpp_heads import make_head
 from tests.helpers import load_script
 
 

@@ -17,7 +17,7 @@ from eventssm.packing import packed_timesteps, unpack_sequences
 from eventssm.tasks.base import EventTask, _encoder
 from eventssm.tasks.config import EncoderConfig
 from eventssm.time import check_time_scale, timesteps_from_timestamps
-from eventssm.tpp import HEADS, make_head
+from eventssm.tpp_heads import HEADS, make_head
 from eventssm.tpp_sampler import sample_futures as sample_futures_stepped
 
 __all__ = ["EventTPP"]
