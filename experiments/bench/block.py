@@ -330,7 +330,11 @@ def _steps_rows(es, anchors, table, shape, dtype, depth, device, rounds, n_steps
     steps = {}  # label -> step function; one model per row, kept for the interleaved rounds
     if "Mamba" in anchors:
         m = Stack(lambda: anchors["Mamba"](dm, use_fast_path=True, **size), depth)
-        steps["mamba-ssm 2.3.2.post1 fast path"] = lambda m=m: m(x).backward(dy)
+        # without causal-conv1d mamba-ssm silently takes its slow path (nn.Conv1d and separate
+        # nodes around its scan): say so in the row's name
+        name = "mamba-ssm 2.3.2.post1 " + ("fast path" if "causal_conv1d_fn" in anchors else
+                                           "without causal-conv1d (NOT its fast path)")
+        steps[name] = lambda m=m: m(x).backward(dy)
     for label, coupling, scheme, with_tau, check, fused in STEP_ROWS:
         disc = getattr(es, coupling)(scheme=scheme)
         m = Stack(lambda disc=disc, fused=fused: es.Mamba(dm, discretization=disc, fused=fused,

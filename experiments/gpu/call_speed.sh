@@ -14,7 +14,7 @@ A=${UNTIMED_S:-270}
     timeout $A python3 .anchors/tools/build_anchors.py build mamba .anchors /tmp/anchors/mamba > /tmp/build_mamba.txt 2>&1
     wait
   fi
-  { tail -3 /tmp/build_causal.txt /tmp/build_mamba.txt; find /tmp/anchors -name "*.so"; } > "$OUT/builds.txt" 2>&1
+  { tail -n 3 /tmp/build_causal.txt /tmp/build_mamba.txt; find /tmp/anchors -name "*.so"; } > "$OUT/builds.txt" 2>&1
 ) &
 if [ "${PANEL_BUDGET:-0}" -gt 0 ]; then
   (PANEL_MODE=final PANEL_YARDSTICKS=0 bash -c 'OUT=/tmp/po; mkdir -p $OUT; source experiments/gpu/call_panel.sh' > /tmp/panel_call.log 2>&1) &
