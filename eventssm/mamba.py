@@ -171,7 +171,8 @@ class Mamba(SSMParts, nn.Module):
         # straight into one (B, L, 2D) buffer that becomes in_proj's output gradient.
         xz = self.in_proj(hidden_states)
         conv_kw, scan_kw = {}, {}
-        if fns.name == "triton" and xz.requires_grad and not torch.compiler.is_compiling():
+        if fns.name == "triton" and xz.requires_grad and not torch.compiler.is_compiling() \
+                and xz.shape[1] > 0:  # an empty L has no rows to write in place
             x, z, conv_kw["dx_out"], scan_kw["dz_out"] = split_xz(xz, self.d_inner)
         else:
             x, z = xz.chunk(2, dim=-1)

@@ -106,6 +106,19 @@ def test_fused_block_is_one_node(device):
     assert len(n_fused) <= 5 and len(n_pieces) >= 4 * len(n_fused)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["one-node", "pieces"])
+@pytest.mark.parametrize("device", [pytest.param("cpu", marks=pytest.mark.interpret, id="interpret")])
+def test_empty_sequence_axis(device, fused):
+    """L = 0: an empty output and zero gradients, as on the torch path (the pieces then skip
+    their shared ∂xz buffer, which has no rows to write in place)."""
+    m = Mamba(8, d_state=4, backend="triton", fused=fused).to(device)
+    h = torch.randn(2, 0, 8, device=device, requires_grad=True)
+    y = m(h)
+    y.sum().backward()
+    assert y.shape == (2, 0, 8) and h.grad.shape == (2, 0, 8)
+    assert float(m.out_proj.weight.grad.abs().sum()) == 0.0
+
+
 def test_fused_only_where_it_applies():
     """The CPU (torch) path, float64 and a cache keep the pieces: the node is the Triton path's
     eager training and inference without a cache."""
