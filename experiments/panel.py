@@ -384,10 +384,12 @@ def _label(model: str, max_steps) -> str:
     return model if max_steps is None else f"{model} ≤{max_steps} steps"
 
 
-def table(path, split: str = "test") -> str:
+def table(path, split: str = "test", drops=None, datasets=None) -> str:
     """Markdown: per dataset and drop, each model's accuracy (mean ± std over seeds, the number of
-    seeds in brackets) and its mean wall-clock seconds per row; then the mean over the rows."""
-    rows = read_rows(path)
+    seeds in brackets) and its mean wall-clock seconds per row; then the mean over the rows.
+    ``drops`` / ``datasets``: only those rows (so that every model's mean is over the same ones)."""
+    rows = [r for r in read_rows(path) if (drops is None or r["drop"] in drops)
+            and (datasets is None or r["dataset"] in datasets)]
     if not rows:
         return f"(no rows in {path})"
     order = {m: k for k, m in enumerate(yardsticks.CLASSICAL)}
@@ -536,7 +538,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     out = args.out or str(ROOT / (FAST_OUT if args.fast else DEFAULT_OUT))
     if args.table:
-        print(table([out, *args.also], args.split))
+        print(table([out, *args.also], args.split, drops=args.drops, datasets=args.datasets))
         return
     if args.rank is not None:
         print(search_ranks([out, *args.also], args.rank or None))

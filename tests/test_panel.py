@@ -121,6 +121,18 @@ def test_table_means_over_seeds(tmp_path):
     assert text.index("eventssm:readme") < text.index("MiniRocket")
 
 
+def test_table_keeps_only_the_drops_asked_for(tmp_path):
+    """``--table --drops 0.6``: the other rows leave the table and every model's mean."""
+    out = tmp_path / "r.jsonl"
+    for drop, acc in ((0.0, 0.2), (0.6, 0.9)):
+        panel.append_row(out, {"dataset": "UnitTest", "drop": drop, "seed": 0,
+                               "model": "MiniRocket", "max_steps": None, "val_acc": acc,
+                               "test_acc": acc, "seconds": 1.0})
+    everything, only = panel.table(out), panel.table(out, drops=[0.6])
+    assert "| UnitTest | 0% |" in everything and "| UnitTest | 0% |" not in only
+    assert "0.550 (2 rows)" in everything and "0.900 (1 rows)" in only
+
+
 @pytest.mark.slow  # aeon's numba kernels compile on their first call
 def test_classical_yardsticks_on_a_tiny_split(tmp_path, capsys):
     dm = panel.panel_datamodule(panel.panel_frame("UnitTest", 0.6, seed=0), seed=0)
