@@ -36,19 +36,11 @@ from eventssm import Additive, Asymmetric
 from eventssm.datasets import SyntheticTPPDataModule
 from eventssm.tasks import EncoderConfig, EventTPP
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
+from tpp import EpochTimer  # noqa: E402  (experiments/bench/tpp.py)
+
 HEADS = ("mixture", "intensity", "state")
 COUPLINGS = {"asymmetric": Asymmetric, "additive": Additive}
-
-
-class _EpochTimer(L.Callback):
-    def __init__(self):
-        self.times = []
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        self._t = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        self.times.append(time.perf_counter() - self._t)
 
 
 def run(head: str, seed: int, dm, args, work: Path) -> dict:
@@ -58,7 +50,7 @@ def run(head: str, seed: int, dm, args, work: Path) -> dict:
                      time_scale=dm.time_scale, lr=args.lr,
                      backbone=EncoderConfig(d_model=args.d_model, n_layers=args.layers, d_state=8,
                                             discretization=COUPLINGS[args.coupling](args.scheme)))
-    timer = _EpochTimer()
+    timer = EpochTimer()
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=work / f"{head}-{seed}", monitor="val/loss",
                                                mode="min", save_top_k=1)
     trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, logger=False,

@@ -202,3 +202,20 @@ def bench_table_rows(script: str, *args: str, out: Path, timeout: float) -> list
     print(proc.stdout[-4000:], proc.stderr[-3000:])
     assert proc.returncode == 0
     return [r for r in out.read_text().splitlines() if r.startswith("| ") and "---" not in r][1:]
+
+
+def tpp_batch(seqs) -> dict:
+    """A padded next-event batch (``collate_events``) of ``(times, marks)`` numpy pairs: each
+    event's target is the next mark and gap (-100 and 0 at a sequence's last event)."""
+    import numpy as np
+
+    from eventssm.datasets.collate import collate_events
+
+    samples = []
+    for t, m in seqs:
+        nxt = np.full(len(m), -100)
+        nxt[:-1] = m[1:]
+        gap = np.zeros(len(m), dtype=np.float32)
+        gap[:-1] = np.diff(t)
+        samples.append({"timestamps": t, "marks": m, "target": nxt, "target_gap": gap})
+    return collate_events(samples)

@@ -370,7 +370,7 @@ def test_forecaster_packed_equals_padded():
     assert torch.equal(pos_p[qm], flat)
 
 
-@pytest.mark.parametrize("head", ["mixture", "intensity"])
+@pytest.mark.parametrize("head", ["mixture", "intensity", "state"])
 def test_tpp_packed_equals_padded(head):
     torch.manual_seed(0)
     dm = PointProcessDataModule(n_sequences=12, horizon=8.0, max_events=40, batch_size=4,

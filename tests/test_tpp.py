@@ -12,7 +12,7 @@ from scipy import integrate, stats
 
 from eventssm.tpp import IntensityHead, LogNormalMixtureHead, gauss_legendre_panels
 from eventssm.tpp_heads import make_head
-from tests.helpers import load_script
+from tests.helpers import load_script, tpp_batch
 
 
 def _mixture_head(loc=0.3, scale=1.4, M=3, d=5, K=4):
@@ -211,19 +211,6 @@ def _task(head, K=3, **kw):
                     **kw)
 
 
-def _batch(seqs, K=3):
-    from eventssm.datasets.collate import collate_events
-
-    samples = []
-    for t, m in seqs:
-        nxt = np.full(len(m), -100)
-        nxt[:-1] = m[1:]
-        gap = np.zeros(len(m), dtype=np.float32)
-        gap[:-1] = np.diff(t)
-        samples.append({"timestamps": t, "marks": m, "target": nxt, "target_gap": gap})
-    return collate_events(samples)
-
-
 def _seq(n, rng, K=3):
     return np.cumsum(rng.exponential(1.0, n)) - 0.1, rng.integers(0, K, n)
 
@@ -234,8 +221,8 @@ def test_padding_is_inert(head):
     rng = np.random.default_rng(0)
     short, long = _seq(5, rng), _seq(13, rng)
     with torch.no_grad():
-        t1, y1, _, _ = model.log_likelihood(_batch([short]))
-        tb, yb, _, scored = model.log_likelihood(_batch([short, long]))
+        t1, y1, _, _ = model.log_likelihood(tpp_batch([short]))
+        tb, yb, _, scored = model.log_likelihood(tpp_batch([short, long]))
     assert int(scored[0].sum()) == 4 and int(scored.sum()) == 4 + 12
     err = max((tb[:4] - t1).abs().max(), (yb[:4] - y1).abs().max())
     print("alone vs batched", float(err))

@@ -17,6 +17,7 @@ from eventssm.reference import selective_state_update_ref
 from eventssm.ssm import PAD_DELTA, scan_constants
 from eventssm.tpp import softplus_beta
 from eventssm.tpp_state import StateIntensityHead, block_states, evolve_state, last_block_input
+from tests.helpers import tpp_batch
 
 COUPLINGS = [Asymmetric("mamba"), Additive("zoh")]
 
@@ -216,19 +217,6 @@ def test_thinning_bound_holds_and_sampled_gaps_follow_the_compensator():
 
 # ---------------------------------------------------------------------------- (5) the task
 
-def _padded(seqs):
-    from eventssm.datasets.collate import collate_events
-
-    samples = []
-    for t, m in seqs:
-        nxt = np.full(len(m), -100)
-        nxt[:-1] = m[1:]
-        gap = np.zeros(len(m), dtype=np.float32)
-        gap[:-1] = np.diff(t)
-        samples.append({"timestamps": t, "marks": m, "target": nxt, "target_gap": gap})
-    return collate_events(samples)
-
-
 def test_task_padding_is_inert():
     from eventssm.tasks import EncoderConfig, EventTPP
 
@@ -239,39 +227,11 @@ def test_task_padding_is_inert():
     seq = lambda n: (np.cumsum(rng.exponential(1.0, n)), rng.integers(0, 3, n))
     short, long = seq(5), seq(13)
     with torch.no_grad():
-        t1, y1, _, _ = model.log_likelihood(_padded([short]))
-        tb, yb, _, _ = model.log_likelihood(_padded([short, long]))
+        t1, y1, _, _ = model.log_likelihood(tpp_batch([short]))
+        tb, yb, _, _ = model.log_likelihood(tpp_batch([short, long]))
     err = float(max((tb[:4] - t1).abs().max(), (yb[:4] - y1).abs().max()))
     print("alone vs batched", err)
     assert err < 1e-5
-
-
-def test_task_packed_equals_padded():
-    """A packed batch (``cu_seqlens``: the conv and the states-as-channels scan restart per
-    sequence) gives the padded batch's loss, gradients and metrics, and the same sampled futures
-    (the checks of ``tests/test_packed.py``); float64."""
-    from eventssm.datasets import PointProcessDataModule
-    from eventssm.datasets.collate import collate_events, pack_batch
-    from eventssm.tasks import EncoderConfig, EventTPP
-    from tests.test_packed import _task_equal
-
-    torch.manual_seed(0)
-    dm = PointProcessDataModule(n_sequences=12, horizon=8.0, max_events=40, batch_size=4,
-                                target="next_event", seed=0)
-    dm.build()
-    ds = dm.datasets["train"]
-    batch = collate_events([ds[i] for i in range(4)])
-    m = EventTPP(num_marks=dm.num_marks, head="state", n_quad=4, n_panels=2,
-                 backbone=EncoderConfig(d_model=16, n_layers=2, d_state=4, dropout=0.0,
-                                        discretization=Asymmetric("zoh")))
-    _task_equal(m, batch)
-    m = m.double().eval()
-    outs = []
-    for b in (batch, pack_batch(batch)):
-        g = torch.Generator().manual_seed(5)
-        outs.append(m.sample_futures(b, horizon=2.0, n_samples=2, max_events=4, generator=g))
-    for k in ("times", "marks", "mask"):
-        assert torch.equal(outs[0][k], outs[1][k]), k
 
 
 def test_task_trains_tests_and_predicts(tmp_path):

@@ -63,7 +63,7 @@ def main(argv=None) -> None:
         dy = torch.randn(2, 8, 16)
         tau = torch.rand(2, 8) if with_tau else None
 
-        def step():
+        def step(m=m, x=x, tau=tau, dy=dy):
             m(x, tau, check_values=False).backward(dy)
 
         for _ in range(50):

@@ -57,7 +57,9 @@ def make_data(name: str, args) -> object:
 
 # ---------------------------------------------------------------------------- eventssm
 
-class _EpochTimer(L.Callback):
+class EpochTimer(L.Callback):
+    """Seconds of every training epoch (``times``), for the per-epoch columns."""
+
     def __init__(self):
         self.times = []
 
@@ -74,7 +76,7 @@ def run_ours(head: str, dm, args, workdir: Path) -> dict:
                      time_prediction=args.time_prediction, time_scale=dm.time_scale,
                      backbone=EncoderConfig(d_model=args.d_model, n_layers=args.layers, d_state=8,
                                             discretization=Asymmetric(args.scheme)), lr=args.lr)
-    timer = _EpochTimer()
+    timer = EpochTimer()
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=workdir / f"ours-{head}", monitor="val/loss",
                                                mode="min", save_top_k=1)
     trainer = L.Trainer(max_epochs=args.epochs, accelerator="gpu" if args.device == "cuda" else "cpu",
